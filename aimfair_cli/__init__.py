@@ -1,0 +1,7 @@
+"""aimfair: repair unfair image classifiers with contextual synthetic data (AIM-Fair, CVPR 2025).
+
+The library lives beside `cli/`; it never imports typer and never prints. Heavy dependencies
+(torch, diffusers, transformers, openai) are imported inside the functions that need them.
+"""
+
+__version__ = "0.1.0"

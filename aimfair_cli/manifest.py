@@ -1,0 +1,177 @@
+"""Manifests: one row per image, as CSV or JSONL (chosen by the file extension).
+
+Required column `file_name` (relative to the manifest's folder, or absolute) and `target` (0/1).
+`protected` (0/1) is required for evaluation and synthetic data and may be empty for real training data.
+Optional columns: group, prompt, seed, split, source, generator (others are kept as strings).
+Every validation error names the file, the row (1-based, header not counted) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import ManifestError
+from .fsio import atomic_open
+
+REQUIRED = ("file_name", "target")
+STANDARD_COLUMNS = ("file_name", "target", "protected", "group", "prompt", "seed", "split", "source", "generator")
+LABEL_COLUMNS = ("target", "protected")
+FORMATS = (".csv", ".jsonl")
+
+MSG_NOT_FOUND = "manifest not found: {path}"
+MSG_FORMAT = "{path}: unknown manifest format (use .csv or .jsonl)"
+MSG_EMPTY = "{path}: manifest has no rows"
+MSG_MISSING_COLUMN = "{path}: missing column '{column}'"
+MSG_BAD_LABEL = "{path}: row {row}: column '{column}': expected 0 or 1, got {value!r}"
+MSG_EMPTY_VALUE = "{path}: row {row}: column '{column}': value is empty"
+MSG_BAD_JSON = "{path}: row {row}: not a JSON object"
+
+
+@dataclass
+class Manifest:
+    """Rows of a manifest, with labels parsed to ints (`protected` is None where empty)."""
+
+    path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_path(self, row: dict[str, Any]) -> Path:
+        p = Path(row["file_name"])
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def targets(self) -> list[int]:
+        return [r["target"] for r in self.rows]
+
+    @property
+    def protected(self) -> list[int | None]:
+        return [r.get("protected") for r in self.rows]
+
+    def require_protected(self) -> None:
+        """Raise unless every row has a protected value (evaluation, synthetic data)."""
+        if "protected" not in self.columns:
+            raise ManifestError(MSG_MISSING_COLUMN.format(path=self.path, column="protected"))
+        for i, r in enumerate(self.rows, 1):
+            if r.get("protected") is None:
+                raise ManifestError(MSG_EMPTY_VALUE.format(path=self.path, row=i, column="protected"))
+
+
+def _parse_label(value: Any, *, path: Path, row: int, column: str, allow_empty: bool) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if allow_empty:
+            return None
+        raise ManifestError(MSG_EMPTY_VALUE.format(path=path, row=row, column=column))
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return int(value)
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    raise ManifestError(MSG_BAD_LABEL.format(path=path, row=row, column=column, value=value))
+
+
+def _raw_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = list(reader.fieldnames or [])
+            return columns, [dict(r) for r in reader]
+    if suffix == ".jsonl":
+        rows: list[dict[str, Any]] = []
+        columns: list[str] = []
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    raise ManifestError(MSG_BAD_JSON.format(path=path, row=len(rows) + 1))
+                for k in obj:
+                    if k not in columns:
+                        columns.append(k)
+                rows.append(obj)
+        return columns, rows
+    raise ManifestError(MSG_FORMAT.format(path=path))
+
+
+def read_manifest(path: str | os.PathLike, *, require_protected: bool = False, allow_empty: bool = False) -> Manifest:
+    """Read and validate a manifest. Labels become ints; `protected` may be None unless required."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ManifestError(MSG_FORMAT.format(path=path))
+    if not path.is_file():
+        raise ManifestError(MSG_NOT_FOUND.format(path=path))
+    columns, raw = _raw_rows(path)
+    if not raw and not allow_empty:
+        raise ManifestError(MSG_EMPTY.format(path=path))
+    needed = REQUIRED + (("protected",) if require_protected else ())
+    for col in needed:
+        if col not in columns and (raw or columns):
+            raise ManifestError(MSG_MISSING_COLUMN.format(path=path, column=col))
+    rows = []
+    for i, r in enumerate(raw, 1):
+        name = r.get("file_name")
+        if name is None or str(name).strip() == "":
+            raise ManifestError(MSG_EMPTY_VALUE.format(path=path, row=i, column="file_name"))
+        row = dict(r)
+        row["file_name"] = str(name)
+        row["target"] = _parse_label(r.get("target"), path=path, row=i, column="target", allow_empty=False)
+        row["protected"] = _parse_label(
+            r.get("protected"), path=path, row=i, column="protected", allow_empty=not require_protected
+        )
+        rows.append(row)
+    return Manifest(path=path, rows=rows, columns=columns)
+
+
+def _columns_for(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> list[str]:
+    if columns is not None:
+        return list(columns)
+    seen: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.append(k)
+    standard = [c for c in STANDARD_COLUMNS if c in seen]
+    return standard + [c for c in seen if c not in standard]
+
+
+def _csv_value(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Write rows atomically as CSV or JSONL (by extension). Returns the path."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ManifestError(MSG_FORMAT.format(path=path))
+    rows = list(rows)
+    cols = _columns_for(rows, columns)
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        if suffix == ".csv":
+            writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: _csv_value(r.get(c)) for c in cols})
+        else:
+            for r in rows:
+                fh.write(json.dumps({c: r.get(c) for c in cols if c in r}, ensure_ascii=False) + "\n")
+    return path

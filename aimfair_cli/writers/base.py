@@ -1,0 +1,45 @@
+"""The prompt-writer interface: `template` (offline, deterministic), `openai` (any OpenAI-compatible
+endpoint) and `transformers` (a local chat model).
+
+A writer returns prompts for one group of a task. Every prompt it returns has passed
+`aimfair_cli.tasks.check_prompt` (states the group's target and protected values, short enough for CLIP)
+and is not a duplicate.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import UsageError
+from ..tasks import Group, Task
+
+
+@runtime_checkable
+class PromptWriter(Protocol):
+    name: str
+
+    def write(self, task: Task, group: Group, n: int, *, seed: int = 0) -> list[str]:
+        """`n` distinct, validated prompts for `group`."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the prompts were made (writer, model, seed, ...), saved in the prompt file. Never secrets."""
+        ...
+
+
+WRITERS = {
+    "template": "aimfair_cli.writers.template:TemplateWriter",
+    "openai": "aimfair_cli.writers.llm:OpenAIWriter",
+    "transformers": "aimfair_cli.writers.llm:TransformersWriter",
+}
+
+
+def make_writer(name: str, **options: Any) -> PromptWriter:
+    try:
+        target = WRITERS[name]
+    except KeyError:
+        raise UsageError(f"unknown prompt writer '{name}' (known: {', '.join(WRITERS)})") from None
+    module, cls = target.split(":")
+    factory = getattr(importlib.import_module(module), cls)
+    return factory(**{k: v for k, v in options.items() if v is not None})

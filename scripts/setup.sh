@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install aimfair (editable) with everything the demo and the tests use.
+# torch 2.14.1 / torchvision 0.29.1 is the pair known to work on the reference CPU machines; pyproject.toml
+# itself only declares version ranges so you can bring your own CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+fi
+.venv/bin/pip install -q -e ".[test]"
