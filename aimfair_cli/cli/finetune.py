@@ -1,10 +1,87 @@
-"""`aimfair finetune` (not built yet)."""
+"""`aimfair finetune`: fine-tune only some tensors of the biased model on balanced synthetic data."""
 
 from __future__ import annotations
 
-from ..errors import NotBuiltError
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import layout
+from ..config import resolve
+from ..stages.finetune import FinetuneConfig, run_finetune
+from . import console
+from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+
+_PATHS = ("model", "synth", "val", "out", "mask")
 
 
-def finetune() -> None:
-    """Not built yet: exits non-zero."""
-    raise NotBuiltError("'aimfair finetune' is not built yet")
+def finetune(
+    model: ModelOpt = None,
+    synth: Annotated[
+        Optional[Path], typer.Option(help=f"Synthetic manifest; a balanced set is drawn from it. [default: {layout.SYNTH_MANIFEST}]")
+    ] = None,
+    val: Annotated[
+        Optional[Path], typer.Option(help=f"Real validation manifest; the best epoch by accuracy is kept. [default: {layout.VAL}]")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Output checkpoint. [default: {layout.FINETUNE}]")] = None,
+    mask: Annotated[
+        Optional[Path], typer.Option(help="Mask from `aimfair mask`: update only its tensors (AIM-Fair).")
+    ] = None,
+    strategy: Annotated[
+        Optional[str],
+        typer.Option(help="Instead of --mask: full, linear, random:RATIO (e.g. random:0.5), update:BLOCK or "
+                     "freeze:BLOCK (BLOCK: stem, layer1..layer4, fc)."),
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs. [default: 10]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate (the paper searches 0.4, 0.5, 0.6). [default: 0.5]")] = None,
+    milestones: Annotated[
+        Optional[str], typer.Option(help="Comma-separated epochs at which lr is multiplied by 0.1. [default: none]")
+    ] = None,
+    n_synth: Annotated[
+        Optional[int],
+        typer.Option("--n-synth", help="Balanced synthetic images in total (n/4 per group). [default: the mask's balanced "
+                     "set, else as many as the smallest group allows]"),
+    ] = None,
+    bn: Annotated[
+        Optional[str],
+        typer.Option(help="update: BN running statistics of every layer keep updating (the paper's code); "
+                     "freeze: BN layers outside the selection keep their statistics. [default: update]"),
+    ] = None,
+    batch_size: BatchSizeOpt = None,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    json_: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune the biased model on balanced synthetic images, updating only the masked (or chosen) tensors;
+    every other tensor stays bit-identical."""
+    defaults = dict(FinetuneConfig(model=layout.PRETRAIN, synth=layout.SYNTH_MANIFEST, val=layout.VAL,
+                                   out=layout.FINETUNE).__dict__)
+    parsed_milestones = None
+    if milestones is not None:
+        from ..errors import UsageError
+
+        try:
+            parsed_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
+        except ValueError:
+            raise UsageError(f"--milestones must be comma-separated epochs, got '{milestones}'") from None
+    opts = resolve("finetune", dict(model=model, synth=synth, val=val, out=out, mask=mask, strategy=strategy,
+                                    epochs=epochs, lr=lr, milestones=parsed_milestones, n_synth=n_synth, bn=bn,
+                                    batch_size=batch_size, workers=workers, device=device, seed=seed),
+                   defaults, config_file=config)
+    opts["milestones"] = tuple(opts["milestones"] or ())
+    cfg = FinetuneConfig(**{k: Path(v) if k in _PATHS and v is not None else v for k, v in opts.items()})
+    console.setup_logging()
+    result = run_finetune(cfg, progress=console.RichProgress())
+    summary = {"out": str(result.out), "strategy": result.strategy, "trainable": len(result.trainable),
+               "total": result.total, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc}
+    if json_:
+        console.out.print_json(json.dumps(summary))
+    else:
+        console.out.print(
+            f"{result.strategy}: updated {len(result.trainable)} of {result.total} tensors; best epoch "
+            f"{result.best_epoch} (val accuracy {result.best_val_acc:.2%}) -> {result.out}"
+        )

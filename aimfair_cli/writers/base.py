@@ -9,7 +9,7 @@ and is not a duplicate.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..errors import UsageError
 from ..tasks import Group, Task
@@ -19,8 +19,21 @@ from ..tasks import Group, Task
 class PromptWriter(Protocol):
     name: str
 
-    def write(self, task: Task, group: Group, n: int, *, seed: int = 0) -> list[str]:
-        """`n` distinct, validated prompts for `group`."""
+    def write(
+        self,
+        task: Task,
+        group: Group,
+        n: int,
+        *,
+        seed: int = 0,
+        existing: Sequence[str] = (),
+        on_partial: Callable[[list[str]], None] | None = None,
+    ) -> list[str]:
+        """`n` distinct, validated prompts for `group`, starting with `existing` (a resumed run).
+
+        `on_partial(prompts_so_far)` is called whenever new valid prompts arrive, so the caller can save
+        them and a rerun continues where this one stopped.
+        """
         ...
 
     def describe(self) -> dict[str, Any]:

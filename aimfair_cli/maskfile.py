@@ -1,0 +1,89 @@
+"""Mask files: one bool tensor per parameter name (shape [1]*ndim, broadcastable to the parameter) in a
+`.safetensors` file, plus metadata JSON: k, selected names, total tensor count, Δ1/Δ2 scores, the bias ratio
+used, input sizes and each parameter's shape (so a mask for another model is refused by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MaskError
+from .fsio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "aimfair-mask/1"
+META_KEY = "aimfair_mask"
+
+MSG_NOT_FOUND = "mask not found: {path}"
+MSG_NOT_MASK = "{path}: not an aimfair mask (.safetensors with aimfair_mask metadata)"
+MSG_MISSING_IN_MASK = "mask does not fit the model: tensor '{name}' is in the model but not in the mask"
+MSG_EXTRA_IN_MASK = "mask does not fit the model: tensor '{name}' is in the mask but not in the model"
+MSG_SHAPE = "mask does not fit the model: tensor '{name}' has shape {model} in the model but {mask} in the mask"
+
+
+@dataclass
+class Mask:
+    selected: list[str]
+    shapes: dict[str, list[int]]  # every parameter of the model, in parameter order
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.shapes)
+
+    def check_fits(self, model: "torch.nn.Module") -> None:
+        """Raise MaskError naming the first tensor where the mask and the model disagree."""
+        params = dict(model.named_parameters())
+        for name, p in params.items():
+            if name not in self.shapes:
+                raise MaskError(MSG_MISSING_IN_MASK.format(name=name))
+            if list(p.shape) != list(self.shapes[name]):
+                raise MaskError(MSG_SHAPE.format(name=name, model=list(p.shape), mask=list(self.shapes[name])))
+        for name in self.shapes:
+            if name not in params:
+                raise MaskError(MSG_EXTRA_IN_MASK.format(name=name))
+
+
+def save_mask(path: str | os.PathLike, mask: Mask) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    chosen = set(mask.selected)
+    tensors = {
+        name: torch.full([1] * len(shape), name in chosen, dtype=torch.bool) for name, shape in mask.shapes.items()
+    }
+    meta = {"format": FORMAT, **mask.meta, "selected": mask.selected, "total": mask.total, "shapes": mask.shapes}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    return path
+
+
+def load_mask(path: str | os.PathLike) -> Mask:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError(MSG_NOT_FOUND.format(path=path))
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(META_KEY)
+            if raw is None:
+                raise MaskError(MSG_NOT_MASK.format(path=path))
+            meta = json.loads(raw)
+            flags = {name: bool(fh.get_tensor(name).flatten()[0]) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
+        raise MaskError(MSG_NOT_MASK.format(path=path)) from None
+    shapes = {name: list(shape) for name, shape in meta.pop("shapes").items()}
+    meta.pop("total", None)
+    meta.pop("format", None)
+    selected = [n for n in shapes if flags.get(n)]
+    if selected != meta.get("selected", selected):
+        raise MaskError(f"{path}: mask tensors disagree with the selected names in its metadata")
+    meta.pop("selected", None)
+    return Mask(selected=selected, shapes=shapes, meta=meta)

@@ -1,0 +1,180 @@
+"""`aimfair finetune`: fine-tune a pretrained (biased) model on balanced synthetic data, updating only some
+parameter tensors.
+
+Strategies (which tensors receive updates; all others stay bit-identical):
+- `mask`      AIM-Fair, Eq. 8: the tensors selected by `aimfair mask`;
+- `full`      every tensor (full fine-tuning);
+- `linear`    the fc layer only (linear probing);
+- `random:R`  a random R fraction of the tensors (seeded; the names are recorded);
+- `update:B`  one block only, `freeze:B` every block but one (sub-tuning; B in stem, layer1..layer4, fc).
+
+Training from scratch on synthetic data, supplementing real with synthetic data and repairing the real data
+(paper Tab. 3) start from random weights rather than from the biased model, so they are `aimfair pretrain`
+runs on the corresponding manifests, not fine-tuning strategies.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import dist
+from ..config import write_resolved_config
+from ..errors import UsageError
+from ..manifest import Manifest, read_manifest
+from ..progress import NULL, Progress
+from ..synthsets import draw_balanced
+
+log = logging.getLogger(__name__)
+
+BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
+BN_MODES = ("update", "freeze")
+MSG_BAD_STRATEGY = (
+    "unknown strategy '{value}' (use full, linear, random:RATIO, update:BLOCK or freeze:BLOCK; "
+    "blocks: stem, layer1..layer4, fc)"
+)
+MSG_MASK_AND_STRATEGY = "give either --mask or --strategy, not both"
+MSG_NO_STRATEGY = "give --mask FILE (AIM-Fair) or --strategy"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    kind: str  # mask | full | linear | random | update | freeze
+    arg: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.arg is None else f"{self.kind}:{self.arg}"
+
+
+def parse_strategy(text: str) -> Strategy:
+    text = text.strip().lower()
+    if text in ("full", "linear"):
+        return Strategy(text)
+    m = re.fullmatch(r"random:(\d*\.?\d+)(%?)", text)
+    if m:
+        ratio = float(m.group(1)) / (100 if m.group(2) else 1)
+        if 0 < ratio <= 1:
+            return Strategy("random", f"{ratio:g}")
+    m = re.fullmatch(r"(update|freeze):(\w+)", text)
+    if m and m.group(2) in BLOCKS:
+        return Strategy(m.group(1), m.group(2))
+    raise UsageError(MSG_BAD_STRATEGY.format(value=text))
+
+
+def trainable_names(names: list[str], strategy: Strategy, *, selected: list[str] | None = None, seed: int = 0) -> list[str]:
+    """The parameter names that receive updates, in parameter order."""
+    from ..models import block_of
+
+    if strategy.kind == "mask":
+        chosen = set(selected or [])
+    elif strategy.kind == "full":
+        chosen = set(names)
+    elif strategy.kind == "linear":
+        chosen = {n for n in names if block_of(n) == "fc"}
+    elif strategy.kind == "random":
+        count = max(1, round(float(strategy.arg) * len(names)))
+        chosen = set(random.Random(f"{seed}:random-tensors").sample(names, count))
+    elif strategy.kind == "update":
+        chosen = {n for n in names if block_of(n) == strategy.arg}
+    else:  # freeze
+        chosen = {n for n in names if block_of(n) != strategy.arg}
+    return [n for n in names if n in chosen]
+
+
+@dataclass
+class FinetuneConfig:
+    model: Path
+    synth: Path
+    val: Path
+    out: Path
+    mask: Path | None = None
+    strategy: str | None = None
+    epochs: int = 10
+    lr: float = 0.5  # the paper searches {0.4, 0.5, 0.6}
+    milestones: tuple[int, ...] = ()
+    batch_size: int = 128
+    n_synth: int | None = None  # balanced images in total; default: the mask's balanced set, else all groups' min × 4
+    bn: str = "update"  # BN running statistics of frozen layers keep updating, as in the paper's code
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    strategy: str
+    trainable: list[str]
+    total: int
+    best_epoch: int
+    best_val_acc: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneResult:
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..data.images import ImageDataset, build_transform, check_images, make_loader
+    from ..maskfile import load_mask
+    from ..models import resolve_device
+    from ..training import OptimConfig, fit, seed_everything
+
+    if cfg.mask is not None and cfg.strategy is not None:
+        raise UsageError(MSG_MASK_AND_STRATEGY)
+    if cfg.mask is None and cfg.strategy is None:
+        raise UsageError(MSG_NO_STRATEGY)
+    if cfg.bn not in BN_MODES:
+        raise UsageError(f"--bn must be update or freeze, got '{cfg.bn}'")
+    if cfg.epochs <= 0 or cfg.lr <= 0:
+        raise UsageError("--epochs and --lr must be positive")
+    strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
+    mask = load_mask(cfg.mask) if cfg.mask is not None else None
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, meta = load_checkpoint(cfg.model, device=device)
+    if mask is not None:
+        mask.check_fits(model)
+    names = [n for n, _ in model.named_parameters()]
+    trainable = trainable_names(names, strategy, selected=mask.selected if mask else None, seed=cfg.seed)
+    if not trainable:
+        raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
+
+    synth = read_manifest(cfg.synth, require_protected=True)
+    val = read_manifest(cfg.val)
+    n = cfg.n_synth
+    if n is None and mask is not None:
+        n = mask.meta.get("sizes", {}).get("synthetic_balanced")
+    train = Manifest(path=synth.path, rows=draw_balanced(synth.rows, n=n, seed=cfg.seed), columns=synth.columns)
+    check_images(train)
+    check_images(val)
+    size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+    train_loader = make_loader(ImageDataset(train, build_transform(size, train=True, mean=mean, std=std)),
+                               batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed)
+    val_loader = make_loader(ImageDataset(val, build_transform(size, train=False, mean=mean, std=std)),
+                             batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
+    log.info("fine-tuning %d of %d tensors (%s) on %d balanced synthetic images", len(trainable), len(names),
+             strategy, len(train.rows))
+    result = fit(
+        model, train_loader, val_loader,
+        optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
+        device=device, trainable=set(trainable), bn=cfg.bn, progress=progress, description=f"finetune {strategy}",
+    )
+    model.load_state_dict(result.best_state)
+    new_meta = dict(meta)
+    new_meta.update({
+        "config": cfg,
+        "base_model": str(cfg.model),
+        "finetune": {"strategy": str(strategy), "trainable": trainable, "total": len(names),
+                     "n_synth": len(train.rows), "best_epoch": result.best_epoch,
+                     "best_val_acc": result.best_val_acc},
+    })
+    if dist.is_main():
+        save_checkpoint(cfg.out, model, new_meta)
+        write_resolved_config(cfg.out, "finetune", cfg)
+    dist.barrier()
+    return FinetuneResult(out=Path(cfg.out), strategy=str(strategy), trainable=trainable, total=len(names),
+                          best_epoch=result.best_epoch, best_val_acc=result.best_val_acc, history=result.history)

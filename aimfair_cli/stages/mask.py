@@ -1,0 +1,246 @@
+"""`aimfair mask`: Selective Mask Generation (paper §3.2).
+
+Three mean-gradient passes over the same checkpoint — real-biased (R), synthetic-biased (S1),
+synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see selection.py).
+BatchNorm runs in training mode, as during fine-tuning (the paper's code does the same); the checkpoint's
+state, running statistics included, is restored before every pass so each set sees the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import dist
+from ..config import write_resolved_config
+from ..data.bias import CELLS, parse_bias
+from ..errors import UsageError
+from ..manifest import Manifest, read_manifest
+from ..maskfile import Mask, save_mask
+from ..progress import NULL, Progress
+from ..selection import SCORES, TensorScore, parse_topk, score_tensors, select
+from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskConfig:
+    model: Path
+    real: Path
+    synth: Path
+    out: Path
+    topk: str = "55"
+    score: str = "absdiff"
+    bias_ratio: str = "1:9"  # or "auto": estimated from the biased model, without real group labels
+    n_synth: int | None = None  # size of each synthetic set; default: as many as the real set
+    max_samples: int | None = None  # cap on the images per set (a cheaper mask)
+    batch_size: int = 128
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class BiasEstimate:
+    """What `--bias-ratio auto` inferred: the minority share from the biased model's error rate on the real
+    training data (JTT's error set), and which protected value is rare for each target value from its
+    per-group accuracy on the balanced synthetic data."""
+
+    error_rate: float
+    bias: Fraction
+    minority: dict[int, int]
+    synthetic_group_accuracy: dict[str, float]
+
+
+@dataclass
+class MaskResult:
+    out: Path
+    mask: Mask
+    k: int
+    scores: dict[str, TensorScore]
+    sizes: dict[str, int]
+    bias: Fraction
+    minority: dict[int, int]
+    estimate: BiasEstimate | None
+    seconds: float
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
+    return Manifest(path=m.path, rows=rows, columns=m.columns)
+
+
+def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
+    from ..data.images import ImageDataset, build_transform, make_loader
+
+    ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
+    return make_loader(ds, batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
+
+
+def mean_gradients(model, loader, *, state: dict, device, task=None) -> dict[str, "torch.Tensor"]:
+    """g = (1/N) Σ_i ∇θ L(θ; x_i, y_i) for every parameter tensor (Eq. 1–3), summed over ranks under torchrun."""
+    import torch
+    import torch.nn.functional as F
+
+    model.load_state_dict(state)
+    model.train()
+    params = dict(model.named_parameters())
+    sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    for images, targets, _protected, _idx in loader:
+        images, targets = images.to(device), targets.to(device)
+        model.zero_grad(set_to_none=True)
+        logits = model(images).squeeze(1)  # [B]
+        # reduction="sum" and one division by N at the end gives the exact dataset mean, whatever the batching
+        F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                sums[n] += p.grad.float()
+        count += len(targets)
+        if task is not None:
+            task.advance(1)
+    if dist.is_distributed():
+        import torch.distributed as td
+
+        for g in sums.values():
+            td.all_reduce(g)
+        td.all_reduce(count)
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    return {n: (g / count).cpu() for n, g in sums.items()}
+
+
+def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth: Manifest, *, image_size, mean, std,
+                   cfg: MaskConfig, device) -> BiasEstimate:
+    from ..training import predict
+
+    model.eval()
+    pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device)
+    error = float(((pr.scores >= 0.5).astype(int) != pr.targets).mean())
+    # A biased model errs mostly on the minority cells, so the error rate approximates the minority share.
+    share = min(max(error, 0.01), 0.5)
+    bias = Fraction(share / (1 - share)).limit_denominator(1000)
+    ps = predict(model, _loader(_subset(synth, balanced), image_size=image_size, mean=mean, std=std, cfg=cfg),
+                 device=device)
+    correct = (ps.scores >= 0.5).astype(int) == ps.targets
+    acc = {}
+    for y, s in CELLS:
+        sel = (ps.targets == y) & (ps.protected == s)
+        acc[(y, s)] = float(correct[sel].mean()) if sel.any() else float("nan")
+    minority = {y: (0 if acc[(y, 0)] <= acc[(y, 1)] else 1) for y in (0, 1)}
+    return BiasEstimate(error_rate=error, bias=bias, minority=minority,
+                        synthetic_group_accuracy={f"{y},{s}": a for (y, s), a in acc.items()})
+
+
+def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
+    """Selected/total tensors per block (stem, layer1..4, fc) and kind (conv, bn, fc)."""
+    import torch.nn as nn
+
+    from ..models import block_of
+
+    kinds = {}
+    for mod_name, mod in model.named_modules():
+        kind = "conv" if isinstance(mod, nn.Conv2d) else "bn" if isinstance(mod, nn.BatchNorm2d) else \
+            "fc" if isinstance(mod, nn.Linear) else None
+        if kind:
+            for p_name, _ in mod.named_parameters(recurse=False):
+                kinds[f"{mod_name}.{p_name}"] = kind
+    chosen = set(selected)
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, _ in model.named_parameters():
+        key = (block_of(name), kinds.get(name, "other"))
+        row = rows.setdefault(key, {"block": key[0], "kind": key[1], "selected": 0, "total": 0})
+        row["total"] += 1
+        row["selected"] += name in chosen
+    return list(rows.values())
+
+
+def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
+    from ..checkpoint import load_checkpoint
+    from ..data.images import check_images
+    from ..models import resolve_device
+    from ..training import seed_everything
+
+    if cfg.score not in SCORES:
+        raise UsageError(f"unknown score '{cfg.score}' (known: {', '.join(SCORES)})")
+    auto = str(cfg.bias_ratio).strip().lower() == "auto"
+    bias = None if auto else parse_bias(cfg.bias_ratio)
+    if cfg.max_samples is not None and cfg.max_samples <= 0:
+        raise UsageError(f"--max-samples must be positive, got {cfg.max_samples}")
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, meta = load_checkpoint(cfg.model, device=device)
+    total = len(list(model.parameters()))
+    k = parse_topk(cfg.topk, total)
+    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+
+    real = read_manifest(cfg.real)
+    synth = read_manifest(cfg.synth, require_protected=True)
+    if cfg.max_samples is not None and cfg.max_samples < len(real.rows):
+        keep = sorted(random.Random(f"{cfg.seed}:real").sample(range(len(real.rows)), cfg.max_samples))
+        real = _subset(real, [real.rows[i] for i in keep])
+    n = cfg.n_synth or len(real.rows)
+    if cfg.max_samples is not None:
+        n = min(n, cfg.max_samples)
+
+    state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+    estimate = None
+    minority = dict(DEFAULT_MINORITY)
+    if auto:
+        balanced_only = build_synthetic_sets(synth.rows, n=n, bias=Fraction(1), seed=cfg.seed).balanced
+        estimate = _estimate_bias(model, real, balanced_only, synth, image_size=image_size, mean=mean, std=std,
+                                  cfg=cfg, device=device)
+        bias, minority = estimate.bias, estimate.minority
+    sets = build_synthetic_sets(synth.rows, n=n, bias=bias, minority=minority, seed=cfg.seed)
+    named = {
+        "real": real,
+        "synthetic_biased": _subset(synth, sets.biased),
+        "synthetic_balanced": _subset(synth, sets.balanced),
+    }
+    for m in named.values():
+        check_images(m)
+
+    grads = {}
+    for label, manifest in named.items():
+        loader = _loader(manifest, image_size=image_size, mean=mean, std=std, cfg=cfg)
+        with progress.task(f"gradients: {label.replace('_', ' ')}", total=len(loader)) as task:
+            grads[label] = mean_gradients(model, loader, state=state, device=device, task=task)
+    scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
+    selected = select(scores, k)
+    sizes = {label: len(m.rows) for label, m in named.items()}
+    mask = Mask(
+        selected=selected,
+        shapes={name: list(p.shape) for name, p in model.named_parameters()},
+        meta={
+            "k": k,
+            "topk": str(cfg.topk),
+            "score": cfg.score,
+            "scores": {n_: {"delta1": s.delta1, "delta2": s.delta2} for n_, s in scores.items()},
+            "bias_ratio": f"{bias.numerator}:{bias.denominator}",
+            "bias_ratio_source": "auto" if auto else "given",
+            "minority": {str(y): s for y, s in minority.items()},
+            "estimate": None if estimate is None else {
+                "error_rate": estimate.error_rate,
+                "synthetic_group_accuracy": estimate.synthetic_group_accuracy,
+            },
+            "sizes": sizes,
+            "model": str(cfg.model),
+            "seed": cfg.seed,
+        },
+    )
+    if dist.is_main():
+        save_mask(cfg.out, mask)
+        write_resolved_config(cfg.out, "mask", cfg)
+    dist.barrier()
+    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
+                      estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected))
