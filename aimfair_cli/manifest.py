@@ -87,7 +87,8 @@ def _parse_label(value: Any, *, path: Path, row: int, column: str, allow_empty: 
 def _raw_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = list(reader.fieldnames or [])
             return columns, [dict(r) for r in reader]
