@@ -1,0 +1,166 @@
+"""The `prompts` stage: write a task's prompt file (contextual prompts per group + one plain prompt each).
+
+An LLM writer can stop half-way (a crash, a rate limit, Ctrl-C). Every batch of valid prompts a writer
+reports is saved at once to `<out>.partial.yaml` (atomically), and a rerun with the same task, writer and
+seed hands them back to the writer as `existing`, so it continues instead of starting over. The final file is
+written atomically and the partial file removed. `made_by` records the writer's own description, the seed and
+the count, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import write_resolved_config
+from ..errors import PromptWriterError, UsageError
+from ..fsio import atomic_write_text
+from ..progress import NULL, Progress
+from ..tasks import PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
+from ..writers.base import PromptWriter, make_writer
+from ..writers.template import plain_prompt
+
+log = logging.getLogger(__name__)
+
+# Each stage component owns its defaults; the CLI resolves flags and aimfair.yaml against these.
+DEFAULTS: dict[str, Any] = {"per_group": 50, "writer": "template", "seed": 0}
+
+PARTIAL_SUFFIX = ".partial.yaml"
+
+MSG_BAD_PER_GROUP = "--per-group must be at least 1 (got {n})"
+MSG_PARTIAL_MISMATCH = (
+    "{path} holds prompts from another run ({what} differs); rerun with the same options or delete it"
+)
+MSG_WRITER_BROKE = "prompt writer '{writer}' returned an unusable prompt for group {group}: {reason}"
+MSG_WRITER_COUNT = "prompt writer '{writer}' returned {got} prompts for group {group}, expected {want}"
+
+# Keys that must never reach a file even if a writer's describe() let one through (the *_env names are fine).
+_SECRET = re.compile(r"^(.*_)?(api_?key|key|token|secret|password)$", re.IGNORECASE)
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def _scrub(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not _SECRET.search(str(k))}
+
+
+def _load_partial(path: Path, *, task: Task, made_by: dict[str, Any]) -> dict[str, list[str]]:
+    """Prompts saved by an interrupted run with the same task, writer and seed."""
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        saved = {str(k): [str(p) for p in v] for k, v in (data.get("groups") or {}).items()}
+    except (yaml.YAMLError, AttributeError, TypeError):
+        log.warning("ignoring unreadable %s", path)
+        return {}
+    for what, have, want in (("task", data.get("task"), task.name),
+                             ("seed", (data.get("made_by") or {}).get("seed"), made_by.get("seed")),
+                             ("writer", _without(data.get("made_by") or {}, "per_group"), _without(made_by, "per_group"))):
+        if have != want:
+            raise UsageError(MSG_PARTIAL_MISMATCH.format(path=path, what=what))
+    return saved
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def _save_partial(path: Path, *, task: Task, made_by: dict[str, Any], groups: dict[str, list[str]]) -> None:
+    import yaml
+
+    text = yaml.safe_dump({"task": task.name, "made_by": made_by, "groups": groups}, sort_keys=False,
+                          allow_unicode=True, width=200)
+    atomic_write_text(path, text)
+
+
+def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str) -> None:
+    """The writer's contract, checked once more: the stage never writes an unusable prompt file."""
+    if len(prompts) != want:
+        raise PromptWriterError(MSG_WRITER_COUNT.format(writer=writer, got=len(prompts), group=group.name, want=want))
+    seen = set()
+    for p in prompts:
+        reason = check_prompt(p, task, group)
+        key = " ".join(p.lower().split())
+        if reason is None and key in seen:
+            reason = f"duplicate prompt {p!r}"
+        if reason is not None:
+            raise PromptWriterError(MSG_WRITER_BROKE.format(writer=writer, group=group.name, reason=reason))
+        seen.add(key)
+
+
+def write_prompts(
+    *,
+    task: str | Task,
+    out: str | os.PathLike,
+    per_group: int = DEFAULTS["per_group"],
+    writer: str | PromptWriter = DEFAULTS["writer"],
+    writer_options: dict[str, Any] | None = None,
+    seed: int = DEFAULTS["seed"],
+    groups: Sequence[str] | None = None,
+    progress: Progress = NULL,
+) -> PromptFile:
+    """Write `out` (a prompt file) with `per_group` contextual prompts for each group and one plain prompt each.
+
+    `groups` limits the groups written; the others keep the prompts of an existing `out` for the same task.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if per_group < 1:
+        raise UsageError(MSG_BAD_PER_GROUP.format(n=per_group))
+    out = Path(out)
+    names = list(dict.fromkeys(groups)) if groups else [g.name for g in task.groups]
+    chosen = [task.group(name) for name in names]
+    w = make_writer(writer, **(writer_options or {})) if isinstance(writer, str) else writer
+    made_by = {**_scrub(w.describe()), "seed": seed, "per_group": per_group}
+
+    partial_file = partial_path(out)
+    saved = _load_partial(partial_file, task=task, made_by=made_by)
+    if saved:
+        log.info("resuming from %s (%d prompts kept)", partial_file, sum(len(v) for v in saved.values()))
+
+    result: dict[str, list[str]] = {}
+    if groups and out.is_file():
+        old = load_prompt_file(out)
+        if old.task.name == task.name:
+            result.update({k: v for k, v in old.groups.items() if k not in names and v})
+
+    with progress.task(f"prompts {task.name}", total=per_group * len(chosen)) as bar:
+        for group in chosen:
+            existing = saved.get(group.name, [])[:per_group]
+            counted = [len(existing)]
+            bar.advance(len(existing))
+
+            def on_partial(so_far: list[str], group=group, counted=counted) -> None:
+                saved[group.name] = list(so_far)
+                _save_partial(partial_file, task=task, made_by=made_by, groups=saved)
+                bar.advance(max(0, min(len(so_far), per_group) - counted[0]))
+                counted[0] = max(counted[0], min(len(so_far), per_group))
+
+            prompts = w.write(task, group, per_group, seed=seed, existing=existing, on_partial=on_partial)
+            _validate(prompts, task=task, group=group, want=per_group, writer=w.name)
+            bar.advance(per_group - counted[0])
+            result[group.name] = prompts
+            saved[group.name] = prompts
+            _save_partial(partial_file, task=task, made_by=made_by, groups=saved)
+
+    pf = PromptFile(
+        task=task,
+        groups={g.name: result[g.name] for g in task.groups if g.name in result},
+        plain={g.name: plain_prompt(task, g) for g in task.groups},
+        made_by=made_by,
+    )
+    save_prompt_file(out, pf)
+    partial_file.unlink(missing_ok=True)
+    write_resolved_config(out, "prompts", {
+        "task": task.name, "per_group": per_group, "writer": w.name,
+        "writer_options": _scrub(dict(writer_options or {})), "seed": seed, "groups": names, "out": str(out),
+    })
+    return pf
