@@ -77,3 +77,6 @@ class RichProgress:
         finally:
             if started:
                 self._bar.stop()
+                # the bar is restarted for the next top-level task; drop finished rows so they are not redrawn
+                for tid in list(self._bar.task_ids):
+                    self._bar.remove_task(tid)

@@ -163,7 +163,6 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
         device=device, trainable=set(trainable), bn=cfg.bn, progress=progress, description=f"finetune {strategy}",
     )
-    model.load_state_dict(result.best_state)
     new_meta = dict(meta)
     new_meta.update({
         "config": cfg,

@@ -91,12 +91,14 @@ def mean_gradients(model, loader, *, state: dict, device, task=None) -> dict[str
     import torch
     import torch.nn.functional as F
 
+    from ..data.images import batches
+
     model.load_state_dict(state)
     model.train()
     params = dict(model.named_parameters())
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count = torch.zeros((), dtype=torch.float64, device=device)
-    for images, targets, _protected, _idx in loader:
+    for images, targets, _protected, _idx in batches(loader):
         images, targets = images.to(device), targets.to(device)
         model.zero_grad(set_to_none=True)
         logits = model(images).squeeze(1)  # [B]

@@ -1,0 +1,181 @@
+"""Image loading for training and evaluation: the dataset over a manifest, transforms and seeded loaders.
+
+Items are (image [3,H,W] float, target float32 scalar, protected int (-1 where unknown), row index int).
+Errors name the manifest, the 1-based row and the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+from ..errors import AimfairError, ImageError
+from ..manifest import Manifest
+from ..progress import NULL, Progress
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+NO_PROTECTED = -1
+
+MSG_IMAGE_NOT_FOUND = "{manifest}: row {row}: image not found: {path}"
+MSG_IMAGE_UNREADABLE = "{manifest}: row {row}: cannot read image: {path}"
+
+_CHECK_THREADS = 8  # decoding headers is I/O-bound; threads hide file-system latency
+
+
+def _open_rgb(manifest: Manifest, i: int):
+    """Decode row i (0-based) as an RGB PIL image, or raise ImageError naming the row (1-based)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = manifest.image_path(manifest.rows[i])
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageError(MSG_IMAGE_NOT_FOUND.format(manifest=manifest.path, row=i + 1, path=path)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError(MSG_IMAGE_UNREADABLE.format(manifest=manifest.path, row=i + 1, path=path)) from None
+
+
+class ImageDataset:
+    """A map-style torch dataset over a manifest's rows (torch's Dataset needs no base class)."""
+
+    def __init__(self, manifest: Manifest, transform: Callable[[Any], "torch.Tensor"]) -> None:
+        self.manifest = manifest
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.manifest.rows)
+
+    def __getitem__(self, i: int) -> tuple["torch.Tensor", "torch.Tensor", int, int]:
+        import torch
+
+        row = self.manifest.rows[i]
+        image = self.transform(_open_rgb(self.manifest, i))  # [3,H,W]
+        target = torch.tensor(float(row["target"]), dtype=torch.float32)  # []
+        protected = row.get("protected")
+        return image, target, NO_PROTECTED if protected is None else int(protected), i
+
+
+def _check_one(manifest: Manifest, i: int) -> str | None:
+    from PIL import Image
+
+    path = manifest.image_path(manifest.rows[i])
+    if not path.is_file():
+        return MSG_IMAGE_NOT_FOUND.format(manifest=manifest.path, row=i + 1, path=path)
+    try:
+        with Image.open(path) as img:
+            img.verify()  # header and (for PNG) checksums, without decoding the pixels
+    except Exception:
+        return MSG_IMAGE_UNREADABLE.format(manifest=manifest.path, row=i + 1, path=path)
+    return None
+
+
+def check_images(manifest: Manifest, *, progress: Progress = NULL) -> None:
+    """Fast pre-flight before any training: every image exists and opens. Raises ImageError for the first
+    bad row in file order, so a run never dies halfway through an epoch."""
+    n = len(manifest.rows)
+    chunk = 512
+    with progress.task(f"check {manifest.path.name}", total=n) as task, ThreadPoolExecutor(_CHECK_THREADS) as pool:
+        for start in range(0, n, chunk):
+            idx = range(start, min(n, start + chunk))
+            for message in pool.map(lambda i: _check_one(manifest, i), idx):
+                if message is not None:
+                    raise ImageError(message)
+            task.advance(len(idx))
+
+
+def build_transform(
+    image_size: int, *, train: bool, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+) -> Callable[[Any], "torch.Tensor"]:
+    """Train: RandomResizedCrop + horizontal flip; eval: plain resize to a square. Both normalise."""
+    from torchvision import transforms as T
+
+    if train:
+        resize = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+    else:
+        resize = [T.Resize((image_size, image_size))]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(list(mean), list(std))])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each worker's Python/NumPy RNGs follow its torch seed (which the loader's generator fixes)."""
+    import numpy as np
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: Any,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> "DataLoader":
+    """A DataLoader whose order and augmentations depend only on `seed` (and the worker count).
+
+    Under torchrun each rank reads its own shard (DistributedSampler; call `sampler.set_epoch` per epoch,
+    `training.fit` does).
+    """
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from .. import dist
+
+    sampler = None
+    if dist.is_distributed():
+        # rank/world size from torchrun's environment: works before the process group is started
+        sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=shuffle,
+                                     seed=seed, drop_last=drop_last)
+        shuffle = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0,
+    )
+
+
+def _clean(exc: AimfairError) -> AimfairError:
+    """Undo DataLoader's re-raise, which puts the worker's whole traceback into the message."""
+    text = str(exc)
+    if "Traceback" not in text:
+        return exc
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    # last line: "aimfair_cli.errors.ImageError: <the original message>"
+    return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
+
+
+def batches(loader: Iterable) -> Iterator:
+    """Iterate a loader; an aimfair error raised in a worker comes back with its one-line message."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except AimfairError as exc:
+            raise _clean(exc) from None
+        yield batch

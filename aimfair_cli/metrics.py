@@ -1,0 +1,140 @@
+"""Fairness metrics: count each (target y, protected s) cell once, derive every headline number from the cells.
+
+With acc(y,s) the accuracy of cell (y,s):
+  TPR_s = acc(1,s), FPR_s = 1 - acc(0,s)
+  ACC   = correct / n over all cells
+  WST   = min over cells of acc(y,s)                     (worst-group accuracy)
+  EO    = (|TPR_1 - TPR_0| + |FPR_1 - FPR_0|) / 2        (fairlearn equalized_odds_difference, agg="mean";
+                                                          the paper's Eq. 9)
+  EO_worst = max(|TPR_1 - TPR_0|, |FPR_1 - FPR_0|)       (fairlearn's default agg="worst_case")
+  STD   = population std of the 4 cell accuracies
+All values are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import DataError
+
+CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (target y, protected s)
+HEADLINE = ("acc", "wst", "eo", "eo_worst", "std")
+STD_KIND = "sample"  # spread over runs: sample standard deviation (ddof=1); 0 for a single run
+
+MSG_LENGTHS = "targets, protected and predictions differ in length ({sizes})"
+MSG_NO_PROTECTED = "protected attribute missing for {n} of {total} images; evaluation needs it for every image"
+MSG_BAD_VALUES = "{what} must be 0 or 1; found {value!r}"
+MSG_EMPTY_CELL = "no test image in cell (target={y}, protected={s}); every (target, protected) cell needs at least one"
+MSG_NO_RUNS = "nothing to aggregate: no runs"
+
+
+def cell_key(y: int, s: int) -> str:
+    return f"{y},{s}"
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """Per-cell counts, cells[(y, s)] = (n, correct); every metric is a property derived from them."""
+
+    cells: dict[tuple[int, int], tuple[int, int]]
+
+    def cell_acc(self, y: int, s: int) -> float:
+        n, correct = self.cells[(y, s)]
+        return correct / n
+
+    @property
+    def n(self) -> int:
+        return sum(n for n, _ in self.cells.values())
+
+    @property
+    def acc(self) -> float:
+        return sum(c for _, c in self.cells.values()) / self.n
+
+    @property
+    def wst(self) -> float:
+        return min(self.cell_acc(*c) for c in CELLS)
+
+    @property
+    def _gaps(self) -> tuple[float, float]:
+        d_tpr = abs(self.cell_acc(1, 1) - self.cell_acc(1, 0))
+        d_fpr = abs((1 - self.cell_acc(0, 1)) - (1 - self.cell_acc(0, 0)))
+        return d_tpr, d_fpr
+
+    @property
+    def eo(self) -> float:
+        return sum(self._gaps) / 2
+
+    @property
+    def eo_worst(self) -> float:
+        return max(self._gaps)
+
+    @property
+    def std(self) -> float:
+        import numpy as np
+
+        return float(np.std([self.cell_acc(*c) for c in CELLS]))  # ddof=0: population std
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in HEADLINE}
+        out["cells"] = {cell_key(*c): {"n": self.cells[c][0], "acc": self.cell_acc(*c)} for c in CELLS}
+        return out
+
+
+def _binary(values: Any, what: str):
+    import numpy as np
+
+    arr = np.asarray(values)
+    bad = arr[(arr != 0) & (arr != 1)]
+    if bad.size:
+        raise DataError(MSG_BAD_VALUES.format(what=what, value=bad.flat[0].item()))
+    return arr.astype(np.int64)
+
+
+def group_metrics(targets: Sequence[int], protected: Sequence[int | None], preds: Sequence[int]) -> GroupMetrics:
+    """Count (n, correct) per (target, protected) cell. protected must be known (not None/-1) everywhere."""
+    import numpy as np
+
+    if not (len(targets) == len(protected) == len(preds)):
+        raise DataError(MSG_LENGTHS.format(sizes=f"{len(targets)}, {len(protected)}, {len(preds)}"))
+    prot = np.asarray([-1 if p is None else p for p in protected])
+    missing = int(np.sum(prot == -1))
+    if missing:
+        raise DataError(MSG_NO_PROTECTED.format(n=missing, total=len(prot)))
+    y, s, p = _binary(targets, "targets"), _binary(prot, "protected"), _binary(preds, "predictions")
+    cells = {}
+    for cy, cs in CELLS:
+        sel = (y == cy) & (s == cs)
+        n = int(sel.sum())
+        if n == 0:
+            raise DataError(MSG_EMPTY_CELL.format(y=cy, s=cs))
+        cells[(cy, cs)] = (n, int((p[sel] == cy).sum()))
+    return GroupMetrics(cells=cells)
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def aggregate(runs: list[GroupMetrics]) -> dict[str, Any]:
+    """Mean and sample std (ddof=1; 0 for one run) of each headline metric over runs (e.g. seeds).
+
+    WST is reported two ways: "wst_mean_of_runs" (mean ± std of each run's WST) and "wst_of_mean_cells"
+    (min over cells of the mean cell accuracy — how the paper aggregates). Cells hold mean ± std accuracy.
+    """
+    if not runs:
+        raise DataError(MSG_NO_RUNS)
+    out: dict[str, Any] = {"n_runs": len(runs), "std_kind": STD_KIND}
+    for key in HEADLINE:
+        name = "wst_mean_of_runs" if key == "wst" else key
+        out[name] = _spread([getattr(r, key) for r in runs])
+    cells = {}
+    for c in CELLS:
+        accs = _spread([r.cell_acc(*c) for r in runs])
+        cells[cell_key(*c)] = {"n": runs[0].cells[c][0], "acc": accs["mean"], "acc_std": accs["std"]}
+    out["cells"] = cells
+    out["wst_of_mean_cells"] = min(v["acc"] for v in cells.values())
+    return out

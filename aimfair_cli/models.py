@@ -1,0 +1,159 @@
+"""The classifier: torchvision ResNet-18 with one logit, its initial weights, and the device to run on.
+
+Parameter tensors are grouped into blocks (stem, layer1..layer4, fc) for the sub-tuning baselines and the
+mask summary. torch/torchvision are imported inside the functions so `aimfair --help` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet18",)
+WEIGHTS_CHOICES = ("none", "imagenet")  # or a path to an aimfair .safetensors checkpoint
+PARAM_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
+_STEM = ("conv1", "bn1")
+
+# torchvision's IMAGENET1K_V1 file for ResNet-18; torchvision checks the hash prefix in the name.
+IMAGENET_URLS = {"resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
+DOWNLOAD_TIMEOUT_S = 10.0  # connect/read timeout: an unreachable network fails in seconds, never hangs
+
+MSG_UNKNOWN_ARCH = "unknown architecture '{arch}' (known: {known})"
+MSG_BAD_WEIGHTS = "--weights must be none, imagenet or a .safetensors checkpoint; got '{weights}'"
+MSG_WEIGHTS_NOT_FOUND = "weights file not found: {path}"
+MSG_IMAGENET_UNAVAILABLE = (
+    "ImageNet weights for {arch} are not in the torch cache and could not be downloaded ({reason}); "
+    "download {url} and put it at {path}"
+)
+MSG_IMAGENET_BAD_FILE = "{path}: cannot load ImageNet weights ({reason}); delete it and download {url} again"
+MSG_BAD_DEVICE = "unknown device '{spec}' (use auto, cpu, cuda or cuda:N)"
+MSG_NO_CUDA = "device '{spec}' requested but CUDA is not available (use --device cpu or auto)"
+MSG_UNKNOWN_PARAM = "parameter '{name}' does not belong to a known block ({blocks})"
+
+
+def block_of(param_name: str) -> str:
+    """Block of a parameter/buffer name: conv1/bn1 -> "stem", layerN.* -> "layerN", fc.* -> "fc".
+
+    A DistributedDataParallel "module." prefix is ignored.
+    """
+    name = param_name.removeprefix("module.")
+    head = name.split(".", 1)[0]
+    if head in _STEM:
+        return "stem"
+    if head in PARAM_BLOCKS:
+        return head
+    raise UsageError(MSG_UNKNOWN_PARAM.format(name=param_name, blocks=", ".join(PARAM_BLOCKS)))
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":
+    """"auto" -> CUDA if available, else CPU. Under torchrun, "auto"/"cuda" mean this process's GPU."""
+    import torch
+
+    from . import dist
+
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = spec.partition(":")[2]
+        if index and not index.isdigit():
+            raise UsageError(MSG_BAD_DEVICE.format(spec=spec))
+        if not torch.cuda.is_available():
+            raise UsageError(MSG_NO_CUDA.format(spec=spec))
+        if not index:
+            index = str(dist.local_rank() if dist.is_distributed() else torch.cuda.current_device())
+        if int(index) >= torch.cuda.device_count():
+            raise UsageError(MSG_NO_CUDA.format(spec=spec))
+        return torch.device(f"cuda:{index}")
+    raise UsageError(MSG_BAD_DEVICE.format(spec=spec))
+
+
+def _resnet(arch: str, num_classes: int) -> "torch.nn.Module":
+    import torchvision
+
+    if arch not in ARCHS:
+        raise UsageError(MSG_UNKNOWN_ARCH.format(arch=arch, known=", ".join(ARCHS)))
+    return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+
+
+def imagenet_cache_path(arch: str = "resnet18") -> Path:
+    """Where torchvision keeps the ImageNet file: $TORCH_HOME/hub/checkpoints/<file name>."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_URLS[arch].rsplit("/", 1)[1]
+
+
+def _download(url: str, dest: Path, *, timeout: float) -> None:
+    """Fetch `url` to `dest` atomically, with a timeout (torch.hub's downloader has none)."""
+    from .fsio import atomic_open
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:
+        while chunk := resp.read(1 << 20):
+            fh.write(chunk)
+
+
+def _imagenet_state(arch: str) -> dict:
+    import torch
+
+    url, path = IMAGENET_URLS[arch], imagenet_cache_path(arch)
+    if not path.is_file():
+        log.info("downloading ImageNet weights for %s to %s", arch, path)
+        try:
+            _download(url, path, timeout=DOWNLOAD_TIMEOUT_S)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc.__class__.__name__
+            raise CheckpointError(MSG_IMAGENET_UNAVAILABLE.format(arch=arch, reason=reason, url=url, path=path)) from exc
+    try:
+        # weights_only: a tensors-only unpickler, never arbitrary objects.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which and how to fix it
+        raise CheckpointError(MSG_IMAGENET_BAD_FILE.format(path=path, reason=exc.__class__.__name__, url=url)) from exc
+
+
+def build_model(*, weights: str = "none", arch: str = "resnet18") -> "torch.nn.Module":
+    """ResNet-18 whose fc is replaced by one logit.
+
+    weights: "none" (random init; the caller seeds it), "imagenet" (torchvision's IMAGENET1K_V1 backbone,
+    fresh fc) or the path of an aimfair .safetensors checkpoint (all of its weights).
+    """
+    import torch
+
+    weights = str(weights)
+    if weights == "none":
+        model = _resnet(arch, num_classes=1)
+    elif weights == "imagenet":
+        model = _resnet(arch, num_classes=1000)
+        state = _imagenet_state(arch)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            path = imagenet_cache_path(arch)
+            raise CheckpointError(
+                MSG_IMAGENET_BAD_FILE.format(path=path, reason="tensor names or shapes differ", url=IMAGENET_URLS[arch])
+            ) from exc
+        model.fc = torch.nn.Linear(model.fc.in_features, 1)  # 512 -> 1 logit
+    else:
+        path = Path(os.path.expanduser(weights))
+        if path.suffix.lower() != ".safetensors":
+            raise UsageError(MSG_BAD_WEIGHTS.format(weights=weights))
+        if not path.is_file():
+            raise CheckpointError(MSG_WEIGHTS_NOT_FOUND.format(path=path))
+        from .checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(path)
+        if meta.get("arch") != arch:
+            raise CheckpointError(f"{path}: checkpoint is a {meta.get('arch')}, expected {arch}")
+    return model

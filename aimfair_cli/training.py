@@ -1,0 +1,312 @@
+"""Training in named phases, shared by `pretrain` and `finetune`:
+
+  seed_everything -> fit( train_one_epoch + predict on val, per epoch ) -> FitResult (best state by val acc)
+
+Loss is BCEWithLogits on one logit; a prediction is positive when sigmoid(logit) > 0.5. On CUDA, AMP (fp16
+autocast + GradScaler) and channels_last are on by default; under torchrun the model is wrapped in
+DistributedDataParallel. The same code runs single-process on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import dist
+from .data.images import batches
+from .errors import UsageError
+from .progress import NULL, Progress
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+BN_MODES = ("update", "freeze")
+
+MSG_BAD_BN = "--bn must be one of {modes}; got '{bn}'"
+MSG_UNKNOWN_TRAINABLE = "trainable names not in the model: {names}"
+MSG_NOTHING_TRAINABLE = "no parameter tensor is trainable: nothing to fine-tune"
+MSG_BAD_EPOCHS = "epochs must be at least 1; got {epochs}"
+
+
+@dataclass
+class OptimConfig:
+    """SGD + MultiStepLR, the paper's recipe (momentum 0.9, weight decay 1e-4, x0.1 at the milestones)."""
+
+    lr: float
+    epochs: int
+    milestones: tuple[int, ...] = (10,)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class Predictions:
+    """Per-image outputs, ordered by dataset index."""
+
+    scores: "np.ndarray"  # [N] float, sigmoid of the logit
+    targets: "np.ndarray"  # [N] int
+    protected: "np.ndarray"  # [N] int, -1 where unknown
+    indices: "np.ndarray"  # [N] int, row index in the manifest
+
+    @property
+    def preds(self) -> "np.ndarray":
+        return (self.scores > 0.5).astype("int64")
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.preds == self.targets).mean()) if len(self.targets) else float("nan")
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, "torch.Tensor"]  # CPU copies of state_dict() at the best epoch
+    best_epoch: int  # 1-based
+    best_val_acc: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). Same seed + same data on CPU -> same weights."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: "torch.device", amp: bool):
+    import contextlib
+
+    import torch
+
+    if not amp:
+        return contextlib.nullcontext()
+    # fp16 on CUDA (with GradScaler); bf16 on CPU, which needs no scaler.
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _set_train_mode(model: "nn.Module", frozen_bn: list["nn.Module"]) -> None:
+    model.train()
+    for m in frozen_bn:
+        m.eval()  # running stats of frozen BN layers stay as they are
+
+
+def train_one_epoch(
+    model: "nn.Module",
+    loader: Any,
+    optimizer: "torch.optim.Optimizer",
+    *,
+    device: "torch.device | str",
+    amp: bool,
+    task: Any = None,
+    scaler: "torch.amp.GradScaler | None" = None,
+    channels_last: bool = False,
+    frozen_bn: list["nn.Module"] | tuple = (),
+) -> dict[str, float]:
+    """One pass over `loader`. Returns the mean loss and accuracy over the images seen (all ranks)."""
+    import torch
+
+    device = torch.device(device)
+    _set_train_mode(model, list(frozen_bn))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, n]
+    for images, targets, _protected, _idx in batches(loader):
+        images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
+        targets = targets.to(device, non_blocking=True)  # [B]
+        with _autocast(device, amp):
+            logits = model(images).squeeze(1)  # [B]
+            loss = loss_fn(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            b = targets.numel()
+            correct = ((logits > 0).float() == targets).sum()
+            totals += torch.stack([loss.detach().double() * b, correct.double(), torch.tensor(b, device=device).double()])
+        if task is not None:
+            task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
+    if dist.is_distributed():
+        import torch.distributed as td
+
+        td.all_reduce(totals)
+    loss_sum, correct, n = totals.tolist()
+    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+
+def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
+    """Under torchrun, concatenate every rank's arrays (each rank saw its own shard)."""
+    import numpy as np
+
+    if not dist.is_distributed():
+        return parts
+    import torch.distributed as td
+
+    everyone: list[Any] = [None] * dist.world_size()
+    td.all_gather_object(everyone, parts)
+    return [np.concatenate([p[i] for p in everyone]) for i in range(len(parts))]
+
+
+def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", amp: bool = False, task: Any = None,
+            channels_last: bool = False) -> Predictions:
+    """Scores for every image in `loader`, in eval mode, sorted by dataset index (duplicates that
+    DistributedSampler pads with are dropped)."""
+    import numpy as np
+    import torch
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    scores, targets, protected, indices = [], [], [], []
+    with torch.inference_mode():
+        for images, y, s, idx in batches(loader):
+            images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
+            with _autocast(device, amp):
+                logits = model(images).squeeze(1)  # [B]
+            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+            targets.append(np.asarray(y).astype(np.int64))
+            protected.append(np.asarray(s).astype(np.int64))
+            indices.append(np.asarray(idx).astype(np.int64))
+            if task is not None:
+                task.advance(1)
+    model.train(was_training)
+    cat = [np.concatenate(a) if a else np.zeros(0, dtype=dt)
+           for a, dt in ((scores, np.float32), (targets, np.int64), (protected, np.int64), (indices, np.int64))]
+    cat = _gather(cat)
+    _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
+    return Predictions(*(a[first] for a in cat))
+
+
+def _frozen_batchnorms(model: "nn.Module", trainable: set[str]) -> list["nn.Module"]:
+    from torch import nn
+
+    frozen = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            prefix = f"{name}." if name else ""
+            if f"{prefix}weight" not in trainable and f"{prefix}bias" not in trainable:
+                frozen.append(m)
+    return frozen
+
+
+def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, device, amp, scaler, channels_last,
+           frozen_bn, progress, description) -> tuple[dict[str, float], float, float]:
+    """One epoch of fit: train on `net` (maybe DDP-wrapped), then val accuracy of the plain `model`."""
+    for loader in (train_loader, val_loader):
+        if loader is not None and hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)  # DistributedSampler: a new shuffle each epoch
+    lr = optimizer.param_groups[0]["lr"]
+    with progress.task(f"{description} epoch {epoch}/{optim.epochs}", total=len(train_loader)) as task:
+        stats = train_one_epoch(net, train_loader, optimizer, device=device, amp=amp, task=task, scaler=scaler,
+                                channels_last=channels_last, frozen_bn=frozen_bn)
+    val_acc = math.nan
+    if val_loader is not None:
+        val_acc = predict(model, val_loader, device=device, amp=amp, channels_last=channels_last).accuracy
+    return stats, val_acc, lr
+
+
+def fit(
+    model: "nn.Module",
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    optim: OptimConfig,
+    device: "torch.device | str",
+    trainable: set[str] | None = None,
+    bn: str = "update",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    progress: Progress = NULL,
+    description: str = "train",
+    restore_best: bool = True,
+) -> FitResult:
+    """Train for `optim.epochs` epochs and keep the state with the best val accuracy (ties: earlier epoch).
+
+    trainable: parameter names to update (all if None). The others get requires_grad=False and are left out
+    of the optimizer, so weight decay and momentum never touch them: they stay bit-identical.
+    bn: "update" puts every module in train mode (all BN running stats update, as the paper's code does);
+    "freeze" keeps BN layers whose weight and bias are both frozen in eval mode (their stats stay put).
+    restore_best: load the best state back into `model` at the end (requires_grad flags are restored too).
+    `val_loader` may be None: then the last epoch is kept and best_val_acc is NaN.
+    """
+    import torch
+
+    if bn not in BN_MODES:
+        raise UsageError(MSG_BAD_BN.format(modes=", ".join(BN_MODES), bn=bn))
+    if optim.epochs < 1:
+        raise UsageError(MSG_BAD_EPOCHS.format(epochs=optim.epochs))
+    device = torch.device(device)
+    amp = device.type == "cuda" if amp is None else amp
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+
+    names = [n for n, _ in model.named_parameters()]
+    if trainable is None:
+        trainable = set(names)
+    unknown = sorted(set(trainable) - set(names))
+    if unknown:
+        raise UsageError(MSG_UNKNOWN_TRAINABLE.format(names=", ".join(unknown[:5])))
+    params = [p for n, p in model.named_parameters() if n in trainable]
+    if not params:
+        raise UsageError(MSG_NOTHING_TRAINABLE)
+    old_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
+    frozen_bn = _frozen_batchnorms(model, trainable) if bn == "freeze" else []
+
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    net = model
+    if dist.is_distributed() and device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL binds each rank to its own GPU
+    if dist.init(device.type):
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        partial = len(params) < len(names)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=partial)
+
+    optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
+    scaler = torch.amp.GradScaler(device.type) if amp and device.type == "cuda" else None
+
+    history: list[dict[str, Any]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch, best_acc = 0, -math.inf
+    try:
+        with progress.task(description, total=optim.epochs) as overall:  # one bar for the whole run (ETA)
+            for epoch in range(1, optim.epochs + 1):
+                stats, val_acc, lr = _epoch(net, model, train_loader, val_loader, optimizer, epoch=epoch, optim=optim,
+                                            device=device, amp=amp, scaler=scaler, channels_last=channels_last,
+                                            frozen_bn=frozen_bn, progress=progress, description=description)
+                scheduler.step()
+                history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc})
+                log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
+                         description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
+                overall.advance(1, val_acc=f"{val_acc:.3f}")
+                better = val_acc > best_acc if val_loader is not None else True  # strict: ties keep the earlier epoch
+                if better or best_state is None:
+                    best_epoch, best_acc = epoch, val_acc
+                    best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(old_flags[n])
+    assert best_state is not None  # epochs >= 1
+    if restore_best:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_state=best_state, best_epoch=best_epoch, best_val_acc=float(best_acc), history=history)
