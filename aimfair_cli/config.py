@@ -114,3 +114,19 @@ def write_resolved_config(output: str | os.PathLike, stage: str, config: Any) ->
 
 def to_json(config: Any) -> str:
     return json.dumps(_jsonable(config), sort_keys=True)
+
+
+def is_done(output: str | os.PathLike, stage: str, config: Any) -> bool:
+    """True when `output` exists and was made with exactly `config` (its saved resolved config matches), so a
+    rerun can reuse it; any change of options makes the stage run again."""
+    import yaml
+
+    output, saved = Path(output), config_path_for(output, stage)
+    if not output.exists() or not saved.is_file():
+        return False
+    try:
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return False
+    current = yaml.safe_load(yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False))
+    return previous == current
