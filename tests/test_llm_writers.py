@@ -1,0 +1,487 @@
+"""LLM prompt writers, offline: the openai writer against a real HTTP server on 127.0.0.1 that speaks
+POST /v1/chat/completions with scripted replies, and the transformers writer on a tiny random-weight GPT-2
+built here (it writes garbage, which is the point: validation, capped rounds and a clear final error)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from aimfair_cli.errors import PromptWriterError, UsageError
+from aimfair_cli.tasks import TASKS, check_prompt
+from aimfair_cli.writers import llm
+from aimfair_cli.writers.base import make_writer
+
+TASK = TASKS["smiling_male"]
+GROUP = TASK.group("smiling_male")
+KEY = "sk-test-DO-NOT-LEAK-0123456789"
+
+
+# ---- a scripted OpenAI-compatible server -----------------------------------------------------------------
+
+
+def completion(text: str, finish: str = "stop") -> dict:
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def ok(text: str) -> tuple:
+    return (200, {}, completion(text), 0.0)
+
+
+def prompts_reply(*prompts: str, fence: bool = False) -> tuple:
+    text = json.dumps({"prompts": list(prompts)})
+    return ok(f"Here you go:\n```json\n{text}\n```" if fence else text)
+
+
+def fail(status: int, message: str = "scripted failure", headers: dict | None = None) -> tuple:
+    return (status, headers or {}, {"error": {"message": message, "type": "test", "code": None}}, 0.0)
+
+
+class ScriptedServer:
+    """Answers each POST with the next scripted (status, headers, body, delay_s); records every request.
+
+    `script` may also be a function request_body -> reply tuple. Once the script is used up it answers 500,
+    so a writer that loops too long fails instead of hanging. Binds a random free port on 127.0.0.1.
+    """
+
+    def __init__(self, script):
+        self.script = script if callable(script) else list(script)
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server.lock:
+                    server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    if callable(server.script):
+                        reply = server.script(body)
+                    else:
+                        reply = server.script.pop(0) if server.script else fail(500, "script exhausted")
+                status, headers, payload, delay = reply
+                time.sleep(delay)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "ScriptedServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Requests to the local server must not be sent to a proxy configured on the test machine."""
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    return KEY
+
+
+def writer_for(server: ScriptedServer, sleeps: list[float] | None = None, **kw) -> llm.OpenAIWriter:
+    sleeps = [] if sleeps is None else sleeps
+    kw.setdefault("max_rounds", 5)
+    return llm.OpenAIWriter(model="test-model", base_url=server.base_url, timeout=5, sleep=sleeps.append, **kw)
+
+
+P1 = "Portrait face photo of a smiling man with curly red hair, facing the camera."
+P2 = "A grinning man with a short beard and green eyes, head turned three-quarter left."
+P3 = "Close-up photo of a smiling gentleman with grey hair and glasses, head tilted up."
+P4 = "A smiling boy with freckles and a buzz cut, seen in profile."
+
+
+# ---- the openai writer -------------------------------------------------------------------------------------
+
+
+def test_openai_recovers_from_bad_replies_and_keeps_partial_results(key):
+    script = [
+        ok('{"prompts": ["Portrait face photo of a smiling man", '),  # malformed JSON
+        prompts_reply(P1, "A smiling woman with long black hair, facing left.", fence=True),  # 1 valid, 1 wrong protected
+        fail(429, "slow down", {"Retry-After": "0"}),
+        prompts_reply(P1.upper(), P2, "A smiling person with glasses, frontal view."),  # duplicate, valid, no protected value
+        fail(503, "overloaded"),
+        prompts_reply(P3, P4, "Another smiling man, one too many."),  # the last one is beyond n and ignored
+    ]
+    partial: list[list[str]] = []
+    sleeps: list[float] = []
+    with ScriptedServer(script) as server:
+        writer = writer_for(server, sleeps)
+        prompts = writer.write(TASK, GROUP, 4, seed=3, on_partial=partial.append)
+
+    assert prompts == [P1, P2, P3, P4]
+    assert all(check_prompt(p, TASK, GROUP) is None for p in prompts)
+    assert partial == [[P1], [P1, P2], [P1, P2, P3, P4]]
+    assert len(server.requests) == 6
+    # Retry-After: 0 honoured as is; the 503 waited a jittered first backoff step (backoff 1 s * [0.5, 1]).
+    assert sleeps[0] == 0.0 and 0.5 <= sleeps[1] <= 1.0 and len(sleeps) == 2
+    bodies = [r["body"] for r in server.requests]
+    assert {r["path"] for r in server.requests} == {"/v1/chat/completions"}
+    assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in server.requests)
+    assert all(b["model"] == "test-model" and b["response_format"] == {"type": "json_object"} for b in bodies)
+    # One conversation: each round adds the model's reply and our follow-up; a retried request is resent as is.
+    assert [len(b["messages"]) for b in bodies] == [2, 4, 6, 6, 8, 8]
+    assert bodies[2] == bodies[3] and bodies[4] == bodies[5]
+    first = bodies[0]["messages"][1]["content"]
+    for part in ("Task:", "Number of prompts: 4", "Target attribute: Smiling = smiling",
+                 "Protected attribute: Male = male", "head orientation and angle", "Prompt format:", '{"prompts"'):
+        assert part in first
+    assert "could not be used: reply was not valid JSON" in bodies[1]["messages"][3]["content"]
+    follow = bodies[3]["messages"][5]["content"]
+    assert "1 of your prompts were accepted" in follow and "does not state 'male'" in follow
+    assert "Write 3 more" in follow
+    assert "duplicate" in bodies[4]["messages"][7]["content"]
+
+
+def test_openai_resumes_from_existing_prompts(key):
+    with ScriptedServer([prompts_reply(P3, P4)]) as server:
+        partial: list[list[str]] = []
+        prompts = writer_for(server).write(TASK, GROUP, 4, existing=[P1, P2], on_partial=partial.append)
+        assert prompts == [P1, P2, P3, P4]
+        assert "Number of prompts: 2" in server.requests[0]["body"]["messages"][1]["content"]
+        assert partial == [[P1, P2, P3, P4]]
+    with ScriptedServer([]) as server:  # nothing missing: no request at all
+        assert writer_for(server).write(TASK, GROUP, 2, existing=[P1, P2]) == [P1, P2]
+        assert server.requests == []
+
+
+def test_openai_gives_up_after_max_rounds_with_a_clear_error(key):
+    with ScriptedServer(lambda body: prompts_reply(P1, "A smiling woman, frontal view.")) as server:
+        writer = writer_for(server, max_rounds=3)
+        with pytest.raises(PromptWriterError) as err:
+            writer.write(TASK, GROUP, 3)
+    assert str(err.value) == (
+        "writer produced 1 of 3 valid prompts for group smiling_male after 3 rounds; "
+        "last reasons: duplicate (1), does not state 'male' (1)"
+    )
+    assert len(server.requests) == 3
+
+
+def test_openai_drops_json_mode_and_seed_when_the_server_refuses_them(key):
+    def reply(body):
+        if "response_format" in body or "seed" in body:
+            return fail(400, "unsupported field")
+        return prompts_reply(P1, P2)
+
+    with ScriptedServer(reply) as server:
+        writer = writer_for(server)
+        assert writer.write(TASK, GROUP, 2) == [P1, P2]
+    sent = [("response_format" in r["body"], "seed" in r["body"]) for r in server.requests]
+    assert sent == [(True, True), (False, True), (False, False)]
+    assert writer.describe()["json_mode"] is False and writer.describe()["sends_seed"] is False
+
+
+def test_openai_a_400_without_optional_fields_left_is_final(key):
+    with ScriptedServer(lambda body: fail(400, "context length exceeded")) as server:
+        with pytest.raises(PromptWriterError) as err:
+            writer_for(server, json_mode=False).write(TASK, GROUP, 1)
+    assert str(err.value) == f"request to {server.base_url} failed: HTTP 400: context length exceeded"
+    assert len(server.requests) == 2  # once with the seed, once without
+
+
+def test_openai_retries_a_timeout(key):
+    script = [(200, {}, completion("too late"), 1.5), prompts_reply(P1)]
+    with ScriptedServer(script) as server:
+        sleeps: list[float] = []
+        writer = llm.OpenAIWriter(model="m", base_url=server.base_url, timeout=0.3, sleep=sleeps.append)
+        assert writer.write(TASK, GROUP, 1) == [P1]
+    assert len(server.requests) == 2 and len(sleeps) == 1
+
+
+def test_openai_stops_retrying_after_max_retries(key):
+    with ScriptedServer(lambda body: fail(500, "boom")) as server:
+        writer = writer_for(server, max_retries=2)
+        with pytest.raises(PromptWriterError) as err:
+            writer.write(TASK, GROUP, 1)
+    assert str(err.value) == f"request to {server.base_url} still failing after 3 attempts: HTTP 500: boom"
+    assert len(server.requests) == 3
+
+
+def test_openai_rejected_key_is_reported_without_the_key(key):
+    with ScriptedServer([fail(401, f"Incorrect API key provided: {KEY}")]) as server:
+        with pytest.raises(PromptWriterError) as err:
+            writer_for(server).write(TASK, GROUP, 1)
+    assert str(err.value) == f"{server.base_url} rejected the API key in $OPENAI_API_KEY (HTTP 401)"
+    assert len(server.requests) == 1
+
+
+def test_openai_other_http_errors_are_scrubbed_of_the_key(key):
+    with ScriptedServer([fail(422, f"bad request from key {KEY}")]) as server:
+        with pytest.raises(PromptWriterError) as err:
+            writer_for(server).write(TASK, GROUP, 1)
+    assert KEY not in str(err.value)
+    assert str(err.value) == f"request to {server.base_url} failed: HTTP 422: bad request from key ***"
+
+
+def test_openai_key_comes_from_the_environment_only(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(PromptWriterError) as err:
+        llm.OpenAIWriter(model="gpt-4o")
+    assert str(err.value) == (
+        "environment variable OPENAI_API_KEY is not set: export your API key there (aimfair reads keys from the "
+        "environment only), or name another variable with --api-key-env"
+    )
+    with pytest.raises(PromptWriterError, match="environment variable MY_KEY is not set"):
+        llm.OpenAIWriter(model="gpt-4o", base_url="https://llm.example.com/v1", api_key_env="MY_KEY")
+    # A local server needs no key: a placeholder is sent.
+    with ScriptedServer([prompts_reply(P1)]) as server:
+        assert llm.OpenAIWriter(model="m", base_url=server.base_url).write(TASK, GROUP, 1) == [P1]
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {llm.LOCAL_KEY}"
+    # Another variable name works, and is what describe() records (never the value).
+    monkeypatch.setenv("MY_KEY", KEY)
+    writer = llm.OpenAIWriter(model="gpt-4o", api_key_env="MY_KEY")
+    assert KEY not in json.dumps(writer.describe()) + repr(writer)
+    assert writer.describe()["api_key_env"] == "MY_KEY"
+
+
+def test_openai_key_never_reaches_logs_or_files(key, tmp_path, caplog):
+    from aimfair_cli.tasks import PromptFile, save_prompt_file
+
+    caplog.set_level(logging.DEBUG)
+    with ScriptedServer([ok("not json"), fail(429, "later", {"Retry-After": "0"}), prompts_reply(P1, P2)]) as server:
+        writer = writer_for(server)
+        prompts = writer.write(TASK, GROUP, 2)
+    out = save_prompt_file(tmp_path / "smiling_male.yaml",
+                           PromptFile(task=TASK, groups={GROUP.name: prompts}, made_by=writer.describe()))
+    assert KEY not in out.read_text()
+    assert KEY not in caplog.text
+    assert "OPENAI_API_KEY" in out.read_text()  # the variable's name is recorded
+
+
+def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
+    """`aimfair prompts --writer openai` end to end: every group, validated, and no key in any written file."""
+    cli_prompts = pytest.importorskip("aimfair_cli.cli.prompts")
+    if not hasattr(cli_prompts, "prompts") or "NotBuiltError" in Path(cli_prompts.__file__).read_text():
+        pytest.skip("aimfair prompts is not built yet")
+    from typer.testing import CliRunner
+
+    from aimfair_cli.cli.app import app
+
+    def reply(body):
+        ask = body["messages"][1]["content"]
+        target, protected = re.search(r"person who is (.+?) and (.+?)\.\n", ask).groups()
+        return prompts_reply(*(f"Portrait face photo of a {target} {protected} with {d}." for d in
+                               ("curly hair", "glasses", "freckles", "a side parting")))
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "prompts" / "smiling_male.yaml"
+    with ScriptedServer(reply) as server:
+        result = CliRunner().invoke(app, ["prompts", "--task", "smiling_male", "--per-group", "3", "--writer", "openai",
+                                          "--model", "test-model", "--base-url", server.base_url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(server.requests) == 4  # one per group
+    from aimfair_cli.tasks import load_prompt_file
+
+    pf = load_prompt_file(out)
+    for group in TASK.groups:
+        assert len(pf.groups[group.name]) == 3
+        assert all(check_prompt(p, TASK, group) is None for p in pf.groups[group.name])
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(KEY not in p.read_text(errors="ignore") for p in written)
+    assert KEY not in result.output
+
+
+def test_openai_option_errors():
+    with pytest.raises(UsageError, match=r"^--writer openai needs --model"):
+        make_writer("openai")
+    with pytest.raises(UsageError, match=r"^option\(s\) --max-new-tokens do not apply to --writer openai$"):
+        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_new_tokens=5)
+    with pytest.raises(UsageError, match="max-rounds must be at least 1"):
+        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_rounds=0)
+
+
+# ---- the shared reply parsing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected, error", [
+    ('{"prompts": ["a b", " c  d "]}', ["a b", "c d"], None),
+    ('Sure!\n```json\n{"prompts": ["x"]}\n```\nEnjoy.', ["x"], None),
+    ('["x", {"prompt": "y"}, 3]', ["x", "y"], None),
+    ('Here: {"items": ["x"]} done', ["x"], None),
+    ('{"prompts": ["x", ', [], "reply was not valid JSON"),
+    ("", [], "reply was not valid JSON"),
+    ('{"prompts": "x"}', [], 'reply had no "prompts" list'),
+])
+def test_parse_reply(text, expected, error):
+    assert llm.parse_reply(text) == (expected, error)
+
+
+def test_duplicates_ignore_case_space_and_final_stop():
+    assert llm.prompt_key("A  Smiling man.") == llm.prompt_key("a smiling MAN")
+    assert llm.prompt_key("a smiling man") != llm.prompt_key("a smiling man with hat")
+
+
+def test_retry_after_forms():
+    class Resp:
+        def __init__(self, headers):
+            self.headers = headers
+
+    class Exc:
+        def __init__(self, headers):
+            self.response = Resp(headers)
+
+    assert llm.retry_after(Exc({"retry-after": "2.5"})) == 2.5
+    assert llm.retry_after(Exc({"retry-after-ms": "250"})) == 0.25
+    assert llm.retry_after(Exc({})) is None
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 100))
+    assert 90 < llm.retry_after(Exc({"retry-after": future})) <= 100
+
+
+def test_local_urls():
+    assert llm.is_local_url("http://127.0.0.1:8000/v1") and llm.is_local_url("http://localhost:11434/v1")
+    assert llm.is_local_url("http://10.0.0.5:8000/v1") and llm.is_local_url("http://[::1]:8080/v1")
+    assert not llm.is_local_url("https://api.openai.com/v1") and not llm.is_local_url(None)
+
+
+# ---- the transformers writer on a tiny random GPT-2 --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A 1-layer GPT-2 with a byte-level tokenizer (256 bytes + <|endoftext|>), saved like a Hub model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=8192, n_embd=16, n_layer=1, n_head=2,
+                                       bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)).eval()
+    root = tmp_path_factory.mktemp("tiny_lm")
+    plain, chat = root / "plain", root / "chat"
+    for folder in (plain, chat):
+        model.save_pretrained(folder)
+        fast.save_pretrained(folder)
+    fast.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}" \
+                         "{% if add_generation_prompt %}<assistant>{% endif %}"
+    fast.save_pretrained(chat)
+    return root
+
+
+def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
+    writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12)
+    calls = []
+    generate = writer.lm.generate
+    writer.lm.generate = lambda *a, **k: calls.append(k) or generate(*a, **k)
+    with pytest.raises(PromptWriterError) as err:
+        writer.write(TASK, GROUP, 3)
+    assert len(calls) == 2  # capped: exactly max_rounds generations
+    assert re.fullmatch(
+        r"writer produced 0 of 3 valid prompts for group smiling_male after 2 rounds; last reasons: .+", str(err.value))
+    assert "reply was not valid JSON" in str(err.value) or 'reply had no "prompts" list' in str(err.value)
+
+
+def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm):
+    replies = []
+    for _ in range(2):
+        writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8)
+        chat = writer._chat
+        writer._chat = lambda messages, seed: replies.append(chat(messages, seed=seed)) or replies[-1]
+        with pytest.raises(PromptWriterError):
+            writer.write(TASK, GROUP, 1)
+    assert replies[0] == replies[1]
+    assert writer.has_chat_template and writer.describe()["decoding"] == "greedy"
+    text = writer.render(llm.build_instruction(TASK, GROUP, 1))
+    assert text.startswith("<system>You write prompts") and text.endswith("<assistant>")
+
+
+def test_transformers_seeded_sampling(tiny_lm):
+    def first_reply(seed: int) -> str:
+        writer = llm.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=8)
+        got = []
+        chat = writer._chat
+        writer._chat = lambda messages, seed: got.append(chat(messages, seed=seed)) or got[-1]
+        with pytest.raises(PromptWriterError):
+            writer.write(TASK, GROUP, 1, seed=seed)
+        return got[0]
+
+    assert first_reply(1) == first_reply(1)
+    assert first_reply(1) != first_reply(2)
+
+
+def test_transformers_without_chat_template_uses_a_plain_transcript(tiny_lm):
+    writer = llm.TransformersWriter(model=str(tiny_lm / "plain"), max_rounds=1, max_new_tokens=4)
+    assert not writer.has_chat_template
+    text = writer.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert text == "System: S\n\nUser: U\n\nAssistant:"
+
+
+def test_transformers_validates_what_the_model_writes(tiny_lm):
+    """The model's reply is decoded by the real tokenizer and checked like any other: the LM is scripted by
+    replacing `generate` with one that appends the tokens of a fixed reply."""
+    import torch
+
+    writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=3, max_new_tokens=8)
+    replies = iter([json.dumps({"prompts": [P1, "A smiling woman, frontal view."]}),
+                    f"```json\n{json.dumps({'prompts': [P1, P2]})}\n```"])
+
+    def scripted_generate(input_ids, **kwargs):
+        new = writer.tokenizer(next(replies), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return torch.cat([input_ids, new], dim=1)
+
+    writer.lm.generate = scripted_generate
+    partial: list[list[str]] = []
+    assert writer.write(TASK, GROUP, 2, on_partial=partial.append) == [P1, P2]
+    assert partial == [[P1], [P1, P2]]
+
+
+def test_transformers_unknown_model_offline_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PromptWriterError) as err:
+        llm.TransformersWriter(model="aimfair-test/no-such-chat-model")
+    assert str(err.value) == (
+        "model 'aimfair-test/no-such-chat-model' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+        "download it on a machine with network (`hf download aimfair-test/no-such-chat-model`) or pass a local folder"
+    )
+    with pytest.raises(UsageError, match=r"^option\(s\) --base-url do not apply to --writer transformers$"):
+        make_writer("transformers", model="x", base_url="http://127.0.0.1/v1")

@@ -1,0 +1,189 @@
+"""`aimfair mask` and `aimfair finetune` as users run them, in a tiny run folder (32 px, a few dozen images)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from aimfair_cli.cli.app import app
+from aimfair_cli.maskfile import Mask, load_mask, save_mask
+
+runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
+FAST = ["--workers", "0", "--device", "cpu", "--batch-size", "16"]
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """data demo (64 train images) + 32 synthetic images per group + a 1-epoch pretrained model."""
+    root = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for args in (
+            ["data", "demo", "--out", "data", "--n-train", 64, "--n-val", 32, "--n-test", 32, "--size", 32],
+            ["synth", "--task", "smiling_male", "--group", "all", "--n", 32, "--size", 32],
+            ["pretrain", "--epochs", 1, "--image-size", 32, *FAST],
+        ):
+            result = run(*args)
+            assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def in_run(run_dir, monkeypatch):
+    monkeypatch.chdir(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def masked(run_dir):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(run_dir)
+        result = run("mask", "--topk", 40, "--json", *FAST)
+        assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_mask_short_form_writes_mask_and_scores(masked, in_run):
+    assert masked["total"] == 62
+    assert masked["k"] == 40
+    assert masked["n_selected"] == len(masked["selected"]) <= 40
+    # at least 2k - total tensors are in both top-k lists
+    assert masked["n_selected"] >= 2 * 40 - 62
+    assert masked["sizes"] == {"real": 64, "synthetic_biased": 64, "synthetic_balanced": 64}
+    mask = load_mask(in_run / "mask.safetensors")
+    assert mask.selected == masked["selected"]
+    assert len(mask.meta["scores"]) == 62 and mask.meta["bias_ratio"] == "1:9"
+    # K1 ∩ K2 recomputed from the saved scores gives the saved selection
+    s = mask.meta["scores"]
+    names = list(s)
+    k1 = set(sorted(names, key=lambda n: (s[n]["delta1"], names.index(n)))[:40])
+    k2 = set(sorted(names, key=lambda n: (-s[n]["delta2"], names.index(n)))[:40])
+    assert mask.selected == [n for n in names if n in k1 and n in k2]
+    assert (in_run / "mask.config.yaml").is_file()
+
+
+def test_mask_table_and_percent_topk(in_run, tmp_path):
+    result = run("mask", "--topk", "88%", "--out", tmp_path / "m.safetensors", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "tensors selected (k=55)" in result.stdout
+    assert "layer4" in result.stdout and "bn" in result.stdout
+
+
+def test_mask_auto_bias_ratio_prints_the_estimate(in_run, tmp_path):
+    result = run("mask", "--bias-ratio", "auto", "--out", tmp_path / "m.safetensors", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "bias estimate: error rate" in result.stdout
+    assert load_mask(tmp_path / "m.safetensors").meta["bias_ratio_source"] == "auto"
+
+
+def test_mask_errors(in_run, tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = run("mask", "--topk", "0", "--out", out, *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: --topk must be a positive tensor count or a percentage like 88%, got '0'"
+    )
+    result = run("mask", "--n-synth", 1000, "--out", out, *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: synthetic group not_smiling_female (target=0, protected=0) has 32 images; the biased set needs 50"
+        " (generate more with `aimfair synth` or lower --n-synth)"
+    )
+    assert not out.exists()
+
+
+def _tensors(path):
+    return load_file(str(path))
+
+
+def test_finetune_updates_only_masked_tensors_and_bn_update(masked, in_run, tmp_path):
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--mask", "mask.safetensors", "--epochs", 1, "--lr", 0.1, "--out", out, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trainable"] == masked["n_selected"]
+    before, after = _tensors(in_run / "pretrain.safetensors"), _tensors(out)
+    params = [n for n in before if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    selected = set(masked["selected"])
+    for name in params:
+        if name not in selected:
+            assert torch.equal(before[name], after[name]), name
+    assert any(not torch.equal(before[n], after[n]) for n in selected)
+    # --bn update (default): running statistics move even in BN layers outside the mask
+    frozen_bn = [n for n in params if n.endswith("bn1.weight") and n not in selected]
+    stats = [n.replace("weight", "running_mean") for n in frozen_bn] or ["bn1.running_mean"]
+    assert any(not torch.equal(before[s], after[s]) for s in stats)
+
+
+def test_finetune_bn_freeze_keeps_frozen_statistics(masked, in_run, tmp_path):
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--strategy", "update:fc", "--bn", "freeze", "--epochs", 1, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    before, after = _tensors(in_run / "pretrain.safetensors"), _tensors(out)
+    for name in before:
+        if not name.startswith("fc."):
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+
+
+@pytest.mark.parametrize("strategy, changed", [
+    ("linear", lambda n: n.startswith("fc.")),
+    ("freeze:layer1", lambda n: not n.startswith("layer1.")),
+])
+def test_strategies_choose_tensors(in_run, tmp_path, strategy, changed):
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--strategy", strategy, "--epochs", 1, "--lr", 0.1, "--out", out, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    before, after = _tensors(in_run / "pretrain.safetensors"), _tensors(out)
+    for name, p in before.items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        if not changed(name):
+            assert torch.equal(p, after[name]), name
+
+
+def test_random_strategy_records_its_tensors(in_run, tmp_path):
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--strategy", "random:0.5", "--epochs", 1, "--out", out, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trainable"] == 31
+    from aimfair_cli.checkpoint import read_meta
+
+    assert len(read_meta(out)["finetune"]["trainable"]) == 31
+
+
+def test_finetune_errors(in_run, tmp_path):
+    out = tmp_path / "ft.safetensors"
+    cases = [
+        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK or "
+         "freeze:BLOCK; blocks: stem, layer1..layer4, fc)"),
+        (["--mask", "mask.safetensors", "--strategy", "full"], "Error: give either --mask or --strategy, not both"),
+        ([], "Error: give --mask FILE (AIM-Fair) or --strategy"),
+        (["--mask", tmp_path / "none.safetensors"], f"Error: mask not found: {tmp_path / 'none.safetensors'}"),
+    ]
+    for extra, message in cases:
+        result = run("finetune", *extra, "--out", out, *FAST)
+        assert result.exit_code == 1, (extra, result.output)
+        assert result.stderr.strip().splitlines()[-1] == message
+    assert not out.exists()
+
+
+def test_mask_for_another_model_is_refused(masked, in_run, tmp_path):
+    mask = load_mask(in_run / "mask.safetensors")
+    shapes = dict(mask.shapes)
+    shapes["layer2.0.conv1.weight"] = [64, 64, 3, 3]
+    wrong = save_mask(tmp_path / "wrong.safetensors", Mask(selected=mask.selected, shapes=shapes, meta=mask.meta))
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--mask", wrong, "--out", out, *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: mask does not fit the model: tensor 'layer2.0.conv1.weight' has shape [128, 64, 3, 3] in the model"
+        " but [64, 64, 3, 3] in the mask"
+    )
+    assert not out.exists()
