@@ -315,7 +315,7 @@ def test_what_the_hub_answers_becomes_one_clear_line(tmp_path):
     thread.start()
     code = (
         "import json, sys\n"
-        "from aimfair_cli.generators.diffusion import locate_model\n"
+        "from aimfair_cli.hub import locate_model\n"
         "out = {}\n"
         "for repo in sys.argv[1:]:\n"
         "    try:\n"

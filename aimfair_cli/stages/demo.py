@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +84,6 @@ class DemoResult:
     report: Path
     seconds: float
     mask_summary: list[str] = field(default_factory=list)
-
-
-def _q(value: Any) -> str:
-    return shlex.quote(str(value))
 
 
 class _Steps:

@@ -439,7 +439,7 @@ class TransformersWriter(_ChatWriter):
         if not model:
             raise UsageError(MSG_NO_MODEL.format(writer=self.name, extra=" or a local folder"))
         super().__init__(max_rounds=max_rounds, temperature=temperature)
-        from ..generators.diffusion import first_line, locate_model, quiet_loading, resolve_device
+        from ..hub import first_line, locate_model, quiet_loading, resolve_device
 
         self.model, self.max_new_tokens = str(model), int(max_new_tokens)
         self.source = locate_model(self.model, marker="config.json", what="transformers model", error=PromptWriterError)
