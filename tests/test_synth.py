@@ -220,6 +220,19 @@ def test_other_settings_are_not_mixed_in(tmp_path):
         _run(out, n=2, prompt_kind="plain")
 
 
+def test_other_generator_settings_are_not_mixed_in(tmp_path):
+    out = tmp_path / "s"
+    _run(out, n=2)
+    with pytest.raises(UsageError) as exc:
+        _run(out, n=4, generator_options={"size": 24})
+    assert str(exc.value) == (
+        f"{out} holds images made with other generator settings (size 16 -> 24); use another --out or remove the folder"
+    )
+    assert sorted(_files(out)) == ["smiling_male/000000.png", "smiling_male/000001.png"]
+    _run(out, n=3)  # the same settings extend the folder
+    assert len(_files(out)) == 3
+
+
 def test_prompt_kinds_and_orders(tmp_path):
     pf = load_prompt_file(PROMPTS)
     _run(tmp_path / "plain", n=3, prompt_kind="plain")

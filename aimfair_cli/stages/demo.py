@@ -31,9 +31,9 @@ BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
 # Sizes for these 2-core CPU machines. At 64 px a ResNet-18 trains at ~140 img/s here, so "default" is about
 # 10 minutes for one seed and "quick" about a minute. A GPU user can raise every number with the options.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": dict(n_train=4000, size=48, pretrain_epochs=8, pretrain_lr=0.05, pretrain_milestones=(6,),
+    "default": dict(n_train=4000, n_eval=1000, size=48, pretrain_epochs=8, pretrain_lr=0.05, pretrain_milestones=(6,),
                     finetune_epochs=3, finetune_lr=0.05, freeze_blocks=BLOCKS),
-    "quick": dict(n_train=400, size=32, pretrain_epochs=2, pretrain_lr=0.05, pretrain_milestones=(),
+    "quick": dict(n_train=400, n_eval=400, size=32, pretrain_epochs=2, pretrain_lr=0.05, pretrain_milestones=(),
                   finetune_epochs=1, finetune_lr=0.05, freeze_blocks=("fc",)),
 }
 
@@ -44,6 +44,7 @@ class DemoConfig:
     seeds: int = 1
     quick: bool = False
     n_train: int | None = None  # None: from the preset
+    n_eval: int | None = None  # images in each of val and test
     size: int | None = None
     pretrain_epochs: int | None = None
     pretrain_lr: float | None = None
@@ -149,18 +150,22 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
         cost["pretrain"] + cost["mask"] + n_finetunes * cost["finetune"] + (n_finetunes + 1) * cost["eval"])
     steps = _Steps(out, progress, total)
     try:
-        data_opts = dict(n_train=c.n_train, size=c.size, bias="1:9", seed=0)
+        data_opts = dict(n_train=c.n_train, n_val=c.n_eval, n_test=c.n_eval, size=c.size, bias="1:9", seed=0)
         data_done = train.is_file() and is_done(data, "data_demo", {**_data_defaults(), **data_opts})
-        steps.run("data", f"aimfair data demo --out data --n-train {c.n_train} --size {c.size} --bias 1:9 --seed 0",
+        steps.run("data", f"aimfair data demo --out data --n-train {c.n_train} --n-val {c.n_eval} --n-test {c.n_eval} "
+                  f"--size {c.size} --bias 1:9 --seed 0",
                   cost["data"], data_done, lambda: make_demo_dataset(out=data, progress=progress, **data_opts))
         steps.run("prompts", f"aimfair prompts --task {TASK} --per-group 50 --writer template --seed 0 "
                   f"--out prompts/{TASK}.yaml", cost["prompts"], prompts_file.is_file(),
                   lambda: write_prompts(task=get_task(TASK), out=prompts_file, per_group=50, writer="template", seed=0))
-        steps.run("synth", f"aimfair synth --prompts prompts/{TASK}.yaml --group all --n {per_group} --out synth "
-                  f"--generator procedural --size {c.size} --seed 0", cost["synth"], False,
-                  lambda: synthesize(prompts=prompts_file, groups=[g.name for g in get_task(TASK).groups], n=per_group,
-                                     out=synth, generator="procedural", generator_options={"size": c.size}, seed=0,
-                                     progress=progress))
+        _drop_stale_synth(synth, c.size)
+        made = steps.run("synth", f"aimfair synth --prompts prompts/{TASK}.yaml --group all --n {per_group} --out synth "
+                         f"--generator procedural --size {c.size} --seed 0", cost["synth"], False,
+                         lambda: synthesize(prompts=prompts_file, groups=[g.name for g in get_task(TASK).groups],
+                                            n=per_group, out=synth, generator="procedural",
+                                            generator_options={"size": c.size}, seed=0, progress=progress))
+        # New real or synthetic data makes every model trained on the old data stale, whatever its options.
+        upstream_changed = not data_done or made.written > 0
         manifest = synth / "metadata.jsonl"
         common = dict(batch_size=c.batch_size, workers=c.workers, device=c.device)
         runs = {name: StrategyRuns(name, label) for name, label in (
@@ -179,14 +184,14 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
                       f"aimfair pretrain --train data/train.csv --val data/val.csv --out {r}/pretrain.safetensors "
                       f"--epochs {c.pretrain_epochs} --lr {c.pretrain_lr} --milestones {ms} --image-size {c.size} "
                       f"--batch-size {c.batch_size} --seed {seed}",
-                      cost["pretrain"], is_done(pre_cfg.out, "pretrain", pre_cfg),
+                      cost["pretrain"], not upstream_changed and is_done(pre_cfg.out, "pretrain", pre_cfg),
                       lambda: run_pretrain(pre_cfg, progress=progress))
             mask_cfg = MaskConfig(model=pre_cfg.out, real=train, synth=manifest, out=sd / "mask.safetensors",
                                   topk=c.topk, seed=seed, **common)
             steps.run(f"mask seed {seed}",
                       f"aimfair mask --model {r}/pretrain.safetensors --real data/train.csv --synth synth/metadata.jsonl "
                       f"--topk {c.topk} --out {r}/mask.safetensors --seed {seed}",
-                      cost["mask"], is_done(mask_cfg.out, "mask", mask_cfg), lambda: run_mask(mask_cfg, progress=progress))
+                      cost["mask"], not upstream_changed and is_done(mask_cfg.out, "mask", mask_cfg), lambda: run_mask(mask_cfg, progress=progress))
             mask = load_mask(mask_cfg.out)
             ratio = len(mask.selected) / mask.total
             mask_summary.append(f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected "
@@ -201,12 +206,13 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
                           f"aimfair finetune --model {r}/pretrain.safetensors --synth synth/metadata.jsonl "
                           f"--val data/val.csv {how} --n-synth {c.n_train} --epochs {c.finetune_epochs} "
                           f"--lr {c.finetune_lr} --out {r}/{name}.safetensors --seed {seed}",
-                          cost["finetune"], is_done(ft.out, "finetune", ft), lambda: run_finetune(ft, progress=progress))
+                          cost["finetune"], not upstream_changed and is_done(ft.out, "finetune", ft), lambda: run_finetune(ft, progress=progress))
                 return ft.out
 
-            def evaluate(path: Path):
-                steps.commands.append(f"aimfair eval --model {_rel(path, out)} --data data/test.csv")
-                metrics = evaluate_checkpoint(model=path, data=test, **common)
+            def evaluate(path: Path, data: Path = test):
+                if data == test:
+                    steps.commands.append(f"aimfair eval --model {_rel(path, out)} --data data/test.csv")
+                metrics = _cached_eval(path, data, lambda: evaluate_checkpoint(model=path, data=data, **common))
                 steps.outer.advance(cost["eval"], stage=f"eval {path.stem} seed {seed}")
                 return metrics
 
@@ -221,7 +227,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
             best = None
             for block in c.freeze_blocks:
                 path = finetune(f"freeze-{block}", strategy=f"freeze:{block}")
-                score = evaluate_checkpoint(model=path, data=val, **common).wst
+                score = evaluate(path, val).wst
                 if best is None or score > best[0]:
                     best = (score, block, path)
             runs["freeze"].metrics.append(evaluate(best[2]))
@@ -234,6 +240,43 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
         steps.close()
     return DemoResult(out=out, config=c, strategies=result_runs, report=report,
                       seconds=time.perf_counter() - started, mask_summary=mask_summary)
+
+
+def _cached_eval(model: Path, data: Path, compute: Callable[[], Any]):
+    """Metrics of `model` on `data`, kept in `<model stem>.<data stem>.json` and reused while it is newer than
+    both the checkpoint and the manifest."""
+    import json
+
+    from ..fsio import atomic_write_text
+    from ..metrics import GroupMetrics
+
+    cache = model.with_name(f"{model.stem}.{data.stem}.json")
+    if cache.is_file() and cache.stat().st_mtime_ns > max(model.stat().st_mtime_ns, data.stat().st_mtime_ns):
+        saved = json.loads(cache.read_text())["cells"]
+        return GroupMetrics(cells={tuple(map(int, k.split(","))): tuple(v) for k, v in saved.items()})
+    metrics = compute()
+    cells = {f"{y},{s}": list(v) for (y, s), v in metrics.cells.items()}  # (n, correct) per cell
+    atomic_write_text(cache, json.dumps({"model": str(model), "data": str(data), "metrics": metrics.to_dict(),
+                                         "cells": cells}, indent=1))
+    return metrics
+
+
+def _drop_stale_synth(synth: Path, size: int) -> None:
+    """The demo owns its synth folder: when it holds images from another image size or vocabulary, start over
+    (the synth stage itself refuses to mix settings)."""
+    import shutil
+
+    import yaml
+
+    from ..generators import make_generator
+
+    saved = synth / "synth.config.yaml"
+    if not saved.is_file():
+        return
+    settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("synth", {}).get("generator_settings")
+    if settings is not None and settings != make_generator("procedural", size=size).describe():
+        log.info("synthetic images were made with other settings; rendering them again")
+        shutil.rmtree(synth)
 
 
 def _data_defaults() -> dict[str, Any]:

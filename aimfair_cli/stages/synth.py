@@ -61,6 +61,9 @@ MSG_BAD_BATCH = "--batch-size must be at least 1 (got {value})"
 MSG_BAD_KIND = "unknown prompt kind '{value}' (known: contextual, plain)"
 MSG_BAD_ORDER = "unknown prompt order '{value}' (known: round-robin, random)"
 MSG_NO_GROUPS = "no groups to synthesize"
+MSG_SETTINGS_CHANGED = (
+    "{out} holds images made with other generator settings ({diffs}); use another --out or remove the folder"
+)
 MSG_MISMATCH = (
     "{out}: image {file} was made with other settings ({what} differs); "
     "use a new --out or the options it was made with"
@@ -308,6 +311,29 @@ def _check_same(row: dict[str, Any], job: _Job, generator: str, out: Path) -> No
             raise UsageError(MSG_MISMATCH.format(out=out, file=job.file_name, what=what))
 
 
+def _comparable(settings: dict[str, Any] | None) -> dict[str, Any]:
+    # library versions may change between a run and its resume without changing what a seed gives
+    return {k: v for k, v in (settings or {}).items() if not k.endswith("_version")}
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to add images made with other generator settings (size, model, steps, ...) to a folder that
+    already holds images: the result would be a dataset that no single command reproduces."""
+    import yaml
+
+    saved_path = out / "synth.config.yaml"
+    if not saved_path.is_file() or not read_parts(out):
+        return
+    saved = (yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}).get("synth", {}).get("generator_settings")
+    if saved is None:
+        return
+    before, now = _comparable(saved), _comparable(settings)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise UsageError(MSG_SETTINGS_CHANGED.format(out=out, diffs=diffs))
+
+
 def _save(image: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
@@ -413,6 +439,7 @@ def synthesize(
             # Built only when there is work: loading a diffusion model takes a while.
             gen = make_generator(generator, **(generator_options or {}))
             settings = gen.describe()
+            _check_settings(out, settings)
             out.mkdir(parents=True, exist_ok=True)  # only now: a bad option leaves no folder behind
             log.info("shard %d/%d: %d images to make, %d already present", mine[0], mine[1], len(todo), skipped)
             _write_config(out, prompts=prompts, pf=pf, groups=groups, n=n, generator=generator,

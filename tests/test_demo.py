@@ -1,0 +1,56 @@
+"""`aimfair demo --quick`: the whole pipeline on the offline benchmark, as the README's main job runs it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from aimfair_cli.cli.app import app
+
+runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
+STRATEGIES = ["pretrained", "aimfair", "full", "linear", "random", "freeze"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_quick_demo_reports_every_strategy(demo_run):
+    out, summary = demo_run
+    assert list(summary["strategies"]) == STRATEGIES
+    for name, agg in summary["strategies"].items():
+        for key in ("acc", "wst_mean_of_runs", "eo", "eo_worst", "std"):
+            assert 0.0 <= agg[key]["mean"] <= 1.0, (name, key)
+        assert sum(c["n"] for c in agg["cells"].values()) > 0
+    for name in ("report.md", "metrics.png", "cells.png", "commands.sh", "demo.config.yaml",
+                 "data/train.csv", "synth/metadata.jsonl", "seed0/pretrain.safetensors", "seed0/mask.safetensors",
+                 "seed0/aimfair.safetensors", "seed0/full.safetensors", "seed0/linear.safetensors",
+                 "seed0/random.safetensors", "seed0/freeze-fc.safetensors"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "| AIM-Fair (mask k=55) |" in report and "![metrics per strategy](metrics.png)" in report
+    commands = (out / "commands.sh").read_text()
+    assert "aimfair mask --model seed0/pretrain.safetensors" in commands
+    assert "aimfair finetune --model seed0/pretrain.safetensors" in commands and "--mask seed0/mask.safetensors" in commands
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_steps(demo_run):
+    out, summary = demo_run
+    before = {p: p.stat().st_mtime_ns for p in out.glob("seed0/*.safetensors")}
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("seed0/*.safetensors")} == before
+    assert json.loads(result.stdout)["strategies"] == summary["strategies"]
+    assert "reused" in result.stderr
+
+
+def test_demo_rejects_bad_seeds(tmp_path):
+    result = runner.invoke(app, ["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == "Error: --seeds must be at least 1, got 0"
