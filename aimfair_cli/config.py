@@ -130,3 +130,10 @@ def is_done(output: str | os.PathLike, stage: str, config: Any) -> bool:
         return False
     current = yaml.safe_load(yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False))
     return previous == current
+
+
+def build(cls: type, values: Mapping[str, Any]) -> Any:
+    """Make the config dataclass `cls` from resolved values; strings from a YAML file become `Path` where the
+    field is a path."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    return cls(**{k: Path(v) if isinstance(v, str) and "Path" in fields.get(k, "") else v for k, v in values.items()})

@@ -28,6 +28,11 @@ def demo(
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs", help=f"[default: {_D['finetune_epochs']}, quick {_Q['finetune_epochs']}]")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr", help=f"[default: {_D['finetune_lr']}]")] = None,
     topk: Annotated[Optional[str], typer.Option(help="k for the mask, tensors or percent. [default: 55]")] = None,
+    freeze_blocks: Annotated[
+        Optional[str],
+        typer.Option("--freeze-blocks", help="Comma-separated blocks tried for the best single-block freeze baseline "
+                     "(stem, layer1..layer4, fc). [default: layer1,fc; quick: fc]"),
+    ] = None,
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     json_: JsonOpt = False,
@@ -39,8 +44,10 @@ def demo(
     defaults = {k: v for k, v in DemoConfig().__dict__.items() if k not in ("quick",)}
     opts = resolve("demo", dict(out=out, seeds=seeds, n_train=n_train, size=size, pretrain_epochs=pretrain_epochs,
                                 finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, topk=topk, device=device,
-                                workers=workers), defaults, config_file=config)
+                                workers=workers, freeze_blocks=freeze_blocks), defaults, config_file=config)
     opts["out"] = Path(opts["out"])
+    if isinstance(opts["freeze_blocks"], str):
+        opts["freeze_blocks"] = tuple(b.strip() for b in opts["freeze_blocks"].split(",") if b.strip())
     console.setup_logging()
     result = run_demo(DemoConfig(quick=quick, **opts), progress=console.RichProgress())
     rows = summary_rows(result.strategies, labels=False)

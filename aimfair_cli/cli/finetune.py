@@ -9,13 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from .. import layout
-from ..config import resolve
+from ..config import build, resolve
 from ..stages.finetune import FinetuneConfig, run_finetune
+from ..stages.pretrain import parse_milestones
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
-
-_PATHS = ("model", "synth", "val", "out", "mask")
-
+from .options import CropScaleOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
 
 def finetune(
     model: ModelOpt = None,
@@ -50,6 +48,7 @@ def finetune(
                      "freeze: BN layers outside the selection keep their statistics. [default: update]"),
     ] = None,
     batch_size: BatchSizeOpt = None,
+    crop_scale: CropScaleOpt = None,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -60,20 +59,12 @@ def finetune(
     every other tensor stays bit-identical."""
     defaults = dict(FinetuneConfig(model=layout.PRETRAIN, synth=layout.SYNTH_MANIFEST, val=layout.VAL,
                                    out=layout.FINETUNE).__dict__)
-    parsed_milestones = None
-    if milestones is not None:
-        from ..errors import UsageError
-
-        try:
-            parsed_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
-        except ValueError:
-            raise UsageError(f"--milestones must be comma-separated epochs, got '{milestones}'") from None
     opts = resolve("finetune", dict(model=model, synth=synth, val=val, out=out, mask=mask, strategy=strategy,
-                                    epochs=epochs, lr=lr, milestones=parsed_milestones, n_synth=n_synth, bn=bn,
-                                    batch_size=batch_size, workers=workers, device=device, seed=seed),
+                                    epochs=epochs, lr=lr, milestones=milestones, n_synth=n_synth, bn=bn,
+                                    batch_size=batch_size, crop_scale=crop_scale, workers=workers, device=device, seed=seed),
                    defaults, config_file=config)
-    opts["milestones"] = tuple(opts["milestones"] or ())
-    cfg = FinetuneConfig(**{k: Path(v) if k in _PATHS and v is not None else v for k, v in opts.items()})
+    opts["milestones"] = parse_milestones(opts["milestones"])
+    cfg = build(FinetuneConfig, opts)
     console.setup_logging()
     result = run_finetune(cfg, progress=console.RichProgress())
     summary = {"out": str(result.out), "strategy": result.strategy, "trainable": len(result.trainable),

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import layout
-from ..config import resolve
+from ..config import build, resolve
 from ..stages.mask import MaskConfig, run_mask
 from . import console
 from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
@@ -57,7 +57,7 @@ def mask(
                                 bias_ratio=bias_ratio, n_synth=n_synth, max_samples=max_samples,
                                 batch_size=batch_size, workers=workers, device=device, seed=seed),
                    defaults, config_file=config)
-    cfg = MaskConfig(**{k: Path(v) if k in ("model", "real", "synth", "out") else v for k, v in opts.items()})
+    cfg = build(MaskConfig, opts)
     console.setup_logging()
     result = run_mask(cfg, progress=console.RichProgress())
     selected, total = len(result.mask.selected), result.mask.total

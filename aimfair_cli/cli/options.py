@@ -34,3 +34,8 @@ TaskOpt = Annotated[
     Optional[str], typer.Option("--task", help="Task name: smiling_male, smiling_young, young_male or female_white.")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+CropScaleOpt = Annotated[
+    Optional[float],
+    typer.Option("--crop-scale", help="Smallest share of the image a random training crop keeps (torchvision's "
+                 "default 0.08; raise it for small images where a crop can cut the face out). [default: 0.08]"),
+]

@@ -10,12 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 from .. import dist, layout
-from ..config import resolve
+from ..config import build, resolve
 from ..stages.pretrain import PretrainConfig, run_pretrain
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
+from .options import CropScaleOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
 
-_PATHS = ("train", "val", "out")
 
 
 def pretrain(
@@ -36,6 +35,7 @@ def pretrain(
     ] = None,
     batch_size: BatchSizeOpt = None,
     image_size: ImageSizeOpt = None,
+    crop_scale: CropScaleOpt = None,
     workers: WorkersOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -63,10 +63,10 @@ def pretrain(
     with the best validation accuracy. Writes the checkpoint and its resolved config beside it."""
     defaults = asdict(PretrainConfig(train=layout.TRAIN, val=layout.VAL, out=layout.PRETRAIN))
     explicit = dict(train=train, val=val, out=out, epochs=epochs, lr=lr, milestones=milestones, batch_size=batch_size,
-                    image_size=image_size, workers=workers, seed=seed, device=device, weights=weights, amp=amp,
+                    image_size=image_size, crop_scale=crop_scale, workers=workers, seed=seed, device=device, weights=weights, amp=amp,
                     target_name=target_name, protected_name=protected_name)
     opts = resolve("pretrain", explicit, defaults, config_file=config)
-    cfg = PretrainConfig(**{k: Path(v) if k in _PATHS else v for k, v in opts.items()})
+    cfg = build(PretrainConfig, opts)
     console.setup_logging(verbose)
     result = run_pretrain(cfg, progress=console.RichProgress())
     if not dist.is_main():

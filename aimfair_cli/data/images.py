@@ -94,13 +94,15 @@ def check_images(manifest: Manifest, *, progress: Progress = NULL) -> None:
 
 
 def build_transform(
-    image_size: int, *, train: bool, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+    image_size: int, *, train: bool, mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
+    crop_scale: float = 0.08,
 ) -> Callable[[Any], "torch.Tensor"]:
-    """Train: RandomResizedCrop + horizontal flip; eval: plain resize to a square. Both normalise."""
+    """Train: RandomResizedCrop (keeping crop_scale..100 % of the area; 0.08 is torchvision's default) +
+    horizontal flip; eval: plain resize to a square. Both normalise."""
     from torchvision import transforms as T
 
     if train:
-        resize = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+        resize = [T.RandomResizedCrop(image_size, scale=(crop_scale, 1.0)), T.RandomHorizontalFlip()]
     else:
         resize = [T.Resize((image_size, image_size))]
     return T.Compose([*resize, T.ToTensor(), T.Normalize(list(mean), list(std))])

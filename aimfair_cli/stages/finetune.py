@@ -97,6 +97,7 @@ class FinetuneConfig:
     lr: float = 0.5  # the paper searches {0.4, 0.5, 0.6}
     milestones: tuple[int, ...] = ()
     batch_size: int = 128
+    crop_scale: float = 0.08  # smallest share of the image a training crop keeps (torchvision's default)
     n_synth: int | None = None  # balanced images in total; default: the mask's balanced set, else all groups' min × 4
     bn: str = "update"  # BN running statistics of frozen layers keep updating, as in the paper's code
     workers: int = 2
@@ -152,7 +153,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     check_images(train)
     check_images(val)
     size, mean, std = meta["image_size"], meta["mean"], meta["std"]
-    train_loader = make_loader(ImageDataset(train, build_transform(size, train=True, mean=mean, std=std)),
+    train_loader = make_loader(ImageDataset(train, build_transform(size, train=True, mean=mean, std=std, crop_scale=cfg.crop_scale)),
                                batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed)
     val_loader = make_loader(ImageDataset(val, build_transform(size, train=False, mean=mean, std=std)),
                              batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)

@@ -44,6 +44,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     batch_size: int = 128
     image_size: int = 224
+    crop_scale: float = 0.08  # smallest share of the image a training crop keeps (torchvision's default)
     workers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -157,7 +158,8 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     seed_everything(cfg.seed)
     model = build_model(weights=cfg.weights, arch=cfg.arch)
     pin = device.type == "cuda"
-    train_loader = make_loader(ImageDataset(train, build_transform(cfg.image_size, train=True, mean=MEAN, std=STD)),
+    train_loader = make_loader(ImageDataset(train, build_transform(cfg.image_size, train=True, mean=MEAN, std=STD,
+                                                                  crop_scale=cfg.crop_scale)),
                                batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
                                pin_memory=pin)
     val_loader = make_loader(ImageDataset(val, build_transform(cfg.image_size, train=False, mean=MEAN, std=STD)),
