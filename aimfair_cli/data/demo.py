@@ -1,0 +1,208 @@
+"""`aimfair data demo`: the offline benchmark's "real" side, rendered in the photo style.
+
+Faces have target Smiling and protected Male; every other attribute is drawn from a natural distribution
+(`aimfair_cli.render.natural`), not from prompts. The train split is biased with the CelebA quotas
+(`aimfair_cli.data.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
+
+    OUT/images/{train,val,test}/000000.png
+    OUT/train.csv, OUT/val.csv, OUT/test.csv      file_name (relative to OUT), target, protected, split
+    OUT/data_demo.config.yaml                     the resolved options
+
+Image i of a split is a pure function of (seed, split, i), so the same seed writes identical files. Everything
+is rendered into a temporary folder beside OUT and moved into place at the end: an interrupted run leaves the
+previous output as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..progress import NULL, Progress
+from .bias import CELLS, cell_quotas, parse_bias
+
+log = logging.getLogger(__name__)
+
+STAGE = "data_demo"
+SPLITS = ("train", "val", "test")
+IMAGES_DIR = "images"
+MARKER = ".aimfair-demo"  # marks an images/ folder this command wrote (and may therefore replace)
+
+# CelebA's test partition, cells (target, protected) = (Smiling, Male): (0,0) 27 %, (0,1) 23 %, (1,0) 35 %,
+# (1,1) 15 %. Val and test of the demo follow it.
+NATURAL_MIX: dict[tuple[int, int], float] = {(0, 0): 0.27, (0, 1): 0.23, (1, 0): 0.35, (1, 1): 0.15}
+
+MSG_NOT_INT = "--{option} must be a whole number, got {value!r}"
+MSG_TOO_SMALL = "--{option} must be at least {minimum}, got {value}"
+MSG_OUT_NOT_DIR = "output path exists and is not a folder: {out}"
+MSG_FOREIGN_IMAGES = "{path} exists and was not written by 'aimfair data demo'; move it away or choose another --out"
+
+
+@dataclass
+class DemoConfig:
+    """Options of `aimfair data demo` with their defaults."""
+
+    n_train: int = 4000
+    n_val: int = 1000
+    n_test: int = 1000
+    size: int = 64
+    bias: str = "1:9"  # minority:majority of the train cells, 1/9, or the minority share 0.1
+    seed: int = 0
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    paths: dict[str, Path]  # split -> manifest
+    counts: dict[str, dict[tuple[int, int], int]]  # split -> cell -> images
+    config_path: Path
+    seconds: float
+    images_per_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "splits": {
+                split: {
+                    "path": str(self.paths[split]),
+                    "n": sum(self.counts[split].values()),
+                    "cells": {f"{t},{p}": self.counts[split][(t, p)] for t, p in CELLS},
+                }
+                for split in self.paths
+            },
+            "config": str(self.config_path),
+            "seconds": round(self.seconds, 2),
+            "images_per_s": round(self.images_per_s, 1),
+            "warnings": list(self.warnings),
+        }
+
+
+def mixed_quotas(n: int, mix: dict[tuple[int, int], float] = NATURAL_MIX) -> dict[tuple[int, int], int]:
+    """Exact counts summing to n that follow `mix` (largest remainders get the leftovers)."""
+    raw = {cell: n * share / sum(mix.values()) for cell, share in mix.items()}
+    counts = {cell: int(v) for cell, v in raw.items()}
+    by_remainder = sorted(raw, key=lambda c: (-(raw[c] - counts[c]), CELLS.index(c)))
+    for cell in by_remainder[: n - sum(counts.values())]:
+        counts[cell] += 1
+    return {cell: counts[cell] for cell in CELLS}
+
+
+def split_cells(split: str, n: int, bias: str, seed: int) -> list[tuple[int, int]]:
+    """The (target, protected) of each image of a split, in a seeded shuffled order."""
+    import numpy as np
+
+    quotas = cell_quotas(n, parse_bias(bias)) if split == "train" else mixed_quotas(n)
+    cells = [cell for cell in CELLS for _ in range(quotas[cell])]
+    rng = np.random.default_rng([seed, SPLITS.index(split), 0xDE40])
+    order = rng.permutation(len(cells))
+    return [cells[i] for i in order]
+
+
+def render_demo_image(*, seed: int, split: str, index: int, target: int, protected: int, size: int):
+    """Image `index` of `split`: natural attributes for its cell, drawn in the photo style."""
+    import numpy as np
+
+    from ..generators.base import image_seed
+    from ..render import natural_attributes, render_face
+
+    s = image_seed(seed, f"demo-{split}", index)
+    attrs = natural_attributes(np.random.default_rng([s, 0xA77]), smiling=bool(target), male=bool(protected))
+    return render_face(attrs, style="photo", size=size, seed=s), attrs
+
+
+def _check_int(option: str, value: Any, minimum: int) -> int:
+    # Values may come from a YAML config file, where nothing checked their type.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(MSG_NOT_INT.format(option=option, value=value))
+    if value < minimum:
+        raise UsageError(MSG_TOO_SMALL.format(option=option, minimum=minimum, value=value))
+    return value
+
+
+def make_demo_dataset(
+    *,
+    out: str | os.PathLike,
+    n_train: int = DemoConfig.n_train,
+    n_val: int = DemoConfig.n_val,
+    n_test: int = DemoConfig.n_test,
+    size: int = DemoConfig.size,
+    bias: str = DemoConfig.bias,
+    seed: int = DemoConfig.seed,
+    progress: Progress = NULL,
+) -> DemoResult:
+    """Render the demo dataset into `out` (see the module docstring for the layout)."""
+    from ..config import write_resolved_config
+    from ..manifest import write_manifest
+
+    cfg = DemoConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=str(bias), seed=seed)
+    _check_int("n-train", cfg.n_train, 4)
+    _check_int("n-val", cfg.n_val, 4)
+    _check_int("n-test", cfg.n_test, 4)
+    _check_int("size", cfg.size, 16)
+    _check_int("seed", cfg.seed, 0)
+    parse_bias(cfg.bias)
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(MSG_OUT_NOT_DIR.format(out=out))
+    images_final = out / IMAGES_DIR
+    if images_final.exists() and not (images_final / MARKER).is_file():
+        raise UsageError(MSG_FOREIGN_IMAGES.format(path=images_final))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+
+    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=out))  # no suffix: config_path_for sees a folder
+    started = time.perf_counter()
+    try:
+        images = tmp / IMAGES_DIR
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for split in SPLITS:
+            (images / split).mkdir(parents=True)
+            rows[split] = []
+            cells = split_cells(split, sizes[split], cfg.bias, cfg.seed)
+            with progress.task(f"render {split}", total=len(cells)) as task:
+                for i, (t, p) in enumerate(cells):
+                    img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
+                                               size=cfg.size)
+                    name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
+                    img.save(tmp / name, format="PNG")
+                    rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})
+                    task.advance(1)
+        (images / MARKER).write_text("written by 'aimfair data demo'\n", encoding="utf-8")
+        staged = {split: write_manifest(tmp / f"{split}.csv", rows[split],
+                                        columns=("file_name", "target", "protected", "split")) for split in SPLITS}
+        config_path = write_resolved_config(tmp, STAGE, asdict(cfg))
+        seconds = time.perf_counter() - started
+        # Swap in: old images aside, new images in, manifests and config over the old ones, old images gone.
+        old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
+        if images_final.exists():
+            os.replace(images_final, old)
+        os.replace(images, images_final)
+        paths = {}
+        for split, path in staged.items():
+            paths[split] = out / path.name
+            os.replace(path, paths[split])
+        final_config = out / config_path.name
+        os.replace(config_path, final_config)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    counts = {split: {cell: sum(1 for r in rows[split] if (r["target"], r["protected"]) == cell) for cell in CELLS}
+              for split in SPLITS}
+    n_images = sum(sizes.values())
+    log.info("rendered %d images in %.1f s", n_images, seconds)
+    return DemoResult(out=out, paths=paths, counts=counts, config_path=final_config, seconds=seconds,
+                      images_per_s=n_images / max(seconds, 1e-9))

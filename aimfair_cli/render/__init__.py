@@ -1,0 +1,51 @@
+"""Procedural faces for the offline benchmark: one geometry model, two drawing styles.
+
+    attrs = natural_attributes(rng, smiling=True, male=False)          # the demo's real-style data
+    attrs = attributes_from_prompt("... smiling male ...", rng)          # the procedural generator
+    image = render_face(attrs, style="photo" | "synthetic", size=64, seed=seed)
+
+numpy and PIL only; `render_face` is a pure function of (attributes, style, size, seed).
+"""
+
+from __future__ import annotations
+
+from .attributes import FaceAttributes, attributes_from_prompt, draw_attributes
+from .natural import NATURAL, natural_attributes
+
+__all__ = [
+    "NATURAL",
+    "STYLES",
+    "FaceAttributes",
+    "attributes_from_prompt",
+    "draw_attributes",
+    "natural_attributes",
+    "render_face",
+]
+
+STYLES = ("photo", "synthetic")
+
+MSG_BAD_STYLE = "unknown render style '{style}' (known: photo, synthetic)"
+MSG_BAD_SIZE = "image size must be at least 16 pixels, got {size}"
+
+
+def render_face(attrs: FaceAttributes, *, style: str, size: int = 64, seed: int = 0):
+    """Draw one face as a `size` x `size` RGB PIL image. Same arguments -> same pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from ..errors import UsageError
+    from .face import build_shapes, draw_params
+    from .styles import FINISH, SUPERSAMPLE, draw_shapes, palette
+
+    if style not in STYLES:
+        raise UsageError(MSG_BAD_STYLE.format(style=style))
+    if size < 16:
+        raise UsageError(MSG_BAD_SIZE.format(size=size))
+    rng = np.random.default_rng(seed)
+    params = draw_params(attrs, rng)  # geometry first: the same seed gives the same face in both styles
+    shapes = build_shapes(attrs, params)
+    ss = SUPERSAMPLE[style]
+    img = draw_shapes(shapes, palette(style, attrs, params), size=size * ss, style=style)
+    if ss > 1:
+        img = img.resize((size, size), Image.LANCZOS)
+    return FINISH[style](img, attrs, params, rng)

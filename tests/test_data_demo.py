@@ -1,0 +1,146 @@
+"""`aimfair data demo`: exact quotas, valid manifests, identical files for a seed, all-or-nothing output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from aimfair_cli.cli.app import app
+from aimfair_cli.data import demo as demo_mod
+from aimfair_cli.data.bias import CELLS
+from aimfair_cli.data.demo import (
+    MSG_FOREIGN_IMAGES,
+    MSG_TOO_SMALL,
+    make_demo_dataset,
+    mixed_quotas,
+)
+from aimfair_cli.manifest import read_manifest
+
+runner = CliRunner()
+TINY = ["--n-train", "40", "--n-val", "12", "--n-test", "20", "--size", "32"]
+
+
+def run(*args: str):
+    return runner.invoke(app, ["data", "demo", *args])
+
+
+def files(folder) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "data"
+    result = run("--out", str(out), *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_writes_valid_manifests_with_exact_quotas(tiny):
+    want = {"train": {(0, 0): 2, (0, 1): 18, (1, 0): 18, (1, 1): 2}, "val": mixed_quotas(12), "test": mixed_quotas(20)}
+    for split, cells in want.items():
+        m = read_manifest(tiny / f"{split}.csv", require_protected=True)
+        got = {c: sum(1 for r in m.rows if (r["target"], r["protected"]) == c) for c in CELLS}
+        assert got == cells, split
+        assert {r["split"] for r in m.rows} == {split}
+        for r in m.rows:
+            assert not r["file_name"].startswith("/")  # relative to the manifest's folder
+            assert m.image_path(r).is_file()
+    assert (tiny / "data_demo.config.yaml").is_file()
+    assert not [p for p in tiny.iterdir() if p.name.startswith(".demo-tmp")]
+
+
+def test_images_have_the_requested_size(tiny):
+    from PIL import Image
+
+    m = read_manifest(tiny / "test.csv")
+    with Image.open(m.image_path(m.rows[0])) as img:
+        assert img.size == (32, 32) and img.mode == "RGB"
+
+
+def test_val_and_test_follow_the_celeba_mix():
+    q = mixed_quotas(1000)
+    assert q == {(0, 0): 270, (0, 1): 230, (1, 0): 350, (1, 1): 150}
+    assert sum(mixed_quotas(7).values()) == 7
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(tiny, tmp_path):
+    again = tmp_path / "again"
+    assert run("--out", str(again), *TINY).exit_code == 0
+    assert files(again) == files(tiny)
+    other = tmp_path / "other"
+    assert run("--out", str(other), *TINY, "--seed", "1").exit_code == 0
+    a, b = files(other), files(tiny)
+    assert a.keys() == b.keys()
+    assert a["images/train/000000.png"] != b["images/train/000000.png"]
+
+
+def test_rerun_replaces_its_own_output(tmp_path):
+    out = tmp_path / "data"
+    make_demo_dataset(out=out, n_train=8, n_val=4, n_test=4, size=16, seed=0)
+    make_demo_dataset(out=out, n_train=12, n_val=4, n_test=4, size=16, seed=0)
+    assert len(read_manifest(out / "train.csv")) == 12
+    assert len(list((out / "images" / "train").iterdir())) == 12  # no leftovers from the first run
+    assert sorted(p.name for p in out.iterdir()) == ["data_demo.config.yaml", "images", "test.csv", "train.csv", "val.csv"]
+
+
+def test_an_interrupted_run_leaves_the_previous_output(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    make_demo_dataset(out=out, n_train=8, n_val=4, n_test=4, size=16, seed=0)
+    before = files(out)
+    real = demo_mod.render_demo_image
+    calls = {"n": 0}
+
+    def flaky(**kw):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    monkeypatch.setattr(demo_mod, "render_demo_image", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        make_demo_dataset(out=out, n_train=8, n_val=4, n_test=4, size=16, seed=3)
+    assert files(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["data_demo.config.yaml", "images", "test.csv", "train.csv", "val.csv"]
+
+
+def test_an_interrupted_first_run_leaves_nothing(tmp_path, monkeypatch):
+    def boom(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_mod, "render_demo_image", boom)
+    with pytest.raises(KeyboardInterrupt):
+        make_demo_dataset(out=tmp_path / "data", n_train=8, n_val=4, n_test=4, size=16)
+    assert not (tmp_path / "data").exists()
+
+
+def test_refuses_to_replace_an_images_folder_it_did_not_write(tmp_path):
+    (tmp_path / "images").mkdir()
+    result = run("--out", str(tmp_path), *TINY)
+    assert result.exit_code == 1
+    assert result.output.endswith(f"Error: {MSG_FOREIGN_IMAGES.format(path=tmp_path / 'images')}\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bias", "3:1"], "cannot parse bias '3:1' (use minority:majority like 1:9 or 1/9, or the minority share like 0.1)"),
+    (["--size", "8"], MSG_TOO_SMALL.format(option="size", minimum=16, value=8)),
+    (["--n-train", "2"], MSG_TOO_SMALL.format(option="n-train", minimum=4, value=2)),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    result = run("--out", str(tmp_path / "d"), *args)
+    assert result.exit_code == 1
+    assert result.output.endswith(f"Error: {message}\n")
+    assert not (tmp_path / "d").exists()
+
+
+def test_json_output_and_config_file_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "aimfair.yaml").write_text("data_demo: {n_train: 20, n_val: 4, n_test: 4, size: 16}\n")
+    result = run("--json", "--n-train", "12")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["splits"]["train"]["n"] == 12  # the flag beats the config file
+    assert report["splits"]["val"]["n"] == 4
+    assert (tmp_path / "data" / "train.csv").is_file()  # the run folder's conventional data/ folder

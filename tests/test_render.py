@@ -1,0 +1,153 @@
+"""The face renderers and the `procedural` generator: deterministic, prompt-following, two distinct styles."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from aimfair_cli.errors import UsageError
+from aimfair_cli.generators.base import ImageRequest, image_seed, make_generator
+from aimfair_cli.generators.procedural import (
+    DIFFUSERS_ONLY,
+    MSG_DIFFUSERS_ONLY,
+    MSG_DIFFUSERS_ONLY_MANY,
+    MSG_UNKNOWN_OPTIONS,
+    ProceduralGenerator,
+)
+from aimfair_cli.render import (
+    MSG_BAD_STYLE,
+    FaceAttributes,
+    natural_attributes,
+    render_face,
+)
+from aimfair_cli.vocabulary import load_vocabulary
+
+VOCAB = load_vocabulary()
+PLAIN = "Portrait face photo of a smiling male."
+# Everything visible: no hat or sunglasses hiding hair or eyes, short hair not hiding the ears.
+VISIBLE = FaceAttributes(smiling="no", gender="female", hair_style="short", glasses="no", hat="no")
+
+
+def png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return ProceduralGenerator(size=32)
+
+
+@pytest.mark.parametrize("style", ["photo", "synthetic"])
+def test_same_attributes_and_seed_give_identical_bytes(style):
+    a = natural_attributes(np.random.default_rng(3), smiling=True, male=False)
+    first = render_face(a, style=style, size=48, seed=11)
+    assert first.size == (48, 48) and first.mode == "RGB"
+    assert png(first) == png(render_face(a, style=style, size=48, seed=11))
+    assert png(first) != png(render_face(a, style=style, size=48, seed=12))
+
+
+def test_same_prompt_and_seed_give_identical_bytes(gen):
+    req = ImageRequest(PLAIN, image_seed(0, "smiling_male", 7), 7)
+    again = ProceduralGenerator(size=32).generate([req])[0]
+    assert png(gen.generate([req])[0]) == png(again)
+
+
+def test_an_image_does_not_depend_on_its_batch(gen):
+    reqs = [ImageRequest(PLAIN, image_seed(0, "smiling_male", i), i) for i in range(3)]
+    together = gen.generate(reqs)
+    alone = [gen.generate([r])[0] for r in reversed(reqs)][::-1]
+    assert [png(i) for i in together] == [png(i) for i in alone]
+
+
+def test_every_vocabulary_phrase_sets_its_attribute(gen):
+    for attr, values in VOCAB.attributes.items():
+        for value, phrases in values.items():
+            for phrase in phrases:
+                for seed in range(3):
+                    got = gen.attributes(ImageRequest(f"Portrait face photo of a person, {phrase}.", seed, 0))
+                    assert getattr(got, attr) == value, (phrase, seed)
+
+
+def test_every_value_of_a_drawn_attribute_changes_the_picture():
+    # race is drawn through skin_tone (tested below); every other attribute is visible on its own.
+    for attr, values in VOCAB.attributes.items():
+        if attr == "race":
+            continue
+        images = {}
+        for value in values:
+            images[value] = png(render_face(VISIBLE.replace(**{attr: value}), style="synthetic", size=64, seed=1))
+        assert len(set(images.values())) == len(images), f"{attr}: some values draw the same image"
+
+
+def test_race_words_change_the_skin_tone_distribution(gen):
+    def tones(prompt):
+        return {gen.attributes(ImageRequest(prompt, s, 0)).skin_tone for s in range(60)}
+
+    assert tones("a smiling white man") == {"light"}
+    assert "light" not in tones("a smiling non-white man") and len(tones("a smiling non-white man")) > 1
+
+
+def test_stating_a_phrase_changes_the_generated_image(gen):
+    req = ImageRequest(PLAIN, 5, 0)
+    with_glasses = ImageRequest(PLAIN[:-1] + " with glasses.", 5, 0)
+    assert gen.attributes(with_glasses) == gen.attributes(req).replace(glasses="yes")
+    assert png(gen.generate([req])[0]) != png(gen.generate([with_glasses])[0])
+
+
+def test_unknown_words_are_ignored(gen):
+    a = gen.attributes(ImageRequest(PLAIN, 9, 0))
+    b = gen.attributes(ImageRequest(PLAIN[:-1] + ", trending on artstation, zorp, 8k.", 9, 0))
+    assert a == b
+
+
+def test_the_two_styles_differ_and_only_the_photo_has_sensor_noise():
+    a = VISIBLE.replace(background="plain", lighting="soft")
+    photo = np.asarray(render_face(a, style="photo", size=64, seed=2), dtype=np.float32)
+    synth = np.asarray(render_face(a, style="synthetic", size=64, seed=2), dtype=np.float32)
+    assert np.abs(photo - synth).mean() > 10
+    # Flat colours in the synthetic style (backdrop and its second tone at most), noise in the photo style.
+    corner = (slice(0, 6), slice(0, 6))
+    colours = lambda img: len({tuple(px) for px in img[corner].reshape(-1, 3)})
+    assert colours(synth) <= 2
+    assert colours(photo) > 10
+
+
+def test_smiling_is_drawn_beyond_a_single_pixel():
+    a = VISIBLE
+    no = np.asarray(render_face(a, style="synthetic", size=64, seed=4), dtype=np.int16)
+    yes = np.asarray(render_face(a.replace(smiling="yes"), style="synthetic", size=64, seed=4), dtype=np.int16)
+    changed = np.argwhere(np.abs(no - yes).sum(-1) > 0)
+    assert len(changed) > 20  # mouth, teeth or cheeks, eyes: many pixels change
+    assert np.ptp(changed[:, 0]) > 5  # and not only along one row of the mouth
+
+
+def test_bad_style_and_size_are_usage_errors():
+    with pytest.raises(UsageError) as exc:
+        render_face(VISIBLE, style="oil", seed=0)
+    assert str(exc.value) == MSG_BAD_STYLE.format(style="oil")
+    with pytest.raises(UsageError):
+        render_face(VISIBLE, style="photo", size=8, seed=0)
+
+
+def test_diffusers_options_are_refused_by_name():
+    with pytest.raises(UsageError) as exc:
+        make_generator("procedural", steps=20)
+    assert str(exc.value) == MSG_DIFFUSERS_ONLY.format(names="--steps")
+    with pytest.raises(UsageError) as exc:
+        make_generator("procedural", negative_prompt="blurry", guidance=7.5)
+    assert str(exc.value) == MSG_DIFFUSERS_ONLY_MANY.format(names="--guidance, --negative-prompt")
+    with pytest.raises(UsageError) as exc:
+        make_generator("procedural", colour="red")
+    assert str(exc.value) == MSG_UNKNOWN_OPTIONS.format(names="--colour")
+    assert "save_size" in DIFFUSERS_ONLY and "model" in DIFFUSERS_ONLY
+
+
+def test_describe_names_the_vocabulary_it_read():
+    g = make_generator("procedural", size=48, device="cpu")
+    assert g.name == "procedural"
+    assert g.describe() == {"generator": "procedural", "size": 48, "style": "synthetic", "vocabulary": VOCAB.sha256}
+    assert g.generate([ImageRequest(PLAIN, 1, 0)])[0].size == (48, 48)
