@@ -5,18 +5,16 @@ Options resolve as flags > the `data_demo` section of ./aimfair.yaml (or --confi
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from .. import config, layout
-from ..data.bias import CELLS
 from ..data.demo import STAGE, DemoConfig, make_demo_dataset
 from .console import RichProgress, out, setup_logging
+from .data_real import report
 from .options import ConfigOpt, JsonOpt, SeedOpt, VerboseOpt
 
 
@@ -44,16 +42,6 @@ def demo(
     explicit = dict(n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias, seed=seed)
     values = config.resolve(STAGE, explicit, asdict(DemoConfig()), config_file=config_file)
     result = make_demo_dataset(out=out_dir, progress=RichProgress(), **values)
-    if json_out:
-        typer.echo(json.dumps(result.to_dict()))
-        return
-    table = Table(title="cells (target Smiling, protected Male)")
-    table.add_column("split")
-    for t, p in CELLS:
-        table.add_column(f"({t},{p})", justify="right")
-    table.add_column("total", justify="right")
-    for split, counts in result.counts.items():
-        table.add_row(split, *(str(counts[c]) for c in CELLS), str(sum(counts.values())))
-    out.print(table)
-    out.print(f"wrote images/, {', '.join(p.name for p in result.paths.values())} and {result.config_path.name} "
-              f"in {result.out} ({result.images_per_s:.0f} images/s)", markup=False)
+    report(result, "Smiling", "Male", json_out)
+    if not json_out:
+        out.print(f"rendered {result.images_per_s:.0f} images/s", markup=False)

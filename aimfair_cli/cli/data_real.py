@@ -71,7 +71,7 @@ def celeba(
     explicit = dict(target=target, protected=protected, bias=bias, n=n, seed=seed)
     values = config.resolve(CELEBA_STAGE, explicit, asdict(CelebaConfig()), config_file=config_file)
     result = import_celeba(root=root, out=out_dir, config=CelebaConfig(**values), progress=RichProgress())
-    _report(result, values["target"], values["protected"], json_out)
+    report(result, values["target"], values["protected"], json_out)
 
 
 def utkface(
@@ -118,10 +118,10 @@ def utkface(
     )
     values = config.resolve(UTKFACE_STAGE, explicit, asdict(UtkfaceConfig()), config_file=config_file)
     result = import_utkface(root=root, out=out_dir, config=UtkfaceConfig(**values), progress=RichProgress())
-    _report(result, values["target"], values["protected"], json_out)
+    report(result, values["target"], values["protected"], json_out)
 
 
-def _report(result: ImportResult, target: str, protected: str, json_out: bool) -> None:
+def report(result: ImportResult, target: str, protected: str, json_out: bool) -> None:
     """Warnings on stderr; the cell counts per split on stdout (a table, or one JSON object)."""
     for warning in result.warnings:
         err.print(f"Warning: {warning}", markup=False, soft_wrap=True)

@@ -20,13 +20,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..progress import NULL, Progress
 from .bias import CELLS, cell_quotas, parse_bias
+from .celeba import ImportResult
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +59,14 @@ class DemoConfig:
 
 
 @dataclass
-class DemoResult:
-    out: Path
-    paths: dict[str, Path]  # split -> manifest
-    counts: dict[str, dict[tuple[int, int], int]]  # split -> cell -> images
-    config_path: Path
-    seconds: float
-    images_per_s: float
-    warnings: list[str] = field(default_factory=list)
+class DemoResult(ImportResult):
+    """What `aimfair data demo` wrote (as for the real-data imports), plus how fast it rendered."""
+
+    seconds: float = 0.0
+    images_per_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "out": str(self.out),
-            "splits": {
-                split: {
-                    "path": str(self.paths[split]),
-                    "n": sum(self.counts[split].values()),
-                    "cells": {f"{t},{p}": self.counts[split][(t, p)] for t, p in CELLS},
-                }
-                for split in self.paths
-            },
-            "config": str(self.config_path),
-            "seconds": round(self.seconds, 2),
-            "images_per_s": round(self.images_per_s, 1),
-            "warnings": list(self.warnings),
-        }
+        return {**super().to_dict(), "seconds": round(self.seconds, 2), "images_per_s": round(self.images_per_s, 1)}
 
 
 def mixed_quotas(n: int, mix: dict[tuple[int, int], float] = NATURAL_MIX) -> dict[tuple[int, int], int]:
