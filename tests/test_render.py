@@ -18,6 +18,7 @@ from aimfair_cli.generators.procedural import (
 )
 from aimfair_cli.render import (
     MSG_BAD_STYLE,
+    RENDERER_VERSION,
     FaceAttributes,
     natural_attributes,
     render_face,
@@ -149,5 +150,6 @@ def test_diffusers_options_are_refused_by_name():
 def test_describe_names_the_vocabulary_it_read():
     g = make_generator("procedural", size=48, device="cpu")
     assert g.name == "procedural"
-    assert g.describe() == {"generator": "procedural", "size": 48, "style": "synthetic", "vocabulary": VOCAB.sha256}
+    assert g.describe() == {"generator": "procedural", "size": 48, "style": "synthetic", "vocabulary": VOCAB.sha256,
+                            "renderer": RENDERER_VERSION}
     assert g.generate([ImageRequest(PLAIN, 1, 0)])[0].size == (48, 48)

@@ -76,5 +76,7 @@ class ProceduralGenerator:
         return [render_face(self.attributes(r), style="synthetic", size=self.size, seed=r.seed) for r in requests]
 
     def describe(self) -> dict[str, Any]:
+        from ..render import RENDERER_VERSION
+
         return {"generator": self.name, "size": self.size, "style": "synthetic",
-                "vocabulary": self.vocabulary.sha256}
+                "vocabulary": self.vocabulary.sha256, "renderer": RENDERER_VERSION}

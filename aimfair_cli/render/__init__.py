@@ -14,6 +14,7 @@ from .natural import NATURAL, natural_attributes
 
 __all__ = [
     "NATURAL",
+    "RENDERER_VERSION",
     "STYLES",
     "FaceAttributes",
     "attributes_from_prompt",
@@ -23,6 +24,9 @@ __all__ = [
 ]
 
 STYLES = ("photo", "synthetic")
+# Bump when a change to the drawing changes the pixels, so cached images made by an older renderer are
+# recognised as stale (the procedural generator's describe() reports it).
+RENDERER_VERSION = 1
 
 MSG_BAD_STYLE = "unknown render style '{style}' (known: photo, synthetic)"
 MSG_BAD_SIZE = "image size must be at least 16 pixels, got {size}"
