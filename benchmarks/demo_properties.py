@@ -102,6 +102,30 @@ def diversity(folder: Path, attrs: list, groups: list[str], *, sample: int = 200
 
 
 def train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, args) -> dict:
+    """Train one model and test it; with --work, a finished model's result is kept and reused on a rerun."""
+    import json
+
+    from aimfair_cli.render import RENDERER_VERSION
+
+    settings = {k: getattr(args, k) for k in ("size", "n_train", "n_val", "n_test", "epochs", "lr", "batch_size", "seed")}
+    settings["renderer"] = RENDERER_VERSION
+    cache = args.work / "results" / f"{name}.json" if args.work else None
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("settings") == settings:
+            log(f"  {name}: reusing {cache}")
+            return {**saved["result"], "cells": {tuple(map(int, k.split(","))): v for k, v in saved["cells"].items()}}
+    result = _train_and_test(name, train_csv, val_csv, test_csv, args)
+    if cache is not None:
+        from aimfair_cli.fsio import atomic_write_text
+
+        cells = {f"{t},{p}": v for (t, p), v in result["cells"].items()}
+        body = {"settings": settings, "result": {k: v for k, v in result.items() if k != "cells"}, "cells": cells}
+        atomic_write_text(cache, json.dumps(body, indent=1))
+    return result
+
+
+def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, args) -> dict:
     import torch
     from torchvision import transforms as T
 
@@ -154,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="abc", help="which properties to measure (subset of abc)")
-    ap.add_argument("--work", type=Path, default=None, help="keep the rendered data here (default: a temp folder)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the rendered data and each model's result here; a rerun reuses finished models "
+                         "(default: a temp folder, removed at the end)")
     args = ap.parse_args(argv)
 
     import logging

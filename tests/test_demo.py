@@ -54,3 +54,22 @@ def test_demo_rejects_bad_seeds(tmp_path):
     result = runner.invoke(app, ["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == "Error: --seeds must be at least 1, got 0"
+
+
+def test_demo_data_from_another_renderer_is_stale(tmp_path):
+    from PIL import Image
+
+    from aimfair_cli.data.demo import make_demo_dataset
+    from aimfair_cli.stages.demo import _same_renderer
+
+    result = make_demo_dataset(out=tmp_path / "data", n_train=8, n_val=4, n_test=4, size=32, seed=3)
+    train = result.paths["train"]
+    assert _same_renderer(train, size=32, seed=3)
+    assert not _same_renderer(train, size=32, seed=4)  # other seed: other pixels
+    first = tmp_path / "data" / "images" / "train" / "000000.png"
+    img = Image.open(first).convert("RGB")
+    img.putpixel((0, 0), tuple(255 - v for v in img.getpixel((0, 0))))  # as an older renderer would differ
+    img.save(first)
+    assert not _same_renderer(train, size=32, seed=3)
+    first.unlink()
+    assert not _same_renderer(train, size=32, seed=3)

@@ -203,3 +203,16 @@ def test_same_seed_same_weights(data):
 
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_in_order_loaders_shard_without_padding_under_torchrun(monkeypatch):
+    # 10 items over 3 ranks: DistributedSampler would pad to 12 and count two images twice in a mean gradient.
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    seen = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        loader = make_loader(list(range(10)), batch_size=4, shuffle=False, workers=0, seed=0)
+        seen.append([i for batch in loader for i in batch.tolist()])
+        shuffled = make_loader(list(range(10)), batch_size=4, shuffle=True, workers=0, seed=0)
+        assert len(shuffled.sampler) == 4  # training keeps equal, padded shards: every rank takes the same steps
+    assert seen == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]

@@ -118,6 +118,20 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+class ShardSampler:
+    """Indices rank, rank + world_size, … of a dataset of n items: an in-order, unpadded shard (shards may
+    differ in length by one)."""
+
+    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
 def make_loader(
     dataset: Any,
     *,
@@ -130,8 +144,10 @@ def make_loader(
 ) -> "DataLoader":
     """A DataLoader whose order and augmentations depend only on `seed` (and the worker count).
 
-    Under torchrun each rank reads its own shard (DistributedSampler; call `sampler.set_epoch` per epoch,
-    `training.fit` does).
+    Under torchrun each rank reads its own shard. Training loaders (shuffle=True) use DistributedSampler (call
+    `sampler.set_epoch` per epoch, `training.fit` does), which pads the shards to equal length so that every
+    rank takes the same number of steps. Loaders that read a dataset once in order (evaluation, mask gradients)
+    take every world_size-th image instead, unpadded, so a sum over ranks counts each image exactly once.
     """
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
@@ -141,8 +157,11 @@ def make_loader(
     sampler = None
     if dist.is_distributed():
         # rank/world size from torchrun's environment: works before the process group is started
-        sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=shuffle,
-                                     seed=seed, drop_last=drop_last)
+        if shuffle or drop_last:
+            sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=shuffle,
+                                         seed=seed, drop_last=drop_last)
+        else:
+            sampler = ShardSampler(len(dataset), rank=dist.rank(), world_size=dist.world_size())
         shuffle = False
     generator = torch.Generator()
     generator.manual_seed(seed)

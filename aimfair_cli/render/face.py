@@ -82,10 +82,10 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator) -> FaceParams:
     if a.smiling == "yes":
         # Mostly broad open smiles showing teeth, some closed-mouth ones: visible, but not one pixel.
         smile = 0.45 + 0.55 * r[1] ** 0.7
-        mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.7 else 0.0
+        mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.65 else 0.0
     else:
         smile = -0.30 + 0.45 * r[1]
-        mouth_open = 0.25 * r[3] if r[2] < 0.15 else 0.0  # talking, mid-word
+        mouth_open = 0.25 * r[3] if r[2] < 0.2 else 0.0  # talking, mid-word
     return FaceParams(
         cx=0.5 + 0.025 * n[2],
         cy=0.45 + 0.02 * n[3],

@@ -41,12 +41,12 @@ NATURAL: dict[str, Any] = {
             "hair_style": {"short": 5, "medium": 17, "long": 36, "curly": 8, "wavy": 15, "bald": 0.5, "bangs": 8,
                            "ponytail": 6, "bun": 5},
             "earrings": {"no": 55, "yes": 45},
-            "lipstick": {"no": 35, "yes": 65},
+            "lipstick": {"no": 25, "yes": 75},
             "face_shape": {"oval": 40, "round": 22, "square": 8, "long": 12, "heart": 18},
             "hat": {"no": 94, "yes": 6},
         }},
         {"if": {"gender": "male"}, "then": {
-            "facial_hair": {"none": 45, "beard": 18, "stubble": 18, "moustache": 9, "goatee": 10},
+            "facial_hair": {"none": 40, "beard": 19, "stubble": 20, "moustache": 10, "goatee": 11},
         }},
         {"if": {"race": "non_white"}, "then": {
             "skin_tone": {"light": 10, "medium": 30, "tan": 30, "dark": 30},

@@ -155,7 +155,8 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     steps = _Steps(out, progress, total)
     try:
         data_opts = dict(n_train=c.n_train, n_val=c.n_eval, n_test=c.n_eval, size=c.size, bias="1:9", seed=0)
-        data_done = train.is_file() and is_done(data, "data_demo", {**_data_defaults(), **data_opts})
+        data_done = (train.is_file() and is_done(data, "data_demo", {**_data_defaults(), **data_opts})
+                     and _same_renderer(train, size=c.size, seed=data_opts["seed"]))
         steps.run("data", f"aimfair data demo --out data --n-train {c.n_train} --n-val {c.n_eval} --n-test {c.n_eval} "
                   f"--size {c.size} --bias 1:9 --seed 0",
                   cost["data"], data_done, lambda: make_demo_dataset(out=data, progress=progress, **data_opts))
@@ -267,6 +268,31 @@ def _cached_eval(model: Path, data: Path, compute: Callable[[], Any]):
     atomic_write_text(cache, json.dumps({"model": str(model), "data": str(data), "metrics": metrics.to_dict(),
                                          "cells": cells}, indent=1))
     return metrics
+
+
+def _same_renderer(train: Path, *, size: int, seed: int) -> bool:
+    """Whether the demo images on disk were drawn by this version of the renderer: the first training image is
+    drawn again (a few milliseconds) and compared pixel for pixel, so an upgrade that changes the drawing
+    makes the old data stale even though its options match."""
+    import numpy as np
+    from PIL import Image
+
+    from ..data.demo import render_demo_image
+    from ..manifest import read_manifest
+
+    try:
+        manifest = read_manifest(train)
+        row = manifest.rows[0]
+        on_disk = np.asarray(Image.open(manifest.image_path(row)).convert("RGB"))
+    except Exception:  # unreadable or missing: not reusable, the data step renders it again
+        return False
+    index = int(Path(row["file_name"]).stem)
+    drawn, _ = render_demo_image(seed=seed, split="train", index=index, target=int(row["target"]),
+                                 protected=int(row["protected"]), size=size)
+    same = on_disk.shape == np.asarray(drawn).shape and np.array_equal(on_disk, np.asarray(drawn))
+    if not same:
+        log.info("demo images were drawn by another renderer version; rendering them again")
+    return same
 
 
 def _drop_stale_synth(synth: Path, size: int) -> None:
