@@ -6,7 +6,8 @@ shrinks, in one run.
 Builds a small offline run (demo data, procedural synthetic images, a briefly pretrained model), then computes
 the k = 55 mask with every set capped at 100 %, 50 %, 25 % and 10 % of the real training set. Prints, per cap,
 the seconds taken, the speed-up against the full mask measured in the same run, the number of tensors selected
-and the Jaccard overlap |A ∩ B| / |A ∪ B| of the selected tensors with the full mask's.
+and the Jaccard overlap |A ∩ B| / |A ∪ B| of the selected tensors with the full mask's, at k = 55 and, from the
+same scores, at a smaller k (40 by default), where a noisier ranking shows more.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="pretraining epochs [default: 3]")
     parser.add_argument("--topk", default="55")
     parser.add_argument("--fractions", default="1,0.5,0.25,0.1")
+    parser.add_argument("--small-k", type=int, default=40,
+                        help="also compare the selections at this k, from the same scores [default: 40]")
     parser.add_argument("--seeds", type=int, default=1, help="mask seeds per fraction (subsets differ) [default: 1]")
     parser.add_argument("--work", type=Path, default=None, help="folder to keep the run in [default: a temp folder]")
     args = parser.parse_args()
 
     from aimfair_cli.data.demo import make_demo_dataset
+    from aimfair_cli.selection import select
     from aimfair_cli.stages.mask import MaskConfig, run_mask
     from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
     from aimfair_cli.stages.synth import synthesize
@@ -57,6 +61,9 @@ def main() -> None:
     print(f"set-up (data, synth, pretrain {args.epochs} epochs): {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
     fractions = [float(f) for f in args.fractions.split(",")]
+    # Warm-up (imports, allocator, page cache), so the first timed row does not pay for it.
+    run_mask(MaskConfig(model=model, real=work / "data/train.csv", synth=work / "synth/metadata.jsonl",
+                        out=work / "mask-warmup.safetensors", topk=args.topk, max_samples=8, workers=0))
     rows = []
     for frac in fractions:
         for seed in range(args.seeds):
@@ -66,13 +73,17 @@ def main() -> None:
                              workers=0, seed=seed)
             started = time.perf_counter()
             result = run_mask(cfg)
-            rows.append((frac, seed, cap or args.n_train, time.perf_counter() - started, result.mask.selected))
+            # k = 55 of 62 always keeps at least 48 tensors, which hides disagreement; the saved scores also
+            # give the selection at a smaller k without new gradients.
+            rows.append((frac, seed, cap or args.n_train, time.perf_counter() - started, result.mask.selected,
+                         select(result.scores, args.small_k)))
     full = rows[0]
     print(f"\nmask cost, k={args.topk}, N_R={args.n_train}, {args.size}px, CPU; baseline = 100 % (seed 0), same run")
-    print(f"{'fraction':>9} {'seed':>4} {'images/set':>10} {'seconds':>8} {'speed-up':>8} {'selected':>8} {'jaccard':>8}")
-    for frac, seed, n, seconds, selected in rows:
+    print(f"{'fraction':>9} {'seed':>4} {'images/set':>10} {'seconds':>8} {'speed-up':>8} {'selected':>8} {'jaccard':>8} "
+          f"{'k=' + str(args.small_k) + ' sel.':>9} {'jaccard':>8}")
+    for frac, seed, n, seconds, selected, small in rows:
         print(f"{frac:>9.0%} {seed:>4} {n:>10} {seconds:>8.1f} {full[3] / seconds:>7.2f}x {len(selected):>8} "
-              f"{jaccard(selected, full[4]):>8.3f}")
+              f"{jaccard(selected, full[4]):>8.3f} {len(small):>9} {jaccard(small, full[5]):>8.3f}")
 
 
 if __name__ == "__main__":
