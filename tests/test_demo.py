@@ -50,6 +50,18 @@ def test_rerun_reuses_finished_steps(demo_run):
     assert "reused" in result.stderr
 
 
+@pytest.mark.slow
+def test_table_is_printed_whole_on_a_narrow_console(demo_run):
+    out, summary = demo_run
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"], terminal_width=60)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for name in STRATEGIES:  # one row per strategy, name and numbers uncut
+        row = next(line for line in lines if line.startswith(f"│ {name} "))
+        assert f"{100 * summary['strategies'][name]['acc']['mean']:.2f}" in row
+    assert "…" not in result.stdout
+
+
 def test_demo_rejects_bad_seeds(tmp_path):
     result = runner.invoke(app, ["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1

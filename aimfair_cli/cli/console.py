@@ -23,6 +23,18 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
 
+def print_wide(table: Any) -> None:
+    """Print a table at its natural width, so numbers are never cut to "100.…" or wrapped on a narrow or piped
+    console."""
+    from rich.measure import Measurement
+
+    width = Measurement.get(out, out.options.update(max_width=10_000), table).maximum
+    if width <= out.width:
+        out.print(table)
+    else:
+        Console(width=width, highlight=False, soft_wrap=True).print(table)
+
+
 def setup_logging(verbose: bool = False) -> None:
     from rich.logging import RichHandler
 

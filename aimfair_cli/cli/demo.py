@@ -63,7 +63,7 @@ def demo(
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for row in rows:
         table.add_row(*row.values())
-    console.out.print(table)
+    console.print_wide(table)
     for line in result.mask_summary:
         console.out.print(line)
     console.out.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")

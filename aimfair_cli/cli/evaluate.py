@@ -51,18 +51,6 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
     return table
 
 
-def _print_wide(table: Any) -> None:
-    """Print at the table's natural width, so numbers are never cut to "100.…" on a narrow or piped console."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    width = Measurement.get(console.out, console.out.options.update(max_width=10_000), table).maximum
-    if width <= console.out.width:
-        console.out.print(table)
-    else:
-        Console(width=width, highlight=False, soft_wrap=True).print(table)
-
-
 def evaluate(
     model: Annotated[
         Optional[list[str]],
@@ -102,6 +90,6 @@ def evaluate(
             payload = {"runs": [{"model": str(p), **m.to_dict()} for p, m in runs], "aggregate": agg}
         console.out.print_json(json.dumps(payload))
     else:
-        _print_wide(render_table(runs, agg, Path(opts["data"])))
+        console.print_wide(render_table(runs, agg, Path(opts["data"])))
         if len(runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)

@@ -121,7 +121,7 @@ def evaluate_many(
     for p in paths:
         preds = _score(p, manifest, batch_size=batch_size, workers=workers, device=dev, progress=progress)
         metrics = group_metrics(preds.targets, preds.protected, preds.preds)
-        log.info("%s: acc %.4f  wst %.4f  eo %.4f", p, metrics.acc, metrics.wst, metrics.eo)
+        log.info("%s on %s: acc %.4f  wst %.4f  eo %.4f", p, Path(data).name, metrics.acc, metrics.wst, metrics.eo)
         if predictions is not None:
             write_predictions(predictions, manifest, preds)
         runs.append((p, metrics))
