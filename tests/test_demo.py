@@ -48,6 +48,7 @@ def test_rerun_reuses_finished_steps(demo_run):
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed0/*.safetensors")} == before
     assert json.loads(result.stdout)["strategies"] == summary["strategies"]
     assert "reused" in result.stderr
+    assert "steps reused from an earlier run, their time not counted" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
