@@ -13,7 +13,8 @@ from ..config import build, resolve
 from ..stages.finetune import FinetuneConfig, run_finetune
 from ..stages.pretrain import parse_milestones
 from . import console
-from .options import CropScaleOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+from .options import BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+
 
 def finetune(
     model: ModelOpt = None,

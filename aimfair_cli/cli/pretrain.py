@@ -13,8 +13,7 @@ from .. import dist, layout
 from ..config import build, resolve
 from ..stages.pretrain import PretrainConfig, run_pretrain
 from . import console
-from .options import CropScaleOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
-
+from .options import BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
 
 
 def pretrain(
