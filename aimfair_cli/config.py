@@ -15,71 +15,132 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
-from .errors import ConfigError
+from .errors import AimfairError, ConfigError
 from .fsio import atomic_write_text
 
+T = TypeVar("T")
+
 CONFIG_FILE = "aimfair.yaml"
+# One section per command (its options dataclass); tests check this matches the commands of the CLI.
+SECTIONS = ("data_celeba", "data_utkface", "data_demo", "prompts", "synth", "pretrain", "mask", "finetune", "eval",
+            "demo")
+# A real config file uses no YAML aliases; a few are harmless, thousands are a "billion laughs" bomb.
+MAX_ALIASES = 20
 
 MSG_BAD_FILE = "{path}: not a YAML mapping of command sections"
 MSG_UNKNOWN_SECTION = "{path}: unknown section '{section}' (known: {known})"
 MSG_UNKNOWN_KEY = "{path}: unknown key '{key}' in section '{section}' (known: {known})"
+MSG_NOT_FOUND = "config file not found: {path}"
+MSG_BAD_YAML = "{path}: invalid YAML ({detail})"
+MSG_NOT_UTF8 = "{path}: not UTF-8 text (byte {byte:#04x} at offset {offset})"
+MSG_ALIASES = "{path}: more than {limit} YAML aliases (refusing a possible alias bomb)"
+MSG_UNREADABLE = "{path}: cannot read ({reason})"
 
 
 def _norm(key: str) -> str:
     return key.replace("-", "_")
 
 
-def load_config_file(path: str | os.PathLike, known_sections: set[str] | None = None) -> dict[str, dict[str, Any]]:
+def _limited_loader(limit: int):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that counts alias uses and stops past `limit`, before the aliases are expanded by callers."""
+
+        aliases = 0
+
+        def compose_node(self, parent, index):  # type: ignore[override]
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > limit:
+                    raise _TooManyAliases()
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+def read_yaml(path: str | os.PathLike, *, error: type[AimfairError] = ConfigError, max_aliases: int = MAX_ALIASES) -> Any:
+    """Parse a YAML file safely: no Python objects, at most `max_aliases` aliases, and every problem (missing,
+    unreadable, not UTF-8, not YAML) as one `error` line naming the file."""
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(MSG_NOT_FOUND.format(path=path)) from None
+    except OSError as exc:
+        raise error(MSG_UNREADABLE.format(path=path, reason=exc.strerror or exc.__class__.__name__)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(MSG_NOT_UTF8.format(path=path, byte=raw[exc.start], offset=exc.start)) from None
+    try:
+        return yaml.load(text, Loader=_limited_loader(max_aliases))  # noqa: S506 - a SafeLoader subclass
+    except _TooManyAliases:
+        raise error(MSG_ALIASES.format(path=path, limit=max_aliases)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc.__class__.__name__})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        detail = f"{getattr(exc, 'problem', None) or exc.__class__.__name__}"
+        if mark is not None:
+            detail += f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise error(MSG_BAD_YAML.format(path=path, detail=detail)) from None
+    except RecursionError:
+        raise error(MSG_BAD_YAML.format(path=path, detail="nested too deeply")) from None
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The sections of a config file, keys normalised to underscores; unknown sections are errors."""
+    path = Path(path)
+    data = read_yaml(path) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
         raise ConfigError(MSG_BAD_FILE.format(path=path))
     out = {}
     for section, values in data.items():
-        if known_sections is not None and section not in known_sections:
-            raise ConfigError(
-                MSG_UNKNOWN_SECTION.format(path=path, section=section, known=", ".join(sorted(known_sections)))
-            )
+        if section not in SECTIONS:
+            raise ConfigError(MSG_UNKNOWN_SECTION.format(path=path, section=section, known=", ".join(SECTIONS)))
+        if not all(isinstance(k, str) for k in (values or {})):
+            raise ConfigError(MSG_BAD_FILE.format(path=path))
         out[section] = {_norm(k): v for k, v in (values or {}).items()}
     return out
 
 
 def resolve(
     section: str,
+    cls: type[T],
     explicit: Mapping[str, Any],
-    defaults: Mapping[str, Any],
     *,
     run_dir: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Merge options for one command.
+) -> T:
+    """The options of one command as its dataclass `cls`: explicit flags > the config file's `section` > defaults.
 
-    `explicit` holds the values the user passed (None = not given). `defaults` names every key the command
-    accepts. The config file is `config_file` if given, else `<run_dir or cwd>/aimfair.yaml` if it exists.
+    `explicit` holds the values the user passed (None = not given). The config file is `config_file` if given,
+    else `<run_dir or cwd>/aimfair.yaml` if it exists. Every value is converted and checked by `options.build`,
+    and its origin (flag or file key) is named in the error when it is refused.
     """
-    merged = dict(defaults)
-    path = Path(config_file) if config_file else Path(run_dir or Path.cwd()) / CONFIG_FILE
-    if path.is_file():
-        section_values = load_config_file(path).get(section, {})
-        for key, value in section_values.items():
-            if key not in defaults:
-                raise ConfigError(
-                    MSG_UNKNOWN_KEY.format(path=path, key=key, section=section, known=", ".join(sorted(defaults)))
-                )
-            merged[key] = value
-    elif config_file:
-        raise ConfigError(f"config file not found: {path}")
+    from .options import build, flag_name
+
+    flags = {f.name: flag_name(f) for f in dataclasses.fields(cls)}
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = Path(config_file) if config_file else Path(run_dir or "") / CONFIG_FILE
+    if config_file or path.is_file():
+        for key, value in load_config_file(path).get(section, {}).items():
+            if key not in flags:
+                raise ConfigError(MSG_UNKNOWN_KEY.format(path=path, key=key, section=section, known=", ".join(flags)))
+            if value is not None:
+                merged[key], origin[key] = value, f"{path}: {section}.{key}"
     for key, value in explicit.items():
         if value is not None:
-            merged[_norm(key)] = value
-    return merged
+            merged[_norm(key)], origin[_norm(key)] = value, flags.get(_norm(key), key)
+    return build(cls, merged, where=lambda name: origin.get(name, flags[name]))
 
 
 def _jsonable(value: Any) -> Any:
@@ -125,15 +186,8 @@ def is_done(output: str | os.PathLike, stage: str, config: Any) -> bool:
     if not output.exists() or not saved.is_file():
         return False
     try:
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+        previous = read_yaml(saved)
+    except AimfairError:
         return False
     current = yaml.safe_load(yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False))
     return previous == current
-
-
-def build(cls: type, values: Mapping[str, Any]) -> Any:
-    """Make the config dataclass `cls` from resolved values; strings from a YAML file become `Path` where the
-    field is a path."""
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    return cls(**{k: Path(v) if isinstance(v, str) and "Path" in fields.get(k, "") else v for k, v in values.items()})

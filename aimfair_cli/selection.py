@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 SCORES = ("absdiff", "cosine")
 
 MSG_BAD_TOPK = "--topk must be a positive tensor count or a percentage like 88%, got '{value}'"
+MSG_TOPK_TOO_LARGE = "--topk {k} is more than the model's {total} parameter tensors"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def parse_topk(value: str | int, total: int) -> int:
         raise UsageError(MSG_BAD_TOPK.format(value=value)) from None
     if k <= 0:
         raise UsageError(MSG_BAD_TOPK.format(value=value))
+    if k > total:
+        raise UsageError(MSG_TOPK_TOO_LARGE.format(k=k, total=total))
     return k
 
 

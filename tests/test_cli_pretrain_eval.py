@@ -18,7 +18,7 @@ from aimfair_cli.cli.app import app
 from aimfair_cli.data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
 from aimfair_cli.manifest import MSG_BAD_LABEL, MSG_EMPTY_VALUE, MSG_MISSING_COLUMN
 from aimfair_cli.stages.evaluate import MSG_EMPTY_CELL, MSG_NO_MATCH, MSG_PREDICTIONS_MANY
-from aimfair_cli.stages.pretrain import MSG_BAD_MILESTONES, MSG_BAD_OUT, PretrainConfig, run_pretrain
+from aimfair_cli.stages.pretrain import MSG_BAD_OUT, PretrainConfig, run_pretrain
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})  # tracebacks off, whatever the shell says
 FIELDS = ["file_name", "target", "protected"]
@@ -234,7 +234,7 @@ def test_pretrain_image_missing_or_corrupt(bad_run):
 
 
 def test_pretrain_bad_options(bad_run):
-    assert _error(_pretrain("--milestones", "ten")) == "Error: " + MSG_BAD_MILESTONES.format(value="ten") + "\n"
+    assert _error(_pretrain("--milestones", "ten")) == "Error: --milestones: expected a whole number, got 'ten'\n"
     result = _run(["pretrain", "--train", "data/train.csv", "--val", "data/val.csv", "--out", "out.pt", *TINY])
     assert _error(result) == "Error: " + MSG_BAD_OUT.format(out="out.pt") + "\n"
     assert _error(_pretrain("--device", "tpu")) == "Error: unknown device 'tpu' (use auto, cpu, cuda or cuda:N)\n"
@@ -243,7 +243,7 @@ def test_pretrain_bad_options(bad_run):
 
 def test_pretrain_options_from_the_run_folder_config(bad_run):
     (bad_run / "aimfair.yaml").write_text("pretrain:\n  milestones: 'x'\n")
-    assert _error(_pretrain()) == "Error: " + MSG_BAD_MILESTONES.format(value="x") + "\n"
+    assert _error(_pretrain()) == "Error: aimfair.yaml: pretrain.milestones: expected a whole number, got 'x'\n"
     (bad_run / "aimfair.yaml").write_text("pretrain:\n  epoch: 3\n")
     assert "unknown key 'epoch' in section 'pretrain'" in _error(_pretrain())
 

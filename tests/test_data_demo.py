@@ -12,7 +12,6 @@ from aimfair_cli.data import demo as demo_mod
 from aimfair_cli.data.bias import CELLS
 from aimfair_cli.data.demo import (
     MSG_FOREIGN_IMAGES,
-    MSG_TOO_SMALL,
     make_demo_dataset,
     mixed_quotas,
 )
@@ -125,8 +124,8 @@ def test_refuses_to_replace_an_images_folder_it_did_not_write(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--bias", "3:1"], "cannot parse bias '3:1' (use minority:majority like 1:9 or 1/9, or the minority share like 0.1)"),
-    (["--size", "8"], MSG_TOO_SMALL.format(option="size", minimum=16, value=8)),
-    (["--n-train", "2"], MSG_TOO_SMALL.format(option="n-train", minimum=4, value=2)),
+    (["--size", "8"], "--size: must be at least 16, got 8"),
+    (["--n-train", "2"], "--n-train: must be at least 4, got 2"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
     result = run("--out", str(tmp_path / "d"), *args)

@@ -237,8 +237,8 @@ def test_no_images(tmp_path):
 
 
 def test_bad_numbers_are_usage_errors(utk, tmp_path):
-    with pytest.raises(UsageError, match=r"^--test-per-group must be positive, got 0$"):
+    with pytest.raises(UsageError, match=r"^--test-per-group: must be at least 1, got 0$"):
         import_utkface(root=utk, out=tmp_path, config=UtkfaceConfig(test_per_group=0))
-    with pytest.raises(UsageError, match=r"^--n must be a whole number, got '10k'$"):
+    with pytest.raises(UsageError, match=r"^--n: expected a whole number, got '10k'$"):
         import_utkface(root=utk, out=tmp_path, config=UtkfaceConfig(n="10k"))
     assert not any(tmp_path.iterdir())

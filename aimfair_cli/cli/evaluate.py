@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from .. import layout
-from ..config import resolve
 from ..metrics import CELLS, STD_KIND, cell_key
+from ..stages.evaluate import EvalConfig
 from . import console
-from .options import ConfigOpt, DeviceOpt, JsonOpt, VerboseOpt, WorkersOpt
+from .options import command
 
-DEFAULTS = dict(model=[str(layout.FINETUNE)], data=layout.TEST, batch_size=256, workers=2, device="auto",
-                predictions=None)
 HEADLINE_COLUMNS = (("acc", "ACC"), ("wst", "WST"), ("eo", "EO"), ("eo_worst", "EO worst"), ("std", "STD"))
 AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST in the mean row is the mean of the "
                   "per-run WST; 'min of mean cells' is the lowest mean cell accuracy (how the paper aggregates).")
@@ -51,45 +46,21 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
     return table
 
 
-def evaluate(
-    model: Annotated[
-        Optional[list[str]],
-        typer.Option("--model", "-m", help="Checkpoint (.safetensors); repeat it or pass a quoted glob such as "
-                     f"'runs/seed*/finetune.safetensors' to aggregate several. [default: {layout.FINETUNE}]"),
-    ] = None,
-    data: Annotated[
-        Optional[Path], typer.Option(help=f"Test manifest with target and protected on every row. [default: {layout.TEST}]",
-                                     dir_okay=False)
-    ] = None,
-    predictions: Annotated[
-        Optional[Path], typer.Option(help="Write one CSV row per image: file_name,target,protected,score,pred "
-                                     "(one --model only).", dir_okay=False)
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch. [default: 256]")] = None,
-    workers: WorkersOpt = None,
-    device: DeviceOpt = None,
-    json_: JsonOpt = False,
-    config: ConfigOpt = None,
-    verbose: VerboseOpt = False,
-) -> None:
+@command("eval", EvalConfig)
+def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
     """Evaluate checkpoints on a real test manifest: per-cell accuracy and counts, ACC, WST, EO, worst-case EO and
     STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs."""
     from ..stages.evaluate import evaluate_many
 
-    opts = resolve("eval", dict(model=model, data=data, predictions=predictions, batch_size=batch_size,
-                                workers=workers, device=device), DEFAULTS, config_file=config)
-    models = opts["model"] if isinstance(opts["model"], list) else [opts["model"]]
-    console.setup_logging(verbose)
-    runs, agg = evaluate_many(models, Path(opts["data"]), batch_size=int(opts["batch_size"]), workers=int(opts["workers"]),
-                              device=str(opts["device"]), predictions=opts["predictions"],
-                              progress=console.RichProgress())
-    if json_:
+    runs, agg = evaluate_many(cfg.model, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                              predictions=cfg.predictions, progress=console.RichProgress())
+    if json_out:
         if len(runs) == 1:
             payload: dict[str, Any] = runs[0][1].to_dict()
         else:
             payload = {"runs": [{"model": str(p), **m.to_dict()} for p, m in runs], "aggregate": agg}
         console.out.print_json(json.dumps(payload))
     else:
-        console.print_wide(render_table(runs, agg, Path(opts["data"])))
+        console.print_wide(render_table(runs, agg, cfg.data))
         if len(runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)

@@ -3,65 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
-
-from .. import layout
-from ..config import build, resolve
+from .. import dist
 from ..stages.mask import MaskConfig, run_mask
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+from .options import command
 
 
-def mask(
-    model: ModelOpt = None,
-    real: Annotated[Optional[Path], typer.Option(help=f"Biased real training manifest. [default: {layout.TRAIN}]")] = None,
-    synth: Annotated[
-        Optional[Path], typer.Option(help=f"Synthetic manifest from `aimfair synth`. [default: {layout.SYNTH_MANIFEST}]")
-    ] = None,
-    topk: Annotated[
-        Optional[str],
-        typer.Option(help="k, in tensors (55) or as a share of all tensors (88%). The paper's best is 55 of 62. [default: 55]"),
-    ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Mask file. [default: {layout.MASK}]")] = None,
-    score: Annotated[
-        Optional[str], typer.Option(help="absdiff (mean |Δg|, the paper's) or cosine (1 − cos, Tab. 4). [default: absdiff]")
-    ] = None,
-    bias_ratio: Annotated[
-        Optional[str],
-        typer.Option(
-            "--bias-ratio",
-            help="Bias of the synthetic-biased set, minority:majority (1:9), or auto: estimated from the biased "
-            "model's error rate on the real data and its per-group accuracy on balanced synthetic data. [default: 1:9]",
-        ),
-    ] = None,
-    n_synth: Annotated[
-        Optional[int], typer.Option("--n-synth", help="Images in each synthetic set. [default: as many as the real set]")
-    ] = None,
-    max_samples: Annotated[
-        Optional[int], typer.Option("--max-samples", help="Cap the images per set (a cheaper, approximate mask).")
-    ] = None,
-    batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_: JsonOpt = False,
-    config: ConfigOpt = None,
-) -> None:
+@command("mask", MaskConfig)
+def mask(cfg: MaskConfig, *, json_out: bool) -> None:
     """Compute mean gradients on real-biased, synthetic-biased and synthetic-balanced data and keep the k
     tensors least sensitive to the domain gap that are also among the k most sensitive to the bias."""
-    defaults = dict(MaskConfig(model=layout.PRETRAIN, real=layout.TRAIN, synth=layout.SYNTH_MANIFEST, out=layout.MASK).__dict__)
-    opts = resolve("mask", dict(model=model, real=real, synth=synth, topk=topk, out=out, score=score,
-                                bias_ratio=bias_ratio, n_synth=n_synth, max_samples=max_samples,
-                                batch_size=batch_size, workers=workers, device=device, seed=seed),
-                   defaults, config_file=config)
-    cfg = build(MaskConfig, opts)
-    console.setup_logging()
     result = run_mask(cfg, progress=console.RichProgress())
+    if not dist.is_main():
+        return
     selected, total = len(result.mask.selected), result.mask.total
-    if json_:
+    if json_out:
         console.out.print_json(json.dumps({
             "out": str(result.out), "k": result.k, "selected": result.mask.selected, "n_selected": selected,
             "total": total, "bias_ratio": f"{result.bias.numerator}:{result.bias.denominator}",

@@ -1,41 +1,117 @@
-"""Options shared by several commands, declared once.
+"""Typer parameters generated from each command's options dataclass (see `aimfair_cli/options.py`).
 
-Options default to None so that `aimfair_cli.config.resolve` can tell "not given" from a value: explicit
-flags win over the run folder's `aimfair.yaml`, which wins over each component's own defaults.
+`command(section, Config)` turns `fn(cfg, *, json_out)` into a Typer command: one `--flag` per field with the
+field's help and `[default: ...]` text, plus `--json`, `--config` and `--verbose`. Every flag defaults to None so
+that "not given" can be told from a value: explicit flags win over the `section` of the run folder's
+`aimfair.yaml` (or `--config`), which wins over the dataclass defaults. Validation is `options.build`'s, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-ExistingFile = dict(exists=True, file_okay=True, dir_okay=False, readable=True, resolve_path=False)
+from .. import config as config_mod
+from ..options import Option, base_type, fields_of, flag_name, format_bound, show_default, spec_of
+from . import console
 
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed reproduces the run. [default: 0]")]
-DeviceOpt = Annotated[
-    Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N. auto picks CUDA when available. [default: auto]")
-]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Data-loader worker processes. [default: 2]")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch. [default: 128]")]
-ImageSizeOpt = Annotated[
-    Optional[int], typer.Option("--image-size", help="Side of the square input image in pixels. [default: 224, or the checkpoint's]")
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 ConfigOpt = Annotated[
     Optional[Path],
-    typer.Option("--config", help="YAML config with one section per command. [default: ./aimfair.yaml if present]", dir_okay=False),
-]
-OutFileOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file.", dir_okay=False)]
-OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder.", file_okay=False)]
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Model checkpoint (.safetensors).", dir_okay=False)]
-TaskOpt = Annotated[
-    Optional[str], typer.Option("--task", help="Task name: smiling_male, smiling_young, young_male or female_white.")
+    typer.Option("--config", help="YAML config with one section per command. [default: ./aimfair.yaml if present]",
+                 dir_okay=False, metavar="FILE"),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
-CropScaleOpt = Annotated[
-    Optional[float],
-    typer.Option("--crop-scale", help="Smallest share of the image a random training crop keeps (torchvision's "
-                 "default 0.08; raise it for small images where a crop can cut the face out). [default: 0.08]"),
-]
+
+_COMMON = ("json_out", "config_file", "verbose")
+_METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+def help_text(spec: Option, default: str | None) -> str:
+    """The field's help, its bounds and its default, as `--help` shows them."""
+    text = spec.help
+    low = f"{format_bound(spec.min)} <= " if spec.min is not None else (
+        f"{format_bound(spec.above)} < " if spec.above is not None else "")
+    high = f" <= {format_bound(spec.max)}" if spec.max is not None else ""
+    if low or high:
+        text += f" ({low}x{high})"
+    return text + (f" [default: {default}]" if default is not None else "")
+
+
+def _metavar(tp: Any, spec: Option) -> str:
+    if spec.choices:
+        return "[" + "|".join(spec.choices) + "]"
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return f"{_METAVARS.get(item, 'TEXT')},..."
+    if tp is Path:
+        return {"file": "FILE", "dir": "DIR"}.get(spec.path or "", "PATH")
+    return _METAVARS.get(tp, "TEXT")
+
+
+def _parameter(field: dataclasses.Field, tp: Any) -> inspect.Parameter:
+    spec = spec_of(field)
+    inner = base_type(tp)
+    origin = typing.get_origin(inner)
+    help_ = help_text(spec, show_default(field))
+    if spec.argument:
+        info = typer.Argument(help=help_, metavar=field.name.upper(), show_default=False)
+        return inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[inner, info])
+    if inner is bool:
+        decls = [f"{flag_name(field)}/--no-{flag_name(field)[2:]}", *spec.short]
+        cli_type: Any = Optional[bool]
+    elif origin is list:
+        decls, cli_type = [flag_name(field), *spec.short], Optional[list[typing.get_args(inner)[0]]]
+    elif origin is tuple:
+        decls, cli_type = [flag_name(field), *spec.short], Optional[str]  # comma-separated, split by options.convert
+    else:
+        decls, cli_type = [flag_name(field), *spec.short], Optional[inner]
+    extra: dict[str, Any] = {}
+    if inner is Path and spec.path == "file":
+        extra["dir_okay"] = False
+    if inner is Path and spec.path == "dir":
+        extra["file_okay"] = False
+    info = typer.Option(*decls, help=help_, show_default=False, metavar=None if inner is bool else _metavar(inner, spec),
+                        hidden=spec.hidden, **extra)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, info], default=None)
+
+
+def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate `fn(cfg, *, json_out)`; the result is a function whose signature Typer reads as the flags."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        params = [_parameter(f, tp) for f, tp in fields_of(cls)]
+        params.sort(key=lambda p: p.kind)  # positional arguments first
+        common = [
+            inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=JsonOpt, default=False),
+            inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigOpt, default=None),
+            inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=VerboseOpt, default=False),
+        ]
+        if not json:
+            common = common[1:]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = inspect.Signature(params + common).bind(*args, **kwargs)
+            values = dict(bound.arguments)
+            config_file, verbose = values.pop("config_file", None), values.pop("verbose", False)
+            json_out = values.pop("json_out", False)
+            console.setup_logging(verbose)
+            cfg = config_mod.resolve(section, cls, values, config_file=config_file)
+            return fn(cfg, json_out=json_out) if json else fn(cfg)
+
+        wrapper.__signature__ = inspect.Signature(params + common)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + common}
+        del wrapper.__wrapped__  # type: ignore[attr-defined]  # Typer must read the signature above, not fn's
+        wrapper.options_class = cls  # type: ignore[attr-defined]
+        wrapper.section = section  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -19,6 +19,9 @@ MSG_BAD_BIAS = (
 )
 
 
+BIAS_HELP = "Minority:majority ratio of the train cells: 1:9, 1/9, or the minority share 0.1."
+
+
 def parse_bias(value: str | float) -> Fraction:
     """The ratio b = minority/majority, in (0, 1].
 

@@ -28,9 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .. import layout
 from ..errors import DataError, UsageError
+from ..options import MAX_IMAGES, MAX_SEED, check, option
 from ..progress import NULL, Progress
-from .bias import CELLS, cell_quotas, parse_bias
+from .bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 # Shared with utkface.py.
 MSG_ROOT_NOT_FOUND = "dataset folder not found: {root}"
 MSG_SAME_ATTRIBUTE = "target and protected must be different attributes, got '{name}' for both"
-MSG_NOT_INT = "{option} must be a whole number, got {value!r}"
-MSG_NOT_POSITIVE = "{option} must be positive, got {value}"
 MSG_OUT_NOT_DIR = "output folder is a file: {out}"
 
 MSG_NO_IMAGE_DIR = "image folder not found: {path} (expected the official img_align_celeba/ folder)"
@@ -68,13 +68,19 @@ MSG_UNLISTED_IMAGES = "{n} image(s) in {path} have no partition in {partition}; 
 class CelebaConfig:
     """Options of `aimfair data celeba` with their defaults (the paper's CelebA setting)."""
 
-    target: str = "Smiling"
-    protected: str = "Male"
-    bias: str = "1:9"  # minority:majority, 1/9, or the minority share 0.1
-    n: int = 20000
+    root: Path | None = option(None, argument=True, help="CelebA folder holding img_align_celeba/, list_attr_celeba.txt "
+                               "and list_eval_partition.txt (or their .csv forms).")
+    out: Path = option(layout.DATA_DIR, short=("-o",), path="dir",
+                       help="Output folder for train.csv, val.csv and test.csv.")
+    target: str = option("Smiling", help="Attribute to predict, any of the 40 CelebA names.")
+    protected: str = option("Male", help="Protected attribute, any of the 40 CelebA names.")
+    bias: str = option("1:9", help=BIAS_HELP)
+    n: int = option(20000, help="Images in the biased train subset.", min=1, max=MAX_IMAGES)
     # None: the first images of each cell in file order (reproducible without a seed). An int: a seeded random
     # draw from the train partition, as the paper describes ("we randomly sample a biased subset").
-    seed: int | None = None
+    seed: int | None = option(None, min=0, max=MAX_SEED, default_text="file order",
+                              help="Draw the train subset at random with this seed instead of taking each cell's first "
+                              "images in file order.")
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,8 @@ def import_celeba(
     progress: Progress = NULL,
 ) -> "ImportResult":
     """Write `<out>/train.csv`, `val.csv`, `test.csv` and the resolved config; nothing if anything fails."""
-    cfg = config or CelebaConfig()
-    n = check_positive_int("--n", cfg.n)
+    cfg = check(config or CelebaConfig())
+    n = cfg.n
     quotas = cell_quotas(n, parse_bias(cfg.bias))
     check_distinct(cfg.target, cfg.protected)
     root = check_root(root)
@@ -153,7 +159,7 @@ def import_celeba(
         ]
 
     splits = {"train": rows(train, "train"), **{s: rows(by_split[s], s) for s in ("val", "test")}}
-    resolved = {"root": os.path.abspath(root), "out": os.path.abspath(out), **asdict(cfg)}
+    resolved = {**asdict(cfg), "root": os.path.abspath(root), "out": os.path.abspath(out)}
     return write_splits(out, splits, stage=STAGE, config=resolved, warnings=warnings)
 
 
@@ -328,15 +334,6 @@ def check_root(root: str | os.PathLike) -> Path:
 def check_distinct(target: str, protected: str) -> None:
     if target == protected:
         raise UsageError(MSG_SAME_ATTRIBUTE.format(name=target))
-
-
-def check_positive_int(option: str, value: Any) -> int:
-    # Values may come from a YAML config file, where nothing checked their type.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(MSG_NOT_INT.format(option=option, value=value))
-    if value <= 0:
-        raise UsageError(MSG_NOT_POSITIVE.format(option=option, value=value))
-    return value
 
 
 def manifest_file_name(image: str | os.PathLike, *, out: str | os.PathLike, root: str | os.PathLike) -> str:

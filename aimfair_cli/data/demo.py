@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from ..errors import UsageError
+from ..options import MAX_SEED, check, option
 from ..progress import NULL, Progress
-from .bias import CELLS, cell_quotas, parse_bias
+from .bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .celeba import ImportResult
 
 log = logging.getLogger(__name__)
@@ -40,22 +42,26 @@ MARKER = ".aimfair-demo"  # marks an images/ folder this command wrote (and may 
 # (1,1) 15 %. Val and test of the demo follow it.
 NATURAL_MIX: dict[tuple[int, int], float] = {(0, 0): 0.27, (0, 1): 0.23, (1, 0): 0.35, (1, 1): 0.15}
 
-MSG_NOT_INT = "--{option} must be a whole number, got {value!r}"
-MSG_TOO_SMALL = "--{option} must be at least {minimum}, got {value}"
 MSG_OUT_NOT_DIR = "output path exists and is not a folder: {out}"
 MSG_FOREIGN_IMAGES = "{path} exists and was not written by 'aimfair data demo'; move it away or choose another --out"
 
+# The offline benchmark is drawn on the CPU, ~1,000 images/s at 64 px; past these it is a typo, not a plan.
+MAX_DEMO_IMAGES = 1_000_000
+MAX_DEMO_SIZE = 1024
+
 
 @dataclass
-class DemoConfig:
+class DemoDataConfig:
     """Options of `aimfair data demo` with their defaults."""
 
-    n_train: int = 4000
-    n_val: int = 1000
-    n_test: int = 1000
-    size: int = 64
-    bias: str = "1:9"  # minority:majority of the train cells, 1/9, or the minority share 0.1
-    seed: int = 0
+    out: Path = option(layout.DATA_DIR, short=("-o",), path="dir",
+                       help="Output folder for images/, train.csv, val.csv and test.csv.")
+    n_train: int = option(4000, help="Images in the biased train split.", min=4, max=MAX_DEMO_IMAGES)
+    n_val: int = option(1000, help="Images in the val split (CelebA-like mild skew).", min=4, max=MAX_DEMO_IMAGES)
+    n_test: int = option(1000, help="Images in the test split (CelebA-like mild skew).", min=4, max=MAX_DEMO_IMAGES)
+    size: int = option(64, help="Image side in pixels.", min=16, max=MAX_DEMO_SIZE)
+    bias: str = option("1:9", help=BIAS_HELP)
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -67,6 +73,12 @@ class DemoResult(ImportResult):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "seconds": round(self.seconds, 2), "images_per_s": round(self.images_per_s, 1)}
+
+
+def recorded_config(cfg: DemoDataConfig) -> dict[str, Any]:
+    """What `data_demo.config.yaml` holds: the options that decide the images. Not `out`: the file lies inside it,
+    and the same options must give the same bytes wherever they are rendered."""
+    return {k: v for k, v in asdict(cfg).items() if k != "out"}
 
 
 def mixed_quotas(n: int, mix: dict[tuple[int, int], float] = NATURAL_MIX) -> dict[tuple[int, int], int]:
@@ -102,39 +114,26 @@ def render_demo_image(*, seed: int, split: str, index: int, target: int, protect
     return render_face(attrs, style="photo", size=size, seed=s), attrs
 
 
-def _check_int(option: str, value: Any, minimum: int) -> int:
-    # Values may come from a YAML config file, where nothing checked their type.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(MSG_NOT_INT.format(option=option, value=value))
-    if value < minimum:
-        raise UsageError(MSG_TOO_SMALL.format(option=option, minimum=minimum, value=value))
-    return value
-
-
 def make_demo_dataset(
     *,
     out: str | os.PathLike,
-    n_train: int = DemoConfig.n_train,
-    n_val: int = DemoConfig.n_val,
-    n_test: int = DemoConfig.n_test,
-    size: int = DemoConfig.size,
-    bias: str = DemoConfig.bias,
-    seed: int = DemoConfig.seed,
+    n_train: int = DemoDataConfig.n_train,
+    n_val: int = DemoDataConfig.n_val,
+    n_test: int = DemoDataConfig.n_test,
+    size: int = DemoDataConfig.size,
+    bias: str = DemoDataConfig.bias,
+    seed: int = DemoDataConfig.seed,
     progress: Progress = NULL,
 ) -> DemoResult:
     """Render the demo dataset into `out` (see the module docstring for the layout)."""
     from ..config import write_resolved_config
     from ..manifest import write_manifest
 
-    cfg = DemoConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=str(bias), seed=seed)
-    _check_int("n-train", cfg.n_train, 4)
-    _check_int("n-val", cfg.n_val, 4)
-    _check_int("n-test", cfg.n_test, 4)
-    _check_int("size", cfg.size, 16)
-    _check_int("seed", cfg.seed, 0)
+    cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
+                               seed=seed))
     parse_bias(cfg.bias)
 
-    out = Path(out)
+    out = cfg.out
     if out.exists() and not out.is_dir():
         raise UsageError(MSG_OUT_NOT_DIR.format(out=out))
     images_final = out / IMAGES_DIR
@@ -164,7 +163,7 @@ def make_demo_dataset(
         (images / MARKER).write_text("written by 'aimfair data demo'\n", encoding="utf-8")
         staged = {split: write_manifest(tmp / f"{split}.csv", rows[split],
                                         columns=("file_name", "target", "protected", "split")) for split in SPLITS}
-        config_path = write_resolved_config(tmp, STAGE, asdict(cfg))
+        config_path = write_resolved_config(tmp, STAGE, recorded_config(cfg))
         seconds = time.perf_counter() - started
         # Swap in: old images aside, new images in, manifests and config over the old ones, old images gone.
         old = out / f".{IMAGES_DIR}.old.{os.getpid()}"

@@ -26,13 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from ..errors import DataError, UsageError
+from ..options import MAX_IMAGES, MAX_SEED, check, option
 from ..progress import NULL, Progress
-from .bias import CELLS, cell_quotas, parse_bias
+from .bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .celeba import (
     ImportResult,
     check_distinct,
-    check_positive_int,
     check_root,
     close_names,
     manifest_file_name,
@@ -62,14 +63,19 @@ WHERE = {"test": "usable images", "train": "left after the test set", "val": "le
 class UtkfaceConfig:
     """Options of `aimfair data utkface` with their defaults (the paper's UTKFace setting)."""
 
-    target: str = "Female"
-    protected: str = "White"
-    bias: str = "1:9"
-    n: int = 10000
-    test_per_group: int = 800
-    val_per_group: int | None = None  # None: as many per cell as every cell can spare, at most test_per_group
-    young_max_age: int = 35  # Young = 1 for age <= this
-    seed: int = 0
+    root: Path | None = option(None, argument=True, help="UTKFace folder; images named age_gender_race_date.jpg(.chip.jpg) "
+                               "anywhere below it.")
+    out: Path = option(layout.DATA_DIR, short=("-o",), path="dir",
+                       help="Output folder for train.csv, val.csv and test.csv.")
+    target: str = option("Female", help="Attribute to predict: Female, White or Young.")
+    protected: str = option("White", help="Protected attribute: Female, White or Young.")
+    bias: str = option("1:9", help=BIAS_HELP)
+    n: int = option(10000, help="Images in the biased train subset.", min=1, max=MAX_IMAGES)
+    test_per_group: int = option(800, help="Images per cell in the balanced test set.", min=1, max=MAX_IMAGES)
+    val_per_group: int | None = option(None, min=1, max=MAX_IMAGES, help="Images per cell in the balanced val set.",
+                                       default_text="as many as every cell can spare, at most --test-per-group")
+    young_max_age: int = option(35, help="Oldest age that counts as Young.", min=0, max=150)
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -134,12 +140,8 @@ def import_utkface(
     progress: Progress = NULL,
 ) -> ImportResult:
     """Write `<out>/train.csv`, `val.csv`, `test.csv` and the resolved config; nothing if anything fails."""
-    cfg = config or UtkfaceConfig()
-    n = check_positive_int("--n", cfg.n)
-    k = check_positive_int("--test-per-group", cfg.test_per_group)
-    v = None if cfg.val_per_group is None else check_positive_int("--val-per-group", cfg.val_per_group)
-    check_positive_int("--young-max-age", cfg.young_max_age)
-    seed = cfg.seed if cfg.seed is not None else 0
+    cfg = check(config or UtkfaceConfig())
+    n, k, v, seed = cfg.n, cfg.test_per_group, cfg.val_per_group, cfg.seed
     quotas = cell_quotas(n, parse_bias(cfg.bias))
     for name in (cfg.target, cfg.protected):
         check_attribute(name)
@@ -176,7 +178,7 @@ def import_utkface(
         examples = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
         warnings.append(MSG_UNPARSABLE.format(n=len(bad), examples=examples))
     splits = {"train": rows(train, "train"), "val": rows(val, "val"), "test": rows(test, "test")}
-    resolved = {"root": os.path.abspath(root), "out": os.path.abspath(out), **asdict(cfg), "val_per_group": v}
+    resolved = {**asdict(cfg), "root": os.path.abspath(root), "out": os.path.abspath(out), "val_per_group": v}
     return write_splits(out, splits, stage=STAGE, config=resolved, warnings=warnings)
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import is_done, write_resolved_config
-from ..errors import UsageError
+from ..data.demo import MAX_DEMO_IMAGES, MAX_DEMO_SIZE
+from ..options import CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check, option
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -41,25 +42,47 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _preset_text(key: str) -> str:
+    d, q = PRESETS["default"][key], PRESETS["quick"][key]
+    show = (lambda v: ",".join(map(str, v)) or "none") if isinstance(d, tuple) else str
+    return f"{show(d)}; --quick {show(q)}"
+
+
 @dataclass
 class DemoConfig:
-    out: Path = Path("aimfair-demo")
-    seeds: int = 1
-    quick: bool = False
-    n_train: int | None = None  # None: from the preset
-    n_eval: int | None = None  # images in each of val and test
-    size: int | None = None
-    pretrain_epochs: int | None = None
-    pretrain_lr: float | None = None
-    pretrain_milestones: tuple[int, ...] | None = None
-    finetune_epochs: int | None = None
-    finetune_lr: float | None = None
-    freeze_blocks: tuple[str, ...] | None = None
-    topk: str = "55"
-    batch_size: int | None = None
-    crop_scale: float | None = None
-    workers: int = 0  # images are tiny: loading in the main process beats worker start-up here
-    device: str = "auto"
+    """Options of `aimfair demo`. Sizes left at None come from the preset (`PRESETS`, default or --quick)."""
+
+    out: Path = option(Path("aimfair-demo"), short=("-o",), path="dir", help="Demo folder (reused on rerun).")
+    seeds: int = option(1, help="Training seeds; the table shows mean ± std over them.", min=1, max=100)
+    quick: bool = option(False, help="A tiny run (~1 minute): fewer, smaller images, 1 fine-tuning epoch, freeze "
+                         "baseline on fc only.")
+    n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,
+                                 default_text=_preset_text("n_train"))
+    n_eval: int | None = option(None, help="Images in each of val and test.", min=8, max=MAX_DEMO_IMAGES,
+                                default_text=_preset_text("n_eval"))
+    size: int | None = option(None, help="Image side in pixels.", min=16, max=MAX_DEMO_SIZE,
+                              default_text=_preset_text("size"))
+    pretrain_epochs: int | None = option(None, help="Pretraining epochs.", min=1, max=MAX_EPOCHS,
+                                         default_text=_preset_text("pretrain_epochs"))
+    pretrain_lr: float | None = option(None, help="Pretraining learning rate.", above=0, max=MAX_LR,
+                                       default_text=_preset_text("pretrain_lr"))
+    pretrain_milestones: tuple[int, ...] | None = option(None, help="Pretraining epochs after which lr drops ×0.1.",
+                                                         min=1, max=MAX_EPOCHS,
+                                                         default_text=_preset_text("pretrain_milestones"))
+    finetune_epochs: int | None = option(None, help="Fine-tuning epochs of every strategy.", min=1, max=MAX_EPOCHS,
+                                         default_text=_preset_text("finetune_epochs"))
+    finetune_lr: float | None = option(None, help="Fine-tuning learning rate of every strategy.", above=0,
+                                       max=MAX_LR, default_text=_preset_text("finetune_lr"))
+    freeze_blocks: tuple[str, ...] | None = option(None, choices=BLOCKS, default_text=_preset_text("freeze_blocks"),
+                                                   help="Comma-separated blocks tried for the best single-block freeze "
+                                                   "baseline.")
+    topk: str = option("55", help="k for the mask, tensors or percent.")
+    batch_size: int | None = option(None, help="Images per batch.", min=1, max=MAX_BATCH,
+                                    default_text=_preset_text("batch_size"))
+    crop_scale: float | None = option(None, help=CROP_HELP, above=0, max=1, default_text=_preset_text("crop_scale"))
+    # images are tiny: loading in the main process beats worker start-up here
+    workers: int = option(0, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    device: str = option("auto", help=DEVICE_HELP)
 
     def resolved(self) -> "DemoConfig":
         preset = PRESETS["quick" if self.quick else "default"]
@@ -122,7 +145,7 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
-    from ..data.demo import make_demo_dataset
+    from ..data.demo import DemoDataConfig, make_demo_dataset, recorded_config
     from ..maskfile import load_mask
     from ..stages.evaluate import evaluate_checkpoint
     from ..stages.finetune import FinetuneConfig, run_finetune
@@ -132,12 +155,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     from ..stages.synth import synthesize
     from ..tasks import get_task
 
-    if cfg.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {cfg.seeds}")
-    c = cfg.resolved()
-    for block in c.freeze_blocks:
-        if block not in BLOCKS:
-            raise UsageError(f"unknown block '{block}' (known: {', '.join(BLOCKS)})")
+    c = check(cfg).resolved()
     started = time.perf_counter()
     out = Path(c.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +175,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     steps = _Steps(out, progress, total)
     try:
         data_opts = dict(n_train=c.n_train, n_val=c.n_eval, n_test=c.n_eval, size=c.size, bias="1:9", seed=0)
-        data_done = (train.is_file() and is_done(data, "data_demo", {**_data_defaults(), **data_opts})
+        data_done = (train.is_file() and is_done(data, "data_demo", recorded_config(DemoDataConfig(out=data, **data_opts)))
                      and _same_renderer(train, size=c.size, seed=data_opts["seed"]))
         steps.run("data", f"aimfair data demo --out data --n-train {c.n_train} --n-val {c.n_eval} --n-test {c.n_eval} "
                   f"--size {c.size} --bias 1:9 --seed 0",
@@ -313,12 +331,6 @@ def _drop_stale_synth(synth: Path, size: int) -> None:
     if settings is not None and settings != make_generator("procedural", size=size).describe():
         log.info("synthetic images were made with other settings; rendering them again")
         shutil.rmtree(synth)
-
-
-def _data_defaults() -> dict[str, Any]:
-    from ..data.demo import DemoConfig as DataDemoConfig
-
-    return dataclasses.asdict(DataDemoConfig())
 
 
 def _write_commands(out: Path, commands: list[str]) -> Path:

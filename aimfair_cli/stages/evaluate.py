@@ -9,13 +9,16 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import layout
 from ..errors import DataError, UsageError
 from ..fsio import atomic_open
 from ..manifest import Manifest, read_manifest
 from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics
+from ..options import DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,21 @@ MSG_NO_MATCH = "no checkpoint matches '{pattern}'"
 MSG_NO_MODELS = "no checkpoint given (use --model, once or more, or a glob such as 'runs/*/finetune.safetensors')"
 MSG_PREDICTIONS_MANY = "--predictions takes a single --model; got {n} checkpoints"
 MSG_POSITIVE = "--{name} must be at least {low}; got {value}"
+
+
+@dataclass
+class EvalConfig:
+    """Options of `aimfair eval` (flags and the `eval:` section of aimfair.yaml)."""
+
+    model: list[str] = option((str(layout.FINETUNE),), short=("-m",),
+                              help="Checkpoint (.safetensors); repeat it or pass a quoted glob such as "
+                              "'runs/seed*/finetune.safetensors' to aggregate several.")
+    data: Path = option(layout.TEST, help="Test manifest with target and protected on every row.", path="file")
+    predictions: Path | None = option(None, path="file", help="Write one CSV row per image: "
+                                      "file_name,target,protected,score,pred (one --model only).")
+    batch_size: int = option(256, help="Images per batch.", min=1, max=MAX_BATCH)
+    workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    device: str = option("auto", help=DEVICE_HELP)
 
 
 def expand_models(patterns: Sequence[str | os.PathLike]) -> list[Path]:

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist
+from .. import dist, layout
 from ..config import write_resolved_config
 from ..errors import UsageError
 from ..manifest import Manifest, read_manifest
+from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS,
+                       check, option)
 from ..progress import NULL, Progress
 from ..synthsets import draw_balanced
 
@@ -87,22 +89,29 @@ def trainable_names(names: list[str], strategy: Strategy, *, selected: list[str]
 
 @dataclass
 class FinetuneConfig:
-    model: Path
-    synth: Path
-    val: Path
-    out: Path
-    mask: Path | None = None
-    strategy: str | None = None
-    epochs: int = 10
-    lr: float = 0.5  # the paper searches {0.4, 0.5, 0.6}
-    milestones: tuple[int, ...] = ()
-    batch_size: int = 128
-    crop_scale: float = 0.08  # smallest share of the image a training crop keeps (torchvision's default)
-    n_synth: int | None = None  # balanced images in total; default: the mask's balanced set, else all groups' min × 4
-    bn: str = "update"  # BN running statistics of frozen layers keep updating, as in the paper's code
-    workers: int = 2
-    device: str = "auto"
-    seed: int = 0
+    """Options of `aimfair finetune` (flags, the `finetune:` section of aimfair.yaml, the saved config)."""
+
+    model: Path = option(layout.PRETRAIN, short=("-m",), help="Model checkpoint (.safetensors).", path="file")
+    synth: Path = option(layout.SYNTH_MANIFEST, help="Synthetic manifest; a balanced set is drawn from it.", path="file")
+    val: Path = option(layout.VAL, help="Real validation manifest; the best epoch by accuracy is kept.", path="file")
+    out: Path = option(layout.FINETUNE, short=("-o",), help="Output checkpoint (.safetensors).", path="file")
+    mask: Path | None = option(None, help="Mask from `aimfair mask`: update only its tensors (AIM-Fair).", path="file")
+    strategy: str | None = option(None, help="Instead of --mask: full, linear, random:RATIO (e.g. random:0.5), "
+                                  "update:BLOCK or freeze:BLOCK (BLOCK: stem, layer1..layer4, fc).")
+    epochs: int = option(10, help="Epochs.", min=1, max=MAX_EPOCHS)
+    lr: float = option(0.5, help="SGD learning rate (the paper searches 0.4, 0.5, 0.6).", above=0, max=MAX_LR)
+    milestones: tuple[int, ...] = option((), help="Comma-separated epochs at which lr is multiplied by 0.1.",
+                                         min=1, max=MAX_EPOCHS)
+    batch_size: int = option(128, help="Images per batch.", min=1, max=MAX_BATCH)
+    crop_scale: float = option(0.08, help=CROP_HELP, above=0, max=1)
+    n_synth: int | None = option(None, min=4, max=MAX_IMAGES, help="Balanced synthetic images in total (n/4 per group).",
+                                 default_text="the mask's balanced set, else as many as the smallest group allows")
+    bn: str = option("update", choices=BN_MODES,
+                     help="update: BN running statistics of every layer keep updating (the paper's code); "
+                     "freeze: BN layers outside the selection keep their statistics.")
+    workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    device: str = option("auto", help=DEVICE_HELP)
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -123,14 +132,11 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     from ..models import resolve_device
     from ..training import OptimConfig, fit, seed_everything
 
+    cfg = check(cfg)
     if cfg.mask is not None and cfg.strategy is not None:
         raise UsageError(MSG_MASK_AND_STRATEGY)
     if cfg.mask is None and cfg.strategy is None:
         raise UsageError(MSG_NO_STRATEGY)
-    if cfg.bn not in BN_MODES:
-        raise UsageError(f"--bn must be update or freeze, got '{cfg.bn}'")
-    if cfg.epochs <= 0 or cfg.lr <= 0:
-        raise UsageError("--epochs and --lr must be positive")
     strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 

@@ -16,12 +16,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import dist
+from .. import dist, layout
 from ..config import write_resolved_config
 from ..data.bias import CELLS, parse_bias
-from ..errors import UsageError
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
+from ..options import DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check, option
 from ..progress import NULL, Progress
 from ..selection import SCORES, TensorScore, parse_topk, score_tensors, select
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
@@ -34,19 +34,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MaskConfig:
-    model: Path
-    real: Path
-    synth: Path
-    out: Path
-    topk: str = "55"
-    score: str = "absdiff"
-    bias_ratio: str = "1:9"  # or "auto": estimated from the biased model, without real group labels
-    n_synth: int | None = None  # size of each synthetic set; default: as many as the real set
-    max_samples: int | None = None  # cap on the images per set (a cheaper mask)
-    batch_size: int = 128
-    workers: int = 2
-    device: str = "auto"
-    seed: int = 0
+    """Options of `aimfair mask` (flags, the `mask:` section of aimfair.yaml, the saved config)."""
+
+    model: Path = option(layout.PRETRAIN, short=("-m",), help="Model checkpoint (.safetensors).", path="file")
+    real: Path = option(layout.TRAIN, help="Biased real training manifest.", path="file")
+    synth: Path = option(layout.SYNTH_MANIFEST, help="Synthetic manifest from `aimfair synth`.", path="file")
+    out: Path = option(layout.MASK, short=("-o",), help="Mask file (.safetensors).", path="file")
+    topk: str = option("55", help="k, in tensors (55) or as a share of all tensors (88%). The paper's best is 55 of 62; "
+                       "k larger than the model's tensor count is an error.")
+    score: str = option("absdiff", choices=SCORES,
+                        help="absdiff (mean |Δg|, the paper's) or cosine (1 − cos, Tab. 4).")
+    bias_ratio: str = option("1:9", help="Bias of the synthetic-biased set, minority:majority (1:9), or auto: estimated "
+                             "from the biased model's error rate on the real data and its per-group accuracy on "
+                             "balanced synthetic data.")
+    n_synth: int | None = option(None, min=4, max=MAX_IMAGES, help="Images in each synthetic set.",
+                                 default_text="as many as the real set")
+    max_samples: int | None = option(None, min=4, max=MAX_IMAGES,
+                                     help="Cap the images per set (a cheaper, approximate mask).", default_text="no cap")
+    batch_size: int = option(128, help="Images per batch.", min=1, max=MAX_BATCH)
+    workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    device: str = option("auto", help=DEVICE_HELP)
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -172,12 +180,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     from ..models import resolve_device
     from ..training import seed_everything
 
-    if cfg.score not in SCORES:
-        raise UsageError(f"unknown score '{cfg.score}' (known: {', '.join(SCORES)})")
+    cfg = check(cfg)
     auto = str(cfg.bias_ratio).strip().lower() == "auto"
     bias = None if auto else parse_bias(cfg.bias_ratio)
-    if cfg.max_samples is not None and cfg.max_samples <= 0:
-        raise UsageError(f"--max-samples must be positive, got {cfg.max_samples}")
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

@@ -8,15 +8,16 @@ safetensors checkpoint, with `<out stem>.config.yaml` (the resolved config) besi
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist
+from .. import dist, layout
 from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..manifest import read_manifest
+from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS,
+                       MIN_IMAGE, check, option)
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -25,34 +26,37 @@ AMP_MODES = ("auto", "on", "off")
 DATA_CONFIGS = "data*.config.yaml"  # what `aimfair data ...` writes beside the manifests (attribute names)
 
 MSG_BAD_OUT = "--out must end in .safetensors; got {out}"
-MSG_POSITIVE = "--{name} must be at least {low}; got {value}"
-MSG_BAD_LR = "--lr must be a positive number; got {value}"
-MSG_BAD_MILESTONES = "--milestones must be epoch numbers separated by commas (e.g. 10 or 10,12); got '{value}'"
-MSG_BAD_AMP = "--amp must be one of auto, on, off; got '{value}'"
 
 
 @dataclass
 class PretrainConfig:
-    train: Path
-    val: Path
-    out: Path
-    epochs: int = 15
-    lr: float = 0.01
-    milestones: tuple[int, ...] = (10,)
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    image_size: int = 224
-    crop_scale: float = 0.08  # smallest share of the image a training crop keeps (torchvision's default)
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    weights: str = "none"  # none | imagenet | PATH.safetensors
-    amp: str = "auto"  # auto: on for CUDA only
-    arch: str = "resnet18"
-    target_name: str | None = None  # attribute names for the checkpoint; default: from data.config.yaml
-    protected_name: str | None = None
+    """Options of `aimfair pretrain` (flags, the `pretrain:` section of aimfair.yaml, the saved config)."""
+
+    train: Path = option(layout.TRAIN, help="Training manifest (protected may be empty).", path="file")
+    val: Path = option(layout.VAL, help="Validation manifest; the epoch with the best accuracy is kept.", path="file")
+    out: Path = option(layout.PRETRAIN, short=("-o",), help="Output checkpoint (.safetensors).", path="file")
+    epochs: int = option(15, help="Training epochs.", min=1, max=MAX_EPOCHS)
+    lr: float = option(0.01, help="SGD learning rate.", above=0, max=MAX_LR)
+    milestones: tuple[int, ...] = option((10,), help="Comma-separated epochs after which lr is multiplied by --gamma.",
+                                         min=1, max=MAX_EPOCHS)
+    gamma: float = option(0.1, help="Learning-rate factor at each milestone.", above=0, max=1)
+    momentum: float = option(0.9, help="SGD momentum.", min=0, max=1)
+    weight_decay: float = option(1e-4, help="SGD weight decay.", min=0, max=1)
+    batch_size: int = option(128, help="Images per batch.", min=1, max=MAX_BATCH)
+    image_size: int = option(224, help="Side of the square input image in pixels.", min=MIN_IMAGE, max=MAX_IMAGE)
+    crop_scale: float = option(0.08, help=CROP_HELP, above=0, max=1)
+    workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
+    device: str = option("auto", help=DEVICE_HELP)
+    weights: str = option("none", help="Initial weights: none (random), imagenet (torchvision's, from the torch cache "
+                          "or downloaded) or a .safetensors checkpoint.")
+    amp: str = option("auto", help="Mixed precision: auto (on for CUDA), on or off. channels_last follows the device.",
+                      choices=AMP_MODES)
+    arch: str = option("resnet18", help="Model architecture.", choices=("resnet18",))
+    target_name: str | None = option(None, help="Target attribute name recorded in the checkpoint.",
+                                     default_text="from the data folder's data_*.config.yaml, else none")
+    protected_name: str | None = option(None, help="Protected attribute name recorded in the checkpoint.",
+                                        default_text="as --target-name")
 
 
 @dataclass
@@ -64,58 +68,17 @@ class PretrainResult:
     config_path: Path | None = None
 
 
-def parse_milestones(value: Any) -> tuple[int, ...]:
-    """"10" / "10,12" / 10 / [10, 12] -> (10, 12). Empty means no decay."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        items: list[Any] = [value]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    elif isinstance(value, str):
-        items = [v for v in value.replace(" ", "").split(",") if v]
-    else:
-        raise UsageError(MSG_BAD_MILESTONES.format(value=value))
-    try:
-        out = tuple(int(v) for v in items)
-    except (TypeError, ValueError):
-        raise UsageError(MSG_BAD_MILESTONES.format(value=value)) from None
-    if any(m < 1 for m in out):
-        raise UsageError(MSG_BAD_MILESTONES.format(value=value))
-    return tuple(sorted(out))
-
-
-def parse_amp(value: Any) -> str:
-    """auto|on|off; YAML booleans are accepted as on/off."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    text = str(value).strip().lower()
-    if text not in AMP_MODES:
-        raise UsageError(MSG_BAD_AMP.format(value=value))
-    return text
-
-
 def amp_flag(mode: str) -> bool | None:
     """"auto" -> None (training decides: on for CUDA), "on" -> True, "off" -> False."""
     return {"auto": None, "on": True, "off": False}[mode]
 
 
 def _check(cfg: PretrainConfig) -> PretrainConfig:
-    """Normalise and validate the options before anything heavy runs."""
-    cfg.train, cfg.val, cfg.out = Path(cfg.train), Path(cfg.val), Path(cfg.out)
+    """Validate the options (again, for library callers) before anything heavy runs."""
+    cfg = check(cfg)
     if cfg.out.suffix.lower() != ".safetensors":
         raise UsageError(MSG_BAD_OUT.format(out=cfg.out))
-    for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 16), ("workers", 0)):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value < low:
-            raise UsageError(MSG_POSITIVE.format(name=name.replace("_", "-"), low=low, value=value))
-    try:
-        lr = float(cfg.lr)  # YAML reads "1e-3" as a string
-    except (TypeError, ValueError):
-        raise UsageError(MSG_BAD_LR.format(value=cfg.lr)) from None
-    if not math.isfinite(lr) or lr <= 0:
-        raise UsageError(MSG_BAD_LR.format(value=cfg.lr))
-    cfg.lr = lr
-    cfg.milestones = parse_milestones(cfg.milestones)
-    cfg.amp = parse_amp(cfg.amp)
+    cfg.milestones = tuple(sorted(cfg.milestones))
     return cfg
 
 

@@ -12,21 +12,55 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import layout
 from ..config import write_resolved_config
 from ..errors import PromptWriterError, UsageError
 from ..fsio import atomic_write_text
+from ..options import MAX_SEED, option
 from ..progress import NULL, Progress
-from ..tasks import PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
-from ..writers.base import PromptWriter, make_writer
+from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
+from ..writers.base import WRITERS, PromptWriter, make_writer
 from ..writers.template import plain_prompt
 
 log = logging.getLogger(__name__)
 
-# Each stage component owns its defaults; the CLI resolves flags and aimfair.yaml against these.
-DEFAULTS: dict[str, Any] = {"per_group": 50, "writer": "template", "seed": 0}
+_LLM = "LLM writers only."
+# A prompt file is read by people and by synth's round-robin; past this it is a typo, not a plan.
+MAX_PER_GROUP = 10_000
+
+
+@dataclass
+class PromptsConfig:
+    """Options of `aimfair prompts` (flags, the `prompts:` section of aimfair.yaml). Writer options default to None:
+    they are passed on only when given, so each writer applies its own defaults and the template writer refuses
+    them."""
+
+    task: str | None = option(None, choices=tuple(TASKS), help="Task whose prompt file to write. Required.")
+    per_group: int = option(50, help="Contextual prompts per group.", min=1, max=MAX_PER_GROUP)
+    writer: str = option("template", choices=tuple(WRITERS),
+                         help="Who writes the prompts: template (offline, from prompts/vocabulary.yaml), openai (any "
+                         "OpenAI-compatible endpoint) or transformers (a local chat model).")
+    seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
+    out: Path | None = option(None, short=("-o",), path="file", help="Prompt file to write.",
+                              default_text=f"{layout.PROMPTS_DIR}/<task>.yaml")
+    model: str | None = option(None, help="openai: the model name; transformers: a hub id or local folder. " + _LLM)
+    base_url: str | None = option(None, help="openai: the API base URL, e.g. a local vLLM, llama.cpp or Ollama server.",
+                                  default_text="the OpenAI API")
+    api_key_env: str | None = option(None, default_text="OPENAI_API_KEY",
+                                     help="openai: environment variable holding the API key; the key itself is never "
+                                     "written anywhere.")
+    temperature: float | None = option(None, min=0, max=2, help="LLM sampling temperature.",
+                                       default_text="the writer's own")
+    max_rounds: int | None = option(None, min=1, max=1000, default_text="the writer's own",
+                                    help="LLM writers: requests per group before giving up on missing prompts.")
+
+
+# Options forwarded to make_writer only when given.
+WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds")
 
 PARTIAL_SUFFIX = ".partial.yaml"
 
@@ -101,10 +135,10 @@ def write_prompts(
     *,
     task: str | Task,
     out: str | os.PathLike,
-    per_group: int = DEFAULTS["per_group"],
-    writer: str | PromptWriter = DEFAULTS["writer"],
+    per_group: int = PromptsConfig.per_group,
+    writer: str | PromptWriter = PromptsConfig.writer,
     writer_options: dict[str, Any] | None = None,
-    seed: int = DEFAULTS["seed"],
+    seed: int = PromptsConfig.seed,
     groups: Sequence[str] | None = None,
     progress: Progress = NULL,
 ) -> PromptFile:

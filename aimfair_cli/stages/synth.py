@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import dist
+from .. import dist, layout
 from ..errors import GeneratorError, UsageError
 from ..fsio import atomic_path
 from ..generators.base import ImageRequest, image_seed, make_generator
 from ..manifest import write_manifest
+from ..options import DEVICE_HELP, MAX_IMAGE, MAX_IMAGES, MAX_SEED, option
 from ..progress import NULL, Progress
-from ..tasks import Group, PromptFile, find_prompt_file, load_prompt_file, task_for_group
+from ..tasks import TASKS, Group, PromptFile, find_prompt_file, load_prompt_file, task_for_group
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,70 @@ MANIFEST_NAME = "metadata.jsonl"
 PARTS_DIR = ".parts"
 LOCK_NAME = ".lock"
 
-# Each stage component owns its defaults; the CLI resolves flags and aimfair.yaml against these.
-DEFAULTS: dict[str, Any] = {
-    "generator": "procedural",
-    "seed": 0,
-    "batch_size": 8,
-    "prompt_kind": "contextual",
-    "prompt_order": "round-robin",
-}
+_DIFFUSERS = "--generator diffusers only."
+GENERATORS = ("procedural", "diffusers")
+SCHEDULER_NAMES = ("dpm++", "ddim", "euler", "euler-a", "pipeline")  # generators/diffusion.py SCHEDULERS; a test keeps them equal
+DTYPE_NAMES = ("fp16", "float16", "half", "bf16", "bfloat16", "fp32", "float32", "float")  # as generators/diffusion.py DTYPES
+
+
+@dataclass
+class SynthConfig:
+    """Options of `aimfair synth` (flags, the `synth:` section of aimfair.yaml). Generator options default to None:
+    they are passed on only when given, so each generator applies its own defaults and refuses options that are
+    not its own."""
+
+    group: str | None = option(None, help="Group to render (e.g. smiling_male), several separated by commas, or all "
+                               "(every group of the task). Required.")
+    n: int | None = option(None, short=("-n",), min=1, max=MAX_IMAGES,
+                           help="Images per group: indices 0..N-1. A rerun makes only the missing ones; a larger N "
+                           "extends; a smaller N deletes nothing. Required.")
+    prompts: Path | None = option(None, path="file", help="Prompt file.",
+                                  default_text=f"{layout.PROMPTS_DIR}/<task>.yaml in the run folder, else the shipped one")
+    task: str | None = option(None, choices=tuple(TASKS), help="Task name.",
+                              default_text="the prompt file's, or the one task that has --group")
+    out: Path = option(layout.SYNTH_DIR, short=("-o",), path="dir",
+                       help="Output folder: <group>/000000.png ... and metadata.jsonl.")
+    generator: str = option("procedural", choices=GENERATORS,
+                            help="procedural (offline, CPU, reads prompts/vocabulary.yaml) or diffusers (any diffusers "
+                            "text-to-image pipeline).")
+    seed: int = option(0, min=0, max=MAX_SEED,
+                       help="Base seed; image i of group G gets a seed derived from (seed, G, i), so reruns, resumes, "
+                       "shards and batch sizes give the same bytes.")
+    batch_size: int = option(8, help="Images per generator call.", min=1, max=4096)
+    prompt_kind: str = option("contextual", choices=PROMPT_KINDS, help="contextual (the file's prompt list) or plain "
+                              "(its single plain prompt, the paper's baseline).")
+    prompt_order: str = option("round-robin", choices=PROMPT_ORDERS, help="round-robin (image i uses prompt i mod P) "
+                               "or random (drawn with an RNG seeded by the image's seed).")
+    shard: str | None = option(None, help="Do only indices i with i mod N == I, as I/N (e.g. 0/2), to split work "
+                               "across machines. Under torchrun the ranks split it further by themselves.",
+                               default_text="everything")
+    size: int | None = option(None, min=16, max=1024, help="Image side in pixels, --generator procedural only.",
+                              default_text="64")
+    model: str | None = option(None, help="Hub id or local folder of the pipeline, " + _DIFFUSERS,
+                               default_text="stabilityai/stable-diffusion-2-1")
+    steps: int | None = option(None, min=1, max=1000, help="Denoising steps, " + _DIFFUSERS, default_text="25")
+    scheduler: str | None = option(None, choices=SCHEDULER_NAMES, default_text="dpm++",
+                                   help="dpm++ (DPM-Solver++ multistep), ddim (the official set-up, with --steps 50), "
+                                   "euler, euler-a (Euler ancestral) or pipeline (the one the pipeline was saved with), " + _DIFFUSERS)
+    guidance: float | None = option(None, min=0, max=100, default_text="9.0",
+                                    help="Classifier-free guidance scale (official: 9.0), " + _DIFFUSERS)
+    height: int | None = option(None, min=8, max=MAX_IMAGE, help="Generated height in pixels, " + _DIFFUSERS,
+                                default_text="512")
+    width: int | None = option(None, min=8, max=MAX_IMAGE, help="Generated width in pixels, " + _DIFFUSERS,
+                               default_text="512")
+    save_size: int | None = option(None, min=8, max=MAX_IMAGE, default_text="keep the generated size",
+                                   help="Resize saved images to this square size (the official code saves 224), "
+                                   + _DIFFUSERS)
+    negative_prompt: str | None = option(None, help="Negative prompt, " + _DIFFUSERS, default_text="none")
+    dtype: str | None = option(None, choices=DTYPE_NAMES, help="Weights' precision, " + _DIFFUSERS,
+                               default_text="fp16 on CUDA, fp32 on CPU")
+    compile: bool | None = option(None, help="torch.compile the UNet, " + _DIFFUSERS, default_text="off")
+    device: str | None = option(None, help=DEVICE_HELP, default_text="auto")
+
+
+# Options forwarded to make_generator only when given.
+GENERATOR_OPTIONS = ("size", "model", "steps", "scheduler", "guidance", "height", "width", "save_size",
+                     "negative_prompt", "dtype", "compile", "device")
 
 MSG_BAD_SHARD = "--shard must look like i/n with 0 <= i < n (got {value!r})"
 MSG_BAD_N = "--n must be at least 1 (got {n})"
@@ -404,12 +461,12 @@ def synthesize(
     groups: Sequence[str],
     n: int,
     out: str | os.PathLike,
-    generator: str = DEFAULTS["generator"],
+    generator: str = SynthConfig.generator,
     generator_options: dict[str, Any] | None = None,
-    seed: int = DEFAULTS["seed"],
-    batch_size: int = DEFAULTS["batch_size"],
-    prompt_kind: str = DEFAULTS["prompt_kind"],
-    prompt_order: str = DEFAULTS["prompt_order"],
+    seed: int = SynthConfig.seed,
+    batch_size: int = SynthConfig.batch_size,
+    prompt_kind: str = SynthConfig.prompt_kind,
+    prompt_order: str = SynthConfig.prompt_order,
     shard: tuple[int, int] | str | None = None,
     progress: Progress = NULL,
 ) -> SynthResult:

@@ -1,0 +1,252 @@
+"""Every command's options, declared once.
+
+Each command has one dataclass (`PretrainConfig`, `SynthConfig`, ...) whose fields are made with `option(...)`:
+type (the annotation), default, help, bounds and choices. Everything else derives from it:
+
+- the command-line flags and their `--help` text (`aimfair_cli/cli/options.py` generates the Typer parameters),
+- the command's section of `aimfair.yaml` (`aimfair_cli/config.py`),
+- validation, done once by `build` before any work, for flags and config-file values alike,
+- the resolved `<out>.config.yaml` each stage writes (the dataclass itself).
+
+Only the standard library is used: the stages already take dataclasses, and what is checked here (numbers, finite
+floats, bounds, choices, comma lists) is a few dozen lines, not worth a required dependency such as pydantic.
+Click's own parsing still turns `--epochs abc` into a usage error (exit 2) before any of this runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar, Union
+
+from .errors import UsageError
+
+T = TypeVar("T")
+
+MSG_NOT_INT = "{where}: expected a whole number, got {value!r}"
+MSG_NOT_NUMBER = "{where}: expected a number, got {value!r}"
+MSG_NOT_FINITE = "{where}: must be a finite number, got {value!r}"
+MSG_NOT_TEXT = "{where}: expected text, got {value!r}"
+MSG_NOT_BOOL = "{where}: expected true or false, got {value!r}"
+MSG_NOT_PATH = "{where}: expected a path, got {value!r}"
+MSG_TOO_SMALL = "{where}: must be at least {bound}, got {value!r}"
+MSG_TOO_LARGE = "{where}: must be at most {bound}, got {value!r}"
+MSG_NOT_ABOVE = "{where}: must be greater than {bound}, got {value!r}"
+MSG_CHOICE = "{where}: must be one of {choices}, got {value!r}"
+MSG_EMPTY = "{where}: must not be empty"
+MSG_REQUIRED = "{where} is required: {help}"
+
+_INT_RE = re.compile(r"[+-]?\d+")
+
+# Bounds shared by several commands: generous for real work, small enough that a typo (an extra few zeros) is
+# refused before memory is allocated.
+MAX_EPOCHS = 10_000
+MAX_LR = 10.0
+MAX_BATCH = 65_536
+MIN_IMAGE, MAX_IMAGE = 16, 4096
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_IMAGES = 10_000_000  # images in one set or one synth run per group
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N. auto picks CUDA when available."
+CROP_HELP = ("Smallest share of the image a random training crop keeps (torchvision's default 0.08; raise it for "
+             "small images where a crop can cut the face out).")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a field of an options dataclass means to users."""
+
+    help: str
+    short: tuple[str, ...] = ()  # extra flag names, e.g. ("-o",)
+    min: float | None = None
+    above: float | None = None  # exclusive lower bound (a learning rate must be > 0)
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    default_text: str | None = None  # shown as the default when the value is computed later (None = "from the data")
+    required: bool = False  # None is not accepted once flags and the config file are merged
+    argument: bool = False  # a positional argument rather than a --flag
+    path: str | None = None  # "file" or "dir": what a Path must be (checked by the CLI where it must exist)
+    exists: bool = False  # the path must exist before the command starts
+    flag: str | None = None  # the flag name when it is not --<field-name-with-dashes>
+    hidden: bool = False  # config file only (no flag): recipe constants users rarely change
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, **spec: Any) -> Any:
+    """A dataclass field carrying its `Option`. Mutable defaults (tuples are fine) need no factory here."""
+    return dataclasses.field(default=default, metadata={"option": Option(help=help, **spec)})
+
+
+def spec_of(field: dataclasses.Field) -> Option:
+    return field.metadata.get("option") or Option(help="")
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return spec_of(field).flag or "--" + field.name.replace("_", "-")
+
+
+def fields_of(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, resolved type) for each field of an options dataclass, in order."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def default_of(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return None
+
+
+def show_default(field: dataclasses.Field) -> str | None:
+    """The text `--help` prints as the default (None: the field has no default to state)."""
+    spec = spec_of(field)
+    if spec.default_text is not None:
+        return spec.default_text
+    value = default_of(field)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) if value else "none"
+    return str(value)
+
+
+def is_optional(tp: Any) -> bool:
+    return _union_args(tp) is not None and type(None) in typing.get_args(tp)
+
+
+def base_type(tp: Any) -> Any:
+    """`int | None` -> int; other types unchanged."""
+    args = _union_args(tp)
+    if args is None:
+        return tp
+    rest = [a for a in args if a is not type(None)]
+    if len(rest) != 1:
+        raise TypeError(f"unsupported option type {tp!r}")
+    return rest[0]
+
+
+def _union_args(tp: Any) -> tuple | None:
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        return typing.get_args(tp)
+    return None
+
+
+def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(MSG_NOT_BOOL.format(where=where, value=value))
+    if tp is int:
+        if isinstance(value, bool):
+            raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+            return int(value)
+        raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+    if tp is float:
+        if isinstance(value, bool):
+            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as text
+            try:
+                number = float(value)
+            except ValueError:
+                raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value)) from None
+        else:
+            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+        if not math.isfinite(number):
+            raise UsageError(MSG_NOT_FINITE.format(where=where, value=value))
+        return number
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # topk: 55, bias: 0.1 in YAML
+            return str(value)
+        raise UsageError(MSG_NOT_TEXT.format(where=where, value=value))
+    if tp is Path:
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            return Path(value)
+        raise UsageError(MSG_NOT_PATH.format(where=where, value=value))
+    raise TypeError(f"unsupported option type {tp!r}")
+
+
+def _check_bounds(value: Any, spec: Option, where: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.min is not None and value < spec.min:
+            raise UsageError(MSG_TOO_SMALL.format(where=where, bound=format_bound(spec.min), value=value))
+        if spec.above is not None and value <= spec.above:
+            raise UsageError(MSG_NOT_ABOVE.format(where=where, bound=format_bound(spec.above), value=value))
+        if spec.max is not None and value > spec.max:
+            raise UsageError(MSG_TOO_LARGE.format(where=where, bound=format_bound(spec.max), value=value))
+    if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
+        raise UsageError(MSG_CHOICE.format(where=where, choices=", ".join(spec.choices), value=value))
+
+
+def format_bound(x: float) -> str:
+    """10000000 -> 10_000_000 (as Python reads it back), 0.5 -> 0.5."""
+    if float(x).is_integer():
+        return f"{int(x):_}" if abs(x) >= 10_000 else str(int(x))
+    return f"{x:g}"
+
+
+def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
+    """`value` as type `tp`, checked against `spec`; a `UsageError` naming `where` otherwise."""
+    if value is None:
+        if is_optional(tp):
+            return None
+        raise UsageError(MSG_REQUIRED.format(where=where, help=spec.help))
+    tp = base_type(tp)
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        item_type = typing.get_args(tp)[0]
+        if isinstance(value, str):  # "10,20" on the command line or in YAML
+            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()] if origin is tuple else [value]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        converted = [convert(v, item_type, spec, where) for v in items]
+        return tuple(converted) if origin is tuple else converted
+    if tp is str and isinstance(value, bool) and spec.choices and {"on", "off"} <= set(spec.choices):
+        value = "on" if value else "off"  # YAML 1.1 reads `amp: on` as true
+    converted = _convert_scalar(value, tp, where)
+    _check_bounds(converted, spec, where)
+    return converted
+
+
+def build(cls: type[T], values: Mapping[str, Any], where: Callable[[str], str] | None = None) -> T:
+    """Make the options dataclass `cls` from `values` (missing keys take their defaults), converting and checking
+    every value. `where(name)` names a value's origin in messages (a flag, or a key of a config file)."""
+    where = where or (lambda name: "--" + name.replace("_", "-"))
+    kwargs = {}
+    for f, tp in fields_of(cls):
+        spec = spec_of(f)
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = default_of(f)
+        else:
+            value = None
+        label = where(f.name) if f.name in values else flag_name(f)
+        if value is None and spec.required:
+            raise UsageError(MSG_REQUIRED.format(where=flag_name(f), help=spec.help))
+        kwargs[f.name] = convert(value, tp, spec, label)
+    return cls(**kwargs)
+
+
+def check(cfg: T) -> T:
+    """Validate an options dataclass made in code (a library caller, the demo) the same way as one from flags."""
+    return build(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})  # type: ignore[arg-type]
