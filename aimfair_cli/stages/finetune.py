@@ -131,6 +131,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         raise UsageError(f"--bn must be update or freeze, got '{cfg.bn}'")
     if cfg.epochs <= 0 or cfg.lr <= 0:
         raise UsageError("--epochs and --lr must be positive")
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 

@@ -114,6 +114,7 @@ def _check(cfg: PretrainConfig) -> PretrainConfig:
     if not math.isfinite(lr) or lr <= 0:
         raise UsageError(MSG_BAD_LR.format(value=cfg.lr))
     cfg.lr = lr
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     cfg.milestones = parse_milestones(cfg.milestones)
     cfg.amp = parse_amp(cfg.amp)
     return cfg

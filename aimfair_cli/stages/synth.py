@@ -383,19 +383,10 @@ def _finish(out: Path) -> tuple[Path, dict[str, int]]:
     """Rebuild the manifest once every process is done: under torchrun rank 0 does it after a barrier."""
     if not dist.is_distributed():
         return rebuild_manifest(out)
-    import torch.distributed as td
-
-    created = not td.is_initialized()
-    dist.init("cpu")  # a gloo group is enough for a barrier, on GPU machines too
-    dist.barrier()
-    try:
-        if dist.is_main():
-            return rebuild_manifest(out)
-        return out / MANIFEST_NAME, {}
-    finally:
-        dist.barrier()  # the others wait for the manifest, so every rank returns a finished folder
-        if created:
-            td.destroy_process_group()
+    dist.barrier()  # every rank's images and part files are in place
+    result = rebuild_manifest(out) if dist.is_main() else (out / MANIFEST_NAME, {})
+    dist.barrier()  # the others wait for the manifest, so every rank returns a finished folder
+    return result
 
 
 def synthesize(
