@@ -33,6 +33,7 @@ from typing import Any, Iterator
 from .errors import UsageError
 
 WATCH_INTERVAL_S = 0.5  # how often the watcher looks for another rank's failure
+EXIT_GRACE_S = 2.0  # how long a healthy rank lets the failed one exit before it exits too
 STORE_TIMEOUT_S = 60  # connecting to torchrun's store
 
 MSG_BATCH_SPLIT = (
@@ -88,7 +89,10 @@ def _watch(store: Any, stop: threading.Event) -> None:
     while not stop.wait(WATCH_INTERVAL_S):
         try:
             if store.check([key]) and store.get(key) != me:
-                os._exit(1)  # another rank failed and prints the error; torchrun reports exit 1 for the job
+                # another rank failed and prints the error. A short grace lets it exit first, so torchrun's
+                # report names it as the root cause; then this rank ends, whatever collective it is stuck in.
+                time.sleep(EXIT_GRACE_S)
+                os._exit(1)
         except Exception:
             return  # the store is gone: the launcher is ending the job anyway
 

@@ -446,8 +446,14 @@ def synthesize(
         _write_config(out, prompts=prompts, pf=pf, groups=groups, n=n, generator=generator,
                       generator_options=generator_options, settings=None, seed=seed, batch_size=batch_size,
                       prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard)
-    return SynthResult(out=out, manifest=manifest, shard=mine, written=written, skipped=skipped, seconds=seconds,
-                       present=present)
+    job_shard = mine
+    if dist.is_distributed():  # under torchrun the result describes the whole job, not this rank's share
+        counts = dist.all_gather_object((written, skipped, seconds))
+        written, skipped = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        seconds = max(c[2] for c in counts)
+        job_shard = parse_shard(shard) or (0, 1)
+    return SynthResult(out=out, manifest=manifest, shard=job_shard, written=written, skipped=skipped,
+                       seconds=seconds, present=present)
 
 
 def _write_config(out: Path, *, prompts: Any, pf: PromptFile, settings: dict[str, Any] | None, **options: Any) -> None:
