@@ -39,6 +39,10 @@ MSG_IMAGENET_UNAVAILABLE = (
 MSG_IMAGENET_BAD_FILE = "{path}: cannot load ImageNet weights ({reason}); delete it and download {url} again"
 MSG_BAD_DEVICE = "unknown device '{spec}' (use auto, cpu, cuda or cuda:N)"
 MSG_NO_CUDA = "device '{spec}' requested but CUDA is not available (use --device cpu or auto)"
+MSG_RANK_DEVICE = (
+    "under torchrun each process uses its own GPU, cuda:LOCAL_RANK; pass --device cuda or auto, not '{spec}'"
+)
+MSG_RANK_NO_GPU = "process {local_rank} on this node has no GPU of its own ({count} visible); start at most {count} per node"
 MSG_UNKNOWN_PARAM = "parameter '{name}' does not belong to a known block ({blocks})"
 
 
@@ -73,8 +77,15 @@ def resolve_device(spec: str = "auto") -> "torch.device":
             raise UsageError(MSG_BAD_DEVICE.format(spec=spec))
         if not torch.cuda.is_available():
             raise UsageError(MSG_NO_CUDA.format(spec=spec))
+        if index and dist.is_distributed():
+            raise UsageError(MSG_RANK_DEVICE.format(spec=spec))  # two ranks on one GPU: NCCL refuses
+        if not index and dist.is_distributed():
+            if dist.local_rank() >= torch.cuda.device_count():
+                raise UsageError(MSG_RANK_NO_GPU.format(local_rank=dist.local_rank(),
+                                                        count=torch.cuda.device_count()))
+            index = str(dist.local_rank())
         if not index:
-            index = str(dist.local_rank() if dist.is_distributed() else torch.cuda.current_device())
+            index = str(torch.cuda.current_device())
         if int(index) >= torch.cuda.device_count():
             raise UsageError(MSG_NO_CUDA.format(spec=spec))
         return torch.device(f"cuda:{index}")

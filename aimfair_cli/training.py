@@ -141,10 +141,7 @@ def train_one_epoch(
             totals += torch.stack([loss.detach().double() * b, correct.double(), torch.tensor(b, device=device).double()])
         if task is not None:
             task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
-    if dist.is_distributed():
-        import torch.distributed as td
-
-        td.all_reduce(totals)
+    dist.all_reduce_sum(totals)
     loss_sum, correct, n = totals.tolist()
     return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
@@ -155,17 +152,14 @@ def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
 
     if not dist.is_distributed():
         return parts
-    import torch.distributed as td
-
-    everyone: list[Any] = [None] * dist.world_size()
-    td.all_gather_object(everyone, parts)
+    everyone = dist.all_gather_object(parts)
     return [np.concatenate([p[i] for p in everyone]) for i in range(len(parts))]
 
 
 def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", amp: bool = False, task: Any = None,
             channels_last: bool = False) -> Predictions:
     """Scores for every image in `loader`, in eval mode, sorted by dataset index (duplicates that
-    DistributedSampler pads with are dropped)."""
+    DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions."""
     import numpy as np
     import torch
 
@@ -271,14 +265,11 @@ def fit(
 
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     net = model
-    if dist.is_distributed() and device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL binds each rank to its own GPU
-    if dist.init(device.type):
+    if dist.init():  # under torchrun: gradients are averaged over ranks by DDP
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        partial = len(params) < len(names)
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  find_unused_parameters=partial)
+        # frozen tensors (requires_grad=False) are left out by DDP itself; every trainable one gets a gradient
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)

@@ -19,7 +19,7 @@ set -euo pipefail
 # ---- what to run ---------------------------------------------------------------------------------------------
 CELEBA_ROOT=${CELEBA_ROOT:?set CELEBA_ROOT to the unpacked CelebA folder}
 RUN=${RUN:-$PWD/out/celeba_smiling_male}         # everything this run writes
-GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)} # processes for synth; 0 or 1 = one process
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)} # processes per stage (torchrun); 0 or 1 = one process
 SEED=${SEED:-0}
 
 # data (paper §4.1): 20,000 biased training images, minority:majority 1:9
@@ -51,7 +51,16 @@ FT_EPOCHS=${FT_EPOCHS:-10}
 FT_LR=${FT_LR:-0.5}                                # the paper searches 0.4, 0.5, 0.6
 # ----------------------------------------------------------------------------------------------------------------
 
-AIMFAIR=$(command -v aimfair) || { echo "aimfair is not installed (pip install -e '.[all]')" >&2; exit 1; }
+command -v aimfair >/dev/null || { echo "aimfair is not installed (pip install -e '.[all]')" >&2; exit 1; }
+# synth, pretrain, mask, finetune and eval run on every GPU through torchrun; the `--` keeps torchrun's parser off
+# aimfair's options (it would take `--n` for its own `--nnodes`). --batch-size stays the global batch.
+stage() {
+  if [ "$GPUS" -gt 1 ]; then
+    torchrun --standalone --nproc_per_node "$GPUS" -m aimfair_cli -- "$@"
+  else
+    aimfair "$@"
+  fi
+}
 mkdir -p "$RUN"
 cd "$RUN"
 echo "run folder: $RUN  (GPUs for synth: $GPUS)" >&2
@@ -74,34 +83,29 @@ fi
 
 # 3. synthetic images: every group, split across GPUs. Under torchrun each rank takes indices i with
 #    i mod GPUS == rank on its own GPU (cuda:LOCAL_RANK) and rank 0 writes synth/metadata.jsonl at the end.
-#    torchrun runs the installed `aimfair` script; the `--` stops torchrun from reading aimfair's options
-#    (it would take `--n` for one of its own). Interrupted? Rerun: finished images are kept.
+#    Interrupted? Rerun: finished images are kept.
 synth_args=(synth --task smiling_male --group all --n "$IMAGES_PER_GROUP" --prompts prompts/smiling_male.yaml
   --generator diffusers --model "$SD_MODEL" --scheduler "$SCHEDULER" --steps "$STEPS" --guidance "$GUIDANCE"
   --save-size "$SAVE_SIZE" --batch-size "$SYNTH_BATCH" --seed "$SEED" --out synth)
-if [ "$GPUS" -gt 1 ]; then
-  torchrun --standalone --nproc_per_node "$GPUS" -- "$AIMFAIR" "${synth_args[@]}"
-else
-  aimfair "${synth_args[@]}"
-fi
+stage "${synth_args[@]}"
 
 # 4. the biased model: real biased data, no group labels
-aimfair pretrain --train data/train.csv --val data/val.csv --weights "$WEIGHTS" --epochs "$PRETRAIN_EPOCHS" \
+stage pretrain --train data/train.csv --val data/val.csv --weights "$WEIGHTS" --epochs "$PRETRAIN_EPOCHS" \
   --lr "$PRETRAIN_LR" --milestones 10 --batch-size 128 --image-size 224 --seed "$SEED" \
   --target-name Smiling --protected-name Male --out pretrain.safetensors
 
 # 5. the selection mask: tensors least sensitive to the domain gap and most sensitive to bias
-aimfair mask --model pretrain.safetensors --real data/train.csv --synth synth/metadata.jsonl --topk "$TOPK" \
+stage mask --model pretrain.safetensors --real data/train.csv --synth synth/metadata.jsonl --topk "$TOPK" \
   --bias-ratio "$BIAS" --seed "$SEED" --out mask.safetensors
 
 # 6. selective fine-tuning on balanced synthetic data
-aimfair finetune --model pretrain.safetensors --synth synth/metadata.jsonl --val data/val.csv \
+stage finetune --model pretrain.safetensors --synth synth/metadata.jsonl --val data/val.csv \
   --mask mask.safetensors --epochs "$FT_EPOCHS" --lr "$FT_LR" --seed "$SEED" --out finetune.safetensors
 
 # 7. fairness on the real test set, before and after (a table on the terminal, JSON beside it)
 for m in pretrain finetune; do
   echo "== $m" >&2
-  aimfair eval --model $m.safetensors --data data/test.csv
-  aimfair eval --model $m.safetensors --data data/test.csv --json > eval_$m.json
+  stage eval --model $m.safetensors --data data/test.csv
+  stage eval --model $m.safetensors --data data/test.csv --json > eval_$m.json
 done
 echo "done: $RUN/eval_pretrain.json, $RUN/eval_finetune.json" >&2

@@ -211,8 +211,9 @@ def test_in_order_loaders_shard_without_padding_under_torchrun(monkeypatch):
     seen = []
     for rank in range(3):
         monkeypatch.setenv("RANK", str(rank))
-        loader = make_loader(list(range(10)), batch_size=4, shuffle=False, workers=0, seed=0)
+        loader = make_loader(list(range(10)), batch_size=6, shuffle=False, workers=0, seed=0)
         seen.append([i for batch in loader for i in batch.tolist()])
-        shuffled = make_loader(list(range(10)), batch_size=4, shuffle=True, workers=0, seed=0)
+        shuffled = make_loader(list(range(10)), batch_size=6, shuffle=True, workers=0, seed=0)
         assert len(shuffled.sampler) == 4  # training keeps equal, padded shards: every rank takes the same steps
+        assert loader.batch_size == 2  # --batch-size is the global batch: each of the 3 ranks loads a third
     assert seen == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]

@@ -49,4 +49,10 @@ for _name, _fn in (
 
 
 def main() -> None:
+    import sys
+
+    # `torchrun ... -m aimfair_cli -- synth --n 90`: the `--` keeps torchrun's parser off aimfair's options;
+    # some Python versions pass it on to the script, where it would end aimfair's own option parsing
+    if sys.argv[1:2] == ["--"]:
+        del sys.argv[1]
     app()

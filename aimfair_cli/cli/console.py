@@ -18,9 +18,12 @@ from rich.progress import (
 )
 
 from .. import dist
+from ..progress import NULL
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+# Under torchrun, ranks other than 0 print nothing at all (their error line, if any, goes through cli/errors.py).
+_QUIET = not dist.is_main()
+err = Console(stderr=True, highlight=False, quiet=_QUIET)
+out = Console(highlight=False, soft_wrap=True, quiet=_QUIET)
 
 
 def print_wide(table: Any) -> None:
@@ -32,7 +35,7 @@ def print_wide(table: Any) -> None:
     if width <= out.width:
         out.print(table)
     else:
-        Console(width=width, highlight=False, soft_wrap=True).print(table)
+        Console(width=width, highlight=False, soft_wrap=True, quiet=_QUIET).print(table)
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -79,7 +82,12 @@ class RichProgress:
         )
 
     @contextlib.contextmanager
-    def task(self, description: str, total: float | None = None) -> Iterator[_RichTask]:
+    def task(self, description: str, total: float | None = None) -> Iterator[Any]:
+        if not dist.is_main():
+            # a disabled rich bar never starts, so nested tasks would remove each other's rows (KeyError)
+            with NULL.task(description, total) as task:
+                yield task
+            return
         started = not self._bar.live.is_started
         if started:
             self._bar.start()

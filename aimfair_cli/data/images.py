@@ -81,16 +81,28 @@ def _check_one(manifest: Manifest, i: int) -> str | None:
 
 def check_images(manifest: Manifest, *, progress: Progress = NULL) -> None:
     """Fast pre-flight before any training: every image exists and opens. Raises ImageError for the first
-    bad row in file order, so a run never dies halfway through an epoch."""
-    n = len(manifest.rows)
+    bad row in file order, so a run never dies halfway through an epoch.
+
+    Under torchrun each rank checks every world_size-th row and the ranks then agree on the first bad row, so
+    every rank raises the same error (or none) at the same point."""
+    from .. import dist
+
+    rows = range(dist.rank(), len(manifest.rows), dist.world_size())
     chunk = 512
-    with progress.task(f"check {manifest.path.name}", total=n) as task, ThreadPoolExecutor(_CHECK_THREADS) as pool:
-        for start in range(0, n, chunk):
-            idx = range(start, min(n, start + chunk))
-            for message in pool.map(lambda i: _check_one(manifest, i), idx):
+    first: tuple[int, str] | None = None
+    with progress.task(f"check {manifest.path.name}", total=len(rows)) as task, ThreadPoolExecutor(_CHECK_THREADS) as pool:
+        for start in range(0, len(rows), chunk):
+            idx = rows[start : start + chunk]
+            for i, message in zip(idx, pool.map(lambda i: _check_one(manifest, i), idx)):
                 if message is not None:
-                    raise ImageError(message)
+                    first = (i, message)
+                    break
+            if first is not None:
+                break
             task.advance(len(idx))
+    found = [f for f in dist.all_gather_object(first) if f is not None]
+    if found:
+        raise ImageError(min(found)[1])
 
 
 def build_transform(
@@ -119,14 +131,30 @@ def _seed_worker(worker_id: int) -> None:
 
 
 class ShardSampler:
-    """Indices rank, rank + world_size, … of a dataset of n items: an in-order, unpadded shard (shards may
-    differ in length by one)."""
+    """Every world_size-th index of a dataset of n items, starting at rank: an unpadded shard (shards may differ
+    in length by one), so a sum over ranks counts each item exactly once.
 
-    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
+    With shuffle, the indices are first permuted with a generator seeded by seed + epoch (`set_epoch`), the same
+    permutation on every rank. With a per-rank batch of B / world_size, the ranks' i-th batches together hold
+    exactly the images of batch i of one process reading the same order with batch B.
+    """
+
+    def __init__(self, n: int, *, rank: int, world_size: int, shuffle: bool = False, seed: int = 0) -> None:
         self.n, self.rank, self.world_size = n, rank, world_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __iter__(self):
-        return iter(range(self.rank, self.n, self.world_size))
+        if not self.shuffle:
+            return iter(range(self.rank, self.n, self.world_size))
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        return iter(order[self.rank :: self.world_size])
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world_size))
@@ -141,13 +169,15 @@ def make_loader(
     seed: int,
     drop_last: bool = False,
     pin_memory: bool = False,
+    pad_shards: bool | None = None,
 ) -> "DataLoader":
     """A DataLoader whose order and augmentations depend only on `seed` (and the worker count).
 
-    Under torchrun each rank reads its own shard. Training loaders (shuffle=True) use DistributedSampler (call
-    `sampler.set_epoch` per epoch, `training.fit` does), which pads the shards to equal length so that every
-    rank takes the same number of steps. Loaders that read a dataset once in order (evaluation, mask gradients)
-    take every world_size-th image instead, unpadded, so a sum over ranks counts each image exactly once.
+    `batch_size` is the global batch: under torchrun each rank loads batch_size / world_size images per step
+    (`dist.local_batch`) from its own shard. pad_shards (default: when shuffling, i.e. training) uses
+    DistributedSampler, which pads the shards to equal length so that every rank takes the same number of steps,
+    as DDP needs. Without padding (evaluation, mask gradients) each rank takes every world_size-th image
+    (`ShardSampler`), so a sum over ranks counts each image exactly once.
     """
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
@@ -155,19 +185,22 @@ def make_loader(
     from .. import dist
 
     sampler = None
+    per_rank = batch_size
     if dist.is_distributed():
+        per_rank = dist.local_batch(batch_size)
         # rank/world size from torchrun's environment: works before the process group is started
-        if shuffle or drop_last:
+        if shuffle if pad_shards is None else pad_shards:
             sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=shuffle,
                                          seed=seed, drop_last=drop_last)
         else:
-            sampler = ShardSampler(len(dataset), rank=dist.rank(), world_size=dist.world_size())
+            sampler = ShardSampler(len(dataset), rank=dist.rank(), world_size=dist.world_size(), shuffle=shuffle,
+                                   seed=seed)
         shuffle = False
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=per_rank,
         shuffle=shuffle,
         sampler=sampler,
         num_workers=workers,

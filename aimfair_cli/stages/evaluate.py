@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import layout
+from .. import dist, layout
 from ..errors import DataError, UsageError
 from ..fsio import atomic_open
 from ..manifest import Manifest, read_manifest
@@ -80,6 +80,7 @@ def _check_sizes(batch_size: int, workers: int) -> None:
     for name, value, low in (("batch-size", batch_size, 1), ("workers", workers, 0)):
         if value < low:
             raise UsageError(MSG_POSITIVE.format(name=name, low=low, value=value))
+    dist.local_batch(batch_size)  # under torchrun the global batch must split evenly across ranks
 
 
 def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: int, device: Any,
@@ -140,8 +141,9 @@ def evaluate_many(
         preds = _score(p, manifest, batch_size=batch_size, workers=workers, device=dev, progress=progress)
         metrics = group_metrics(preds.targets, preds.protected, preds.preds)
         log.info("%s on %s: acc %.4f  wst %.4f  eo %.4f", p, Path(data).name, metrics.acc, metrics.wst, metrics.eo)
-        if predictions is not None:
+        if predictions is not None and dist.is_main():  # every rank holds all predictions; one writes
             write_predictions(predictions, manifest, preds)
+        dist.barrier()
         runs.append((p, metrics))
     return runs, aggregate([m for _, m in runs])
 

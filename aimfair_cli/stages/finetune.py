@@ -137,6 +137,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         raise UsageError(MSG_MASK_AND_STRATEGY)
     if cfg.mask is None and cfg.strategy is None:
         raise UsageError(MSG_NO_STRATEGY)
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 

@@ -91,7 +91,9 @@ def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
     from ..data.images import ImageDataset, build_transform, make_loader
 
     ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
-    return make_loader(ds, batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
+    # unpadded shards under torchrun: the gradient sums over ranks count every image exactly once
+    return make_loader(ds, batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed,
+                       pad_shards=False)
 
 
 def mean_gradients(model, loader, *, state: dict, device, task=None) -> dict[str, "torch.Tensor"]:
@@ -119,11 +121,11 @@ def mean_gradients(model, loader, *, state: dict, device, task=None) -> dict[str
         if task is not None:
             task.advance(1)
     if dist.is_distributed():
-        import torch.distributed as td
-
-        for g in sums.values():
-            td.all_reduce(g)
-        td.all_reduce(count)
+        # one reduction of all tensors flattened together rather than 62 small ones
+        flat = dist.all_reduce_sum(torch.cat([g.reshape(-1) for g in sums.values()]))
+        for g, part in zip(sums.values(), flat.split([g.numel() for g in sums.values()])):
+            g.copy_(part.view_as(g))
+        dist.all_reduce_sum(count)
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
     return {n: (g / count).cpu() for n, g in sums.items()}
@@ -183,6 +185,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     cfg = check(cfg)
     auto = str(cfg.bias_ratio).strip().lower() == "auto"
     bias = None if auto else parse_bias(cfg.bias_ratio)
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -245,9 +248,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "seed": cfg.seed,
         },
     )
-    if dist.is_main():
+    if dist.is_main():  # every rank holds the same mask; one writes it (atomically)
         save_mask(cfg.out, mask)
         write_resolved_config(cfg.out, "mask", cfg)
-    dist.barrier()
+    dist.barrier()  # the others return only once the files exist
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
                       estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected))

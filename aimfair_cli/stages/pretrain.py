@@ -78,6 +78,7 @@ def _check(cfg: PretrainConfig) -> PretrainConfig:
     cfg = check(cfg)
     if cfg.out.suffix.lower() != ".safetensors":
         raise UsageError(MSG_BAD_OUT.format(out=cfg.out))
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     cfg.milestones = tuple(sorted(cfg.milestones))
     return cfg
 

@@ -440,19 +440,10 @@ def _finish(out: Path) -> tuple[Path, dict[str, int]]:
     """Rebuild the manifest once every process is done: under torchrun rank 0 does it after a barrier."""
     if not dist.is_distributed():
         return rebuild_manifest(out)
-    import torch.distributed as td
-
-    created = not td.is_initialized()
-    dist.init("cpu")  # a gloo group is enough for a barrier, on GPU machines too
-    dist.barrier()
-    try:
-        if dist.is_main():
-            return rebuild_manifest(out)
-        return out / MANIFEST_NAME, {}
-    finally:
-        dist.barrier()  # the others wait for the manifest, so every rank returns a finished folder
-        if created:
-            td.destroy_process_group()
+    dist.barrier()  # every rank's images and part files are in place
+    result = rebuild_manifest(out) if dist.is_main() else (out / MANIFEST_NAME, {})
+    dist.barrier()  # the others wait for the manifest, so every rank returns a finished folder
+    return result
 
 
 def synthesize(
@@ -512,8 +503,14 @@ def synthesize(
         _write_config(out, prompts=prompts, pf=pf, groups=groups, n=n, generator=generator,
                       generator_options=generator_options, settings=None, seed=seed, batch_size=batch_size,
                       prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard)
-    return SynthResult(out=out, manifest=manifest, shard=mine, written=written, skipped=skipped, seconds=seconds,
-                       present=present)
+    job_shard = mine
+    if dist.is_distributed():  # under torchrun the result describes the whole job, not this rank's share
+        counts = dist.all_gather_object((written, skipped, seconds))
+        written, skipped = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        seconds = max(c[2] for c in counts)
+        job_shard = parse_shard(shard) or (0, 1)
+    return SynthResult(out=out, manifest=manifest, shard=job_shard, written=written, skipped=skipped,
+                       seconds=seconds, present=present)
 
 
 def _write_config(out: Path, *, prompts: Any, pf: PromptFile, settings: dict[str, Any] | None, **options: Any) -> None:
