@@ -17,7 +17,7 @@ from .options import ConfigOpt, JsonOpt, SeedOpt, TaskOpt, VerboseOpt
 
 # Options only the LLM writers take; forwarded to make_writer only when given, so each writer applies its
 # own defaults and the template writer rejects them.
-WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds")
+WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds", "timeout")
 MSG_NO_TASK = "--task is required (smiling_male, smiling_young, young_male or female_white)"
 
 
@@ -44,8 +44,14 @@ def prompts(
     ] = None,
     api_key_env: Annotated[
         Optional[str],
-        typer.Option("--api-key-env", help="openai: environment variable holding the API key; the key itself is never "
-                     "written anywhere. [default: OPENAI_API_KEY]"),
+        typer.Option("--api-key-env", help="openai: NAME of the environment variable holding the API key (a value "
+                     "that is not a variable name is refused); the key itself is never written anywhere. "
+                     "[default: OPENAI_API_KEY]"),
+    ] = None,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", help="openai: seconds to wait for each reply; a request that times out is tried "
+                     "once more, then the command stops. [default: 60]"),
     ] = None,
     temperature: Annotated[
         Optional[float], typer.Option(help="LLM sampling temperature. [default: the writer's own]")
@@ -66,7 +72,7 @@ def prompts(
     """
     defaults = {**DEFAULTS, "task": None, "out": None, **{k: None for k in WRITER_OPTIONS}}
     explicit = dict(task=task, per_group=per_group, writer=writer, seed=seed, out=out, model=model, base_url=base_url,
-                    api_key_env=api_key_env, temperature=temperature, max_rounds=max_rounds)
+                    api_key_env=api_key_env, temperature=temperature, max_rounds=max_rounds, timeout=timeout)
     opts = resolve("prompts", explicit, defaults, config_file=config)
     if not opts["task"]:
         raise UsageError(MSG_NO_TASK)

@@ -36,6 +36,7 @@ MSG_PARTIAL_MISMATCH = (
 )
 MSG_WRITER_BROKE = "prompt writer '{writer}' returned an unusable prompt for group {group}: {reason}"
 MSG_WRITER_COUNT = "prompt writer '{writer}' returned {got} prompts for group {group}, expected {want}"
+MSG_WRITER_SECRET = "prompt writer '{writer}' returned a prompt for group {group} that holds its API key"
 
 # Keys that must never reach a file even if a writer's describe() let one through (the *_env names are fine).
 _SECRET = re.compile(r"^(.*_)?(api_?key|key|token|secret|password)$", re.IGNORECASE)
@@ -82,12 +83,15 @@ def _save_partial(path: Path, *, task: Task, made_by: dict[str, Any], groups: di
     atomic_write_text(path, text)
 
 
-def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str) -> None:
-    """The writer's contract, checked once more: the stage never writes an unusable prompt file."""
+def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str, scrub=None) -> None:
+    """The writer's contract, checked once more: the stage never writes an unusable prompt file, nor one that
+    holds the writer's secret (`scrub` replaces it; LLM writers already reject such prompts)."""
     if len(prompts) != want:
         raise PromptWriterError(MSG_WRITER_COUNT.format(writer=writer, got=len(prompts), group=group.name, want=want))
     seen = set()
     for p in prompts:
+        if scrub is not None and scrub(p) != p:
+            raise PromptWriterError(MSG_WRITER_SECRET.format(writer=writer, group=group.name))
         reason = check_prompt(p, task, group)
         key = " ".join(p.lower().split())
         if reason is None and key in seen:
@@ -145,7 +149,7 @@ def write_prompts(
                 counted[0] = max(counted[0], min(len(so_far), per_group))
 
             prompts = w.write(task, group, per_group, seed=seed, existing=existing, on_partial=on_partial)
-            _validate(prompts, task=task, group=group, want=per_group, writer=w.name)
+            _validate(prompts, task=task, group=group, want=per_group, writer=w.name, scrub=getattr(w, "scrub", None))
             bar.advance(per_group - counted[0])
             result[group.name] = prompts
             saved[group.name] = prompts
