@@ -12,10 +12,10 @@ from .. import layout
 from ..config import resolve
 from ..metrics import CELLS, STD_KIND, cell_key
 from . import console
-from .options import ConfigOpt, DeviceOpt, JsonOpt, VerboseOpt, WorkersOpt
+from .options import AllowDuplicatesOpt, ConfigOpt, DeviceOpt, JsonOpt, VerboseOpt, WorkersOpt
 
 DEFAULTS = dict(model=[str(layout.FINETUNE)], data=layout.TEST, batch_size=256, workers=2, device="auto",
-                predictions=None)
+                predictions=None, allow_duplicates=False)
 HEADLINE_COLUMNS = (("acc", "ACC"), ("wst", "WST"), ("eo", "EO"), ("eo_worst", "EO worst"), ("std", "STD"))
 AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST in the mean row is the mean of the "
                   "per-run WST; 'min of mean cells' is the lowest mean cell accuracy (how the paper aggregates).")
@@ -68,6 +68,7 @@ def evaluate(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch. [default: 256]")] = None,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
+    allow_duplicates: AllowDuplicatesOpt = None,
     json_: JsonOpt = False,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
@@ -77,11 +78,13 @@ def evaluate(
     from ..stages.evaluate import evaluate_many
 
     opts = resolve("eval", dict(model=model, data=data, predictions=predictions, batch_size=batch_size,
-                                workers=workers, device=device), DEFAULTS, config_file=config)
+                                workers=workers, device=device, allow_duplicates=allow_duplicates), DEFAULTS,
+                   config_file=config)
     models = opts["model"] if isinstance(opts["model"], list) else [opts["model"]]
     console.setup_logging(verbose)
     runs, agg = evaluate_many(models, Path(opts["data"]), batch_size=int(opts["batch_size"]), workers=int(opts["workers"]),
                               device=str(opts["device"]), predictions=opts["predictions"],
+                              allow_duplicates=bool(opts["allow_duplicates"]),
                               progress=console.RichProgress())
     if json_:
         if len(runs) == 1:

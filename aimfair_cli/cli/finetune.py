@@ -13,7 +13,7 @@ from ..config import build, resolve
 from ..stages.finetune import FinetuneConfig, run_finetune
 from ..stages.pretrain import parse_milestones
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+from .options import AllowDuplicatesOpt, BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
 
 
 def finetune(
@@ -53,6 +53,7 @@ def finetune(
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    allow_duplicates: AllowDuplicatesOpt = None,
     json_: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -62,7 +63,8 @@ def finetune(
                                    out=layout.FINETUNE).__dict__)
     opts = resolve("finetune", dict(model=model, synth=synth, val=val, out=out, mask=mask, strategy=strategy,
                                     epochs=epochs, lr=lr, milestones=milestones, n_synth=n_synth, bn=bn,
-                                    batch_size=batch_size, crop_scale=crop_scale, workers=workers, device=device, seed=seed),
+                                    batch_size=batch_size, crop_scale=crop_scale, workers=workers, device=device, seed=seed,
+                                    allow_duplicates=allow_duplicates),
                    defaults, config_file=config)
     opts["milestones"] = parse_milestones(opts["milestones"])
     cfg = build(FinetuneConfig, opts)

@@ -12,7 +12,7 @@ from .. import layout
 from ..config import build, resolve
 from ..stages.mask import MaskConfig, run_mask
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+from .options import AllowDuplicatesOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
 
 
 def mask(
@@ -47,6 +47,7 @@ def mask(
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    allow_duplicates: AllowDuplicatesOpt = None,
     json_: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -55,7 +56,8 @@ def mask(
     defaults = dict(MaskConfig(model=layout.PRETRAIN, real=layout.TRAIN, synth=layout.SYNTH_MANIFEST, out=layout.MASK).__dict__)
     opts = resolve("mask", dict(model=model, real=real, synth=synth, topk=topk, out=out, score=score,
                                 bias_ratio=bias_ratio, n_synth=n_synth, max_samples=max_samples,
-                                batch_size=batch_size, workers=workers, device=device, seed=seed),
+                                batch_size=batch_size, workers=workers, device=device, seed=seed,
+                                allow_duplicates=allow_duplicates),
                    defaults, config_file=config)
     cfg = build(MaskConfig, opts)
     console.setup_logging()

@@ -39,3 +39,8 @@ CropScaleOpt = Annotated[
     typer.Option("--crop-scale", help="Smallest share of the image a random training crop keeps (torchvision's "
                  "default 0.08; raise it for small images where a crop can cut the face out). [default: 0.08]"),
 ]
+AllowDuplicatesOpt = Annotated[
+    Optional[bool],
+    typer.Option("--allow-duplicates", help="Keep manifest rows that list an image already listed (a warning, and "
+                 "each row counts) instead of refusing the manifest. [default: refuse]"),
+]

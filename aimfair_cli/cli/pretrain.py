@@ -13,7 +13,7 @@ from .. import dist, layout
 from ..config import build, resolve
 from ..stages.pretrain import PretrainConfig, run_pretrain
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
+from .options import AllowDuplicatesOpt, BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, ImageSizeOpt, JsonOpt, SeedOpt, VerboseOpt, WorkersOpt
 
 
 def pretrain(
@@ -54,6 +54,7 @@ def pretrain(
     protected_name: Annotated[
         Optional[str], typer.Option(help="Protected attribute name recorded in the checkpoint. [default: as --target-name]")
     ] = None,
+    allow_duplicates: AllowDuplicatesOpt = None,
     json_: JsonOpt = False,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
@@ -63,7 +64,7 @@ def pretrain(
     defaults = asdict(PretrainConfig(train=layout.TRAIN, val=layout.VAL, out=layout.PRETRAIN))
     explicit = dict(train=train, val=val, out=out, epochs=epochs, lr=lr, milestones=milestones, batch_size=batch_size,
                     image_size=image_size, crop_scale=crop_scale, workers=workers, seed=seed, device=device, weights=weights, amp=amp,
-                    target_name=target_name, protected_name=protected_name)
+                    target_name=target_name, protected_name=protected_name, allow_duplicates=allow_duplicates)
     opts = resolve("pretrain", explicit, defaults, config_file=config)
     cfg = build(PretrainConfig, opts)
     console.setup_logging(verbose)

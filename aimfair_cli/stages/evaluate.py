@@ -48,9 +48,10 @@ def expand_models(patterns: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_test_manifest(data: str | os.PathLike) -> Manifest:
-    """Read a test manifest: protected required on every row, every cell non-empty."""
-    manifest = read_manifest(data, require_protected=True)
+def load_test_manifest(data: str | os.PathLike, *, allow_duplicates: bool = False) -> Manifest:
+    """Read a test manifest: protected required on every row, every cell non-empty, no image listed twice
+    (unless `allow_duplicates`: then each row counts, with a warning)."""
+    manifest = read_manifest(data, require_protected=True, allow_duplicates=allow_duplicates)
     present = {(r["target"], r["protected"]) for r in manifest.rows}
     for y, s in CELLS:
         if (y, s) not in present:
@@ -100,6 +101,7 @@ def evaluate_many(
     workers: int = 2,
     device: str = "auto",
     predictions: str | os.PathLike | None = None,
+    allow_duplicates: bool = False,  # --allow-duplicates: keep rows that repeat an image (warn instead of refusing)
     progress: Progress = NULL,
 ) -> tuple[list[tuple[Path, GroupMetrics]], dict[str, Any]]:
     """Evaluate each checkpoint on `data`; returns the per-run metrics and their aggregate (mean ± sample std,
@@ -114,7 +116,7 @@ def evaluate_many(
     _check_sizes(batch_size, workers)
     for p in paths:
         read_meta(p)  # every checkpoint exists and is safetensors before any work starts
-    manifest = load_test_manifest(data)
+    manifest = load_test_manifest(data, allow_duplicates=allow_duplicates)
     dev = resolve_device(device)
     check_images(manifest, progress=progress)
     runs: list[tuple[Path, GroupMetrics]] = []
@@ -136,11 +138,12 @@ def evaluate_checkpoint(
     workers: int = 2,
     device: str = "auto",
     predictions: str | os.PathLike | None = None,
+    allow_duplicates: bool = False,
     progress: Progress = NULL,
 ) -> GroupMetrics:
     """Metrics of one checkpoint on a test manifest; `predictions` also writes the per-image CSV."""
     if any(ch in os.fspath(model) for ch in _GLOB_CHARS):
         raise UsageError("evaluate_checkpoint takes one path, not a pattern; use evaluate_many")
     runs, _ = evaluate_many([model], data, batch_size=batch_size, workers=workers, device=device,
-                            predictions=predictions, progress=progress)
+                            predictions=predictions, allow_duplicates=allow_duplicates, progress=progress)
     return runs[0][1]

@@ -103,6 +103,7 @@ class FinetuneConfig:
     workers: int = 2
     device: str = "auto"
     seed: int = 0
+    allow_duplicates: bool = False  # --allow-duplicates: keep manifest rows that repeat an image, with a warning
 
 
 @dataclass
@@ -144,8 +145,8 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
 
-    synth = read_manifest(cfg.synth, require_protected=True)
-    val = read_manifest(cfg.val)
+    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
+    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     n = cfg.n_synth
     if n is None and mask is not None:
         n = mask.meta.get("sizes", {}).get("synthetic_balanced")

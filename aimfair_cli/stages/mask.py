@@ -47,6 +47,7 @@ class MaskConfig:
     workers: int = 2
     device: str = "auto"
     seed: int = 0
+    allow_duplicates: bool = False  # --allow-duplicates: keep manifest rows that repeat an image, with a warning
 
 
 @dataclass
@@ -186,8 +187,8 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     k = parse_topk(cfg.topk, total)
     image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
 
-    real = read_manifest(cfg.real)
-    synth = read_manifest(cfg.synth, require_protected=True)
+    real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
+    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     if cfg.max_samples is not None and cfg.max_samples < len(real.rows):
         keep = sorted(random.Random(f"{cfg.seed}:real").sample(range(len(real.rows)), cfg.max_samples))
         real = _subset(real, [real.rows[i] for i in keep])

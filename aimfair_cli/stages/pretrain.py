@@ -53,6 +53,7 @@ class PretrainConfig:
     arch: str = "resnet18"
     target_name: str | None = None  # attribute names for the checkpoint; default: from data.config.yaml
     protected_name: str | None = None
+    allow_duplicates: bool = False  # --allow-duplicates: keep manifest rows that repeat an image, with a warning
 
 
 @dataclass
@@ -149,8 +150,9 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = _check(cfg)
-    train = read_manifest(cfg.train)  # protected may be empty: pretraining uses no group labels
-    val = read_manifest(cfg.val)
+    # protected may be empty: pretraining uses no group labels
+    train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
+    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     device = resolve_device(cfg.device)
     check_images(train, progress=progress)
     check_images(val, progress=progress)
