@@ -274,14 +274,14 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
     """Hold out/.synth.<i>-of-<n>.lock for a whole run and refuse to start while a run of an overlapping shard
     holds its own; under torchrun only rank 0 locks (see the module docstring).
 
-    The folder is created for the lock; if this run created it and stops before writing anything else, it
-    is removed again, so a refused option leaves no folder behind."""
+    The folder (and missing parents) is created for the lock; if this run created it and stops before writing
+    anything else, it is removed again, so a refused option leaves no folder behind."""
     if dist.is_distributed() and not dist.is_main():
         yield
         return
     from filelock import FileLock, Timeout
 
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -313,8 +313,9 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
         # created its own lock there: then the folder stays).
         if created and out.is_dir() and not any(p != mine for p in out.iterdir()):
             mine.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                out.rmdir()
+            with contextlib.suppress(OSError):  # stops at the first folder that is not empty
+                for folder in created:
+                    folder.rmdir()
 
 
 def remove_orphans(out: Path, groups: Sequence[str], shard: tuple[int, int]) -> int:
