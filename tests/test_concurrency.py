@@ -347,23 +347,29 @@ def test_allow_duplicates_keeps_the_rows_with_a_warning_and_eval_counts_what_is_
 
 
 def test_allow_duplicates_reaches_every_training_command(run_dir, monkeypatch, tmp_path):
+    """pretrain trains on the kept rows; mask and finetune get past the duplicate check (warning printed) to the
+    next one, a synthetic set too small for --n-synth 1000 (cheaper than a full run)."""
+    from aimfair_cli.synthsets import MSG_TOO_FEW
+
     monkeypatch.chdir(run_dir)
     before = files(run_dir)
-    out = tmp_path
-    for args in (
-        ["pretrain", "--train", "dup.csv", "--val", "dup.jsonl", "--out", out / "p.safetensors", "--epochs", "1",
-         "--image-size", "32"],
-        ["mask", "--model", "model.safetensors", "--real", "dup.csv", "--synth", "dup.csv", "--topk", "40", "--n-synth", "8",
-         "--out", out / "m.safetensors"],
-        ["finetune", "--model", "model.safetensors", "--synth", "dup.csv", "--val", "dup.csv", "--strategy", "linear",
-         "--epochs", "1", "--out", out / "f.safetensors"],
+    result = runner.invoke(app, ["pretrain", "--train", "dup.csv", "--val", "dup.jsonl", "--out",
+                                 str(tmp_path / "p.safetensors"), "--epochs", "1", "--image-size", "32",
+                                 "--allow-duplicates", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "kept because of --allow-duplicates" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.config.yaml", "p.safetensors"]
+    assert "allow_duplicates: true" in (tmp_path / "p.config.yaml").read_text()
+    too_few = {"mask": MSG_TOO_FEW.format(group="?", y=0, s=0, have=6, which="biased", need=50),
+               "finetune": MSG_TOO_FEW.format(group="?", y=0, s=0, have=6, which="balanced", need=250)}
+    for command, args in (
+        ("mask", ["--model", "model.safetensors", "--real", "dup.csv", "--synth", "dup.csv", "--out", "m.safetensors"]),
+        ("finetune", ["--model", "model.safetensors", "--synth", "dup.csv", "--val", "dup.csv", "--strategy",
+                      "linear", "--out", "f.safetensors"]),
     ):
-        result = runner.invoke(app, [*map(str, args), "--allow-duplicates", *FAST])
-        assert result.exit_code == 0, result.output
+        result = runner.invoke(app, [command, *args, "--n-synth", "1000", "--allow-duplicates", *FAST])
         assert "kept because of --allow-duplicates" in " ".join(result.stderr.split())
-    assert sorted(p.name for p in out.iterdir()) == [
-        "f.config.yaml", "f.safetensors", "m.config.yaml", "m.safetensors", "p.config.yaml", "p.safetensors"]
-    assert "allow_duplicates: true" in (out / "p.config.yaml").read_text()
+        check_refused(result, run_dir, before, too_few[command])
     assert files(run_dir) == before
 
 
