@@ -262,7 +262,7 @@ def test_timeout_default_and_bounds(tmp_path):
         result = invoke("--base-url", "http://127.0.0.1:9/v1", "--timeout", value, "--out", "p.yaml")
         assert result.exit_code == 1
         assert error_line(result) == "Error: " + llm.MSG_BAD_TIMEOUT.format(value=float(value))
-    with pytest.raises(UsageError, match=r"^--max-retries must be at least 0, got -1$"):
+    with pytest.raises(UsageError, match=r"^max_retries must be at least 0, got -1$"):
         llm.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1", max_retries=-1)
     result = runner.invoke(app, ["prompts", "--task", "smiling_male", "--timeout", "5", "--out", "p.yaml"])
     assert result.exit_code == 1

@@ -62,8 +62,8 @@ MSG_BAD_KEY_ENV = (
     "not the key itself; export the key in a variable and pass its name"
 )
 MSG_BAD_TIMEOUT = "--timeout must be a positive number of seconds, got {value}"
-MSG_BAD_RETRIES = "--max-retries must be at least 0, got {value}"
-MSG_NO_ANSWER = "no reply from {url} within {timeout:g} s ({attempts} attempts); raise --timeout if the model is slow"
+MSG_BAD_RETRIES = "max_retries must be at least 0, got {value}"  # a library argument (no flag)
+MSG_NO_ANSWER = "no reply from {url} within {timeout:g} s ({attempts}); raise --timeout if the model is slow"
 MSG_KEY_IN_PROMPT = "contained the API key"
 MSG_CAP = "writer produced {got} of {n} valid prompts for group {group} after {rounds} rounds; last reasons: {reasons}"
 MSG_AUTH = "{url} rejected the API key in ${var} (HTTP {status})"
@@ -302,8 +302,8 @@ def retry_after(exc: Any) -> float | None:
 class OpenAIWriter(_ChatWriter):
     """Prompts from any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp, Ollama via `base_url`).
 
-    Requests that fail with 408/409/429/5xx, a timeout or a lost connection are retried up to `max_retries`
-    times with capped, jittered exponential backoff, waiting as long as a Retry-After header asks (up to
+    Requests that fail with 408/409/429/5xx or a lost connection are retried up to `max_retries` times (a
+    timeout only TIMEOUT_RETRIES times) with capped, jittered exponential backoff, waiting as long as a Retry-After header asks (up to
     `max_backoff` seconds). JSON mode (`response_format={"type": "json_object"}`) and a per-round `seed` are sent
     where the server takes them: after an HTTP 400 the request is resent without them (JSON mode first), and
     they stay off for the rest of the run.
@@ -400,8 +400,9 @@ class OpenAIWriter(_ChatWriter):
                 # A server that does not answer in time rarely answers the next time: one more try, then stop.
                 timeouts += 1
                 if timeouts > TIMEOUT_RETRIES or attempt > self.max_retries:
+                    tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
                     raise PromptWriterError(MSG_NO_ANSWER.format(url=self._url, timeout=self.timeout,
-                                                                 attempts=attempt)) from None
+                                                                 attempts=tries)) from None
             reason = self._scrub(_describe_error(error))
             if attempt > self.max_retries:
                 raise PromptWriterError(MSG_GAVE_UP.format(url=self._url, attempts=attempt, reason=reason)) from None
