@@ -4,12 +4,15 @@ Required column `file_name` (relative to the manifest's folder, or absolute) and
 `protected` (0/1) is required for evaluation and synthetic data and may be empty for real training data.
 Optional columns: group, prompt, seed, split, source, generator (others are kept as strings).
 Every validation error names the file, the row (1-based, header not counted) and the column.
+An image listed twice is an error (rows naming the same file once normalised, e.g. `a/x.png` and `./a/x.png`),
+so no metric or training set counts it twice by accident; `allow_duplicates` keeps such rows with a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,8 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ManifestError
 from .fsio import atomic_open
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("file_name", "target")
 STANDARD_COLUMNS = ("file_name", "target", "protected", "group", "prompt", "seed", "split", "source", "generator")
@@ -30,6 +35,14 @@ MSG_MISSING_COLUMN = "{path}: missing column '{column}'"
 MSG_BAD_LABEL = "{path}: row {row}: column '{column}': expected 0 or 1, got {value!r}"
 MSG_EMPTY_VALUE = "{path}: row {row}: column '{column}': value is empty"
 MSG_BAD_JSON = "{path}: row {row}: not a JSON object"
+MSG_DUPLICATE = (
+    "{path}: rows {rows} list the same image {file_name}{more}; remove the repeated rows or pass --allow-duplicates"
+)
+MSG_DUPLICATE_KEPT = (
+    "{path}: rows {rows} list the same image {file_name}{more}; kept because of --allow-duplicates "
+    "(each row counts once, so a repeated image counts as often as it is listed)"
+)
+SHOWN_ROWS = 10  # row numbers named per duplicated image
 
 
 @dataclass
@@ -113,8 +126,36 @@ def _raw_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     raise ManifestError(MSG_FORMAT.format(path=path))
 
 
-def read_manifest(path: str | os.PathLike, *, require_protected: bool = False, allow_empty: bool = False) -> Manifest:
-    """Read and validate a manifest. Labels become ints; `protected` may be None unless required."""
+def _rows_text(rows: list[int]) -> str:
+    """[3, 7, 9] -> '3, 7 and 9' (the first SHOWN_ROWS, then how many more)."""
+    shown = [str(r) for r in rows[:SHOWN_ROWS]]
+    if len(rows) > SHOWN_ROWS:
+        shown.append(f"{len(rows) - SHOWN_ROWS} more")
+    return ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def check_duplicates(manifest: Manifest, *, allow: bool = False) -> None:
+    """Raise (or, with `allow`, log a warning) when two rows name the same image file."""
+    where: dict[str, list[int]] = {}
+    for i, row in enumerate(manifest.rows, 1):
+        where.setdefault(os.path.normpath(manifest.image_path(row)), []).append(i)
+    repeated = [rows for rows in where.values() if len(rows) > 1]
+    if not repeated:
+        return
+    first = repeated[0]
+    others = len(repeated) - 1
+    more = f" (and {others} more image{'s' if others > 1 else ''} listed more than once)" if others else ""
+    fields = dict(path=manifest.path, rows=_rows_text(first), file_name=manifest.rows[first[0] - 1]["file_name"],
+                  more=more)
+    if not allow:
+        raise ManifestError(MSG_DUPLICATE.format(**fields))
+    log.warning(MSG_DUPLICATE_KEPT.format(**fields))
+
+
+def read_manifest(path: str | os.PathLike, *, require_protected: bool = False, allow_empty: bool = False,
+                  allow_duplicates: bool = False) -> Manifest:
+    """Read and validate a manifest. Labels become ints; `protected` may be None unless required; an image
+    listed twice is an error unless `allow_duplicates` (then a warning, and the rows are kept)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ManifestError(MSG_FORMAT.format(path=path))
@@ -139,7 +180,9 @@ def read_manifest(path: str | os.PathLike, *, require_protected: bool = False, a
             r.get("protected"), path=path, row=i, column="protected", allow_empty=not require_protected
         )
         rows.append(row)
-    return Manifest(path=path, rows=rows, columns=columns)
+    manifest = Manifest(path=path, rows=rows, columns=columns)
+    check_duplicates(manifest, allow=allow_duplicates)
+    return manifest
 
 
 def _columns_for(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> list[str]:

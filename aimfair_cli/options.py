@@ -55,6 +55,8 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_IMAGES = 10_000_000  # images in one set or one synth run per group
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N. auto picks CUDA when available."
+ALLOW_DUPLICATES_HELP = ("Keep manifest rows that list an image already listed (a warning, and each row counts) "
+                         "instead of refusing the manifest.")
 CROP_HELP = ("Smallest share of the image a random training crop keeps (torchvision's default 0.08; raise it for "
              "small images where a crop can cut the face out).")
 

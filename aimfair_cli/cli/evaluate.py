@@ -53,7 +53,8 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
     from ..stages.evaluate import evaluate_many
 
     runs, agg = evaluate_many(cfg.model, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
-                              predictions=cfg.predictions, progress=console.RichProgress())
+                              predictions=cfg.predictions, allow_duplicates=cfg.allow_duplicates,
+                              progress=console.RichProgress())
     if json_out:
         if len(runs) == 1:
             payload: dict[str, Any] = runs[0][1].to_dict()

@@ -18,7 +18,7 @@ from ..errors import DataError, UsageError
 from ..fsio import atomic_open
 from ..manifest import Manifest, read_manifest
 from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics
-from ..options import DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
+from ..options import ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class EvalConfig:
     batch_size: int = option(256, help="Images per batch.", min=1, max=MAX_BATCH)
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
 
 def expand_models(patterns: Sequence[str | os.PathLike]) -> list[Path]:
@@ -66,9 +67,10 @@ def expand_models(patterns: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_test_manifest(data: str | os.PathLike) -> Manifest:
-    """Read a test manifest: protected required on every row, every cell non-empty."""
-    manifest = read_manifest(data, require_protected=True)
+def load_test_manifest(data: str | os.PathLike, *, allow_duplicates: bool = False) -> Manifest:
+    """Read a test manifest: protected required on every row, every cell non-empty, no image listed twice
+    (unless `allow_duplicates`: then each row counts, with a warning)."""
+    manifest = read_manifest(data, require_protected=True, allow_duplicates=allow_duplicates)
     present = {(r["target"], r["protected"]) for r in manifest.rows}
     for y, s in CELLS:
         if (y, s) not in present:
@@ -119,6 +121,7 @@ def evaluate_many(
     workers: int = 2,
     device: str = "auto",
     predictions: str | os.PathLike | None = None,
+    allow_duplicates: bool = False,  # --allow-duplicates: keep rows that repeat an image (warn instead of refusing)
     progress: Progress = NULL,
 ) -> tuple[list[tuple[Path, GroupMetrics]], dict[str, Any]]:
     """Evaluate each checkpoint on `data`; returns the per-run metrics and their aggregate (mean ± sample std,
@@ -133,7 +136,7 @@ def evaluate_many(
     _check_sizes(batch_size, workers)
     for p in paths:
         read_meta(p)  # every checkpoint exists and is safetensors before any work starts
-    manifest = load_test_manifest(data)
+    manifest = load_test_manifest(data, allow_duplicates=allow_duplicates)
     dev = resolve_device(device)
     check_images(manifest, progress=progress)
     runs: list[tuple[Path, GroupMetrics]] = []
@@ -156,11 +159,12 @@ def evaluate_checkpoint(
     workers: int = 2,
     device: str = "auto",
     predictions: str | os.PathLike | None = None,
+    allow_duplicates: bool = False,
     progress: Progress = NULL,
 ) -> GroupMetrics:
     """Metrics of one checkpoint on a test manifest; `predictions` also writes the per-image CSV."""
     if any(ch in os.fspath(model) for ch in _GLOB_CHARS):
         raise UsageError("evaluate_checkpoint takes one path, not a pattern; use evaluate_many")
     runs, _ = evaluate_many([model], data, batch_size=batch_size, workers=workers, device=device,
-                            predictions=predictions, progress=progress)
+                            predictions=predictions, allow_duplicates=allow_duplicates, progress=progress)
     return runs[0][1]

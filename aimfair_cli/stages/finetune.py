@@ -26,8 +26,8 @@ from .. import dist, layout
 from ..config import write_resolved_config
 from ..errors import UsageError
 from ..manifest import Manifest, read_manifest
-from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS,
-                       check, option)
+from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR,
+                       MAX_SEED, MAX_WORKERS, check, option)
 from ..progress import NULL, Progress
 from ..synthsets import draw_balanced
 
@@ -112,6 +112,7 @@ class FinetuneConfig:
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
+    allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
 
 @dataclass
@@ -151,8 +152,8 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
 
-    synth = read_manifest(cfg.synth, require_protected=True)
-    val = read_manifest(cfg.val)
+    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
+    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     n = cfg.n_synth
     if n is None and mask is not None:
         n = mask.meta.get("sizes", {}).get("synthetic_balanced")

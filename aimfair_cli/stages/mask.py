@@ -21,7 +21,8 @@ from ..config import write_resolved_config
 from ..data.bias import CELLS, parse_bias
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
-from ..options import DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check, option
+from ..options import (ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check,
+                       option)
 from ..progress import NULL, Progress
 from ..selection import SCORES, TensorScore, parse_topk, score_tensors, select
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
@@ -55,6 +56,7 @@ class MaskConfig:
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
+    allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
 
 @dataclass
@@ -194,8 +196,8 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     k = parse_topk(cfg.topk, total)
     image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
 
-    real = read_manifest(cfg.real)
-    synth = read_manifest(cfg.synth, require_protected=True)
+    real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
+    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     if cfg.max_samples is not None and cfg.max_samples < len(real.rows):
         keep = sorted(random.Random(f"{cfg.seed}:real").sample(range(len(real.rows)), cfg.max_samples))
         real = _subset(real, [real.rows[i] for i in keep])

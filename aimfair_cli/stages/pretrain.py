@@ -16,8 +16,8 @@ from .. import dist, layout
 from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..manifest import read_manifest
-from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS,
-                       MIN_IMAGE, check, option)
+from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR,
+                       MAX_SEED, MAX_WORKERS, MIN_IMAGE, check, option)
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class PretrainConfig:
                                      default_text="from the data folder's data_*.config.yaml, else none")
     protected_name: str | None = option(None, help="Protected attribute name recorded in the checkpoint.",
                                         default_text="as --target-name")
+    allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
 
 @dataclass
@@ -113,8 +114,9 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = _check(cfg)
-    train = read_manifest(cfg.train)  # protected may be empty: pretraining uses no group labels
-    val = read_manifest(cfg.val)
+    # protected may be empty: pretraining uses no group labels
+    train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
+    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     device = resolve_device(cfg.device)
     check_images(train, progress=progress)
     check_images(val, progress=progress)

@@ -23,7 +23,7 @@ from ..fsio import atomic_write_text
 from ..options import MAX_SEED, option
 from ..progress import NULL, Progress
 from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
-from ..writers.base import WRITERS, PromptWriter, make_writer
+from ..writers.base import PromptWriter, make_writer
 from ..writers.template import plain_prompt
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class PromptsConfig:
 
     task: str | None = option(None, choices=tuple(TASKS), help="Task whose prompt file to write. Required.")
     per_group: int = option(50, help="Contextual prompts per group.", min=1, max=MAX_PER_GROUP)
-    writer: str = option("template", choices=tuple(WRITERS),
+    writer: str = option("template",  # no fixed choices: make_writer knows the registered ones
                          help="Who writes the prompts: template (offline, from prompts/vocabulary.yaml), openai (any "
                          "OpenAI-compatible endpoint) or transformers (a local chat model).")
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
@@ -51,8 +51,11 @@ class PromptsConfig:
     base_url: str | None = option(None, help="openai: the API base URL, e.g. a local vLLM, llama.cpp or Ollama server.",
                                   default_text="the OpenAI API")
     api_key_env: str | None = option(None, default_text="OPENAI_API_KEY",
-                                     help="openai: environment variable holding the API key; the key itself is never "
-                                     "written anywhere.")
+                                     help="openai: NAME of the environment variable holding the API key (a value that "
+                                     "is not a variable name is refused); the key itself is never written anywhere.")
+    timeout: float | None = option(None, above=0, max=86_400, default_text="60",
+                                   help="openai: seconds to wait for each reply; a request that times out is tried once "
+                                   "more, then the command stops.")
     temperature: float | None = option(None, min=0, max=2, help="LLM sampling temperature.",
                                        default_text="the writer's own")
     max_rounds: int | None = option(None, min=1, max=1000, default_text="the writer's own",
@@ -60,7 +63,7 @@ class PromptsConfig:
 
 
 # Options forwarded to make_writer only when given.
-WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds")
+WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds", "timeout")
 
 PARTIAL_SUFFIX = ".partial.yaml"
 
@@ -70,6 +73,7 @@ MSG_PARTIAL_MISMATCH = (
 )
 MSG_WRITER_BROKE = "prompt writer '{writer}' returned an unusable prompt for group {group}: {reason}"
 MSG_WRITER_COUNT = "prompt writer '{writer}' returned {got} prompts for group {group}, expected {want}"
+MSG_WRITER_SECRET = "prompt writer '{writer}' returned a prompt for group {group} that holds its API key"
 
 # Keys that must never reach a file even if a writer's describe() let one through (the *_env names are fine).
 _SECRET = re.compile(r"^(.*_)?(api_?key|key|token|secret|password)$", re.IGNORECASE)
@@ -116,12 +120,15 @@ def _save_partial(path: Path, *, task: Task, made_by: dict[str, Any], groups: di
     atomic_write_text(path, text)
 
 
-def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str) -> None:
-    """The writer's contract, checked once more: the stage never writes an unusable prompt file."""
+def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str, scrub=None) -> None:
+    """The writer's contract, checked once more: the stage never writes an unusable prompt file, nor one that
+    holds the writer's secret (`scrub` replaces it; LLM writers already reject such prompts)."""
     if len(prompts) != want:
         raise PromptWriterError(MSG_WRITER_COUNT.format(writer=writer, got=len(prompts), group=group.name, want=want))
     seen = set()
     for p in prompts:
+        if scrub is not None and scrub(p) != p:
+            raise PromptWriterError(MSG_WRITER_SECRET.format(writer=writer, group=group.name))
         reason = check_prompt(p, task, group)
         key = " ".join(p.lower().split())
         if reason is None and key in seen:
@@ -179,7 +186,7 @@ def write_prompts(
                 counted[0] = max(counted[0], min(len(so_far), per_group))
 
             prompts = w.write(task, group, per_group, seed=seed, existing=existing, on_partial=on_partial)
-            _validate(prompts, task=task, group=group, want=per_group, writer=w.name)
+            _validate(prompts, task=task, group=group, want=per_group, writer=w.name, scrub=getattr(w, "scrub", None))
             bar.advance(per_group - counted[0])
             result[group.name] = prompts
             saved[group.name] = prompts

@@ -13,8 +13,16 @@ batch size, shard or number of restarts, so a rerun reproduces the same bytes. I
 `i mod n_shards`. A row is appended (and flushed) only after its image is in place, so a Ctrl-C or a kill -9
 leaves complete images and complete rows; a rerun skips indices that have both and regenerates the rest.
 `metadata.jsonl` is rebuilt from all part files at the end of every run, under a file lock, so it is
-complete whichever shard finishes last. Nothing is ever deleted: asking for fewer images than are present
-keeps the extra ones, and the manifest lists every image present.
+complete whichever shard finishes last. No image is ever deleted: asking for fewer images than are present
+keeps the extra ones, and the manifest lists every image present. A resume only removes the temporary files
+(`.<index>.png.*.tmp`) that a kill -9 left half-written, for the indices this process is about to redo.
+
+One job per shard at a time: a run holds `out/.synth.<i>-of-<n>.lock` (its `--shard`, 0-of-1 without one)
+for its whole length, and a second run whose shard overlaps it is refused at once (two runs with different
+seeds would otherwise interleave their images in one manifest). Runs of disjoint shards (`--shard 0/2` and
+`--shard 1/2`) work side by side. Under torchrun rank 0 holds the lock for the whole job; the other ranks
+take none (their indices are disjoint from rank 0's), so a second job is stopped when its rank 0 is refused
+and torchrun ends its other ranks.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -45,10 +54,10 @@ PROMPT_KINDS = ("contextual", "plain")
 PROMPT_ORDERS = ("round-robin", "random")
 MANIFEST_NAME = "metadata.jsonl"
 PARTS_DIR = ".parts"
-LOCK_NAME = ".lock"
+LOCK_NAME = ".lock"  # held briefly by whoever rewrites metadata.jsonl or synth.config.yaml
+JOB_LOCK = ".synth.{i}-of-{n}.lock"  # held by a run for its whole length (see the module docstring)
 
 _DIFFUSERS = "--generator diffusers only."
-GENERATORS = ("procedural", "diffusers")
 SCHEDULER_NAMES = ("dpm++", "ddim", "euler", "euler-a", "pipeline")  # generators/diffusion.py SCHEDULERS; a test keeps them equal
 DTYPE_NAMES = ("fp16", "float16", "half", "bf16", "bfloat16", "fp32", "float32", "float")  # as generators/diffusion.py DTYPES
 
@@ -70,7 +79,7 @@ class SynthConfig:
                               default_text="the prompt file's, or the one task that has --group")
     out: Path = option(layout.SYNTH_DIR, short=("-o",), path="dir",
                        help="Output folder: <group>/000000.png ... and metadata.jsonl.")
-    generator: str = option("procedural", choices=GENERATORS,
+    generator: str = option("procedural",  # no fixed choices: make_generator knows the registered ones
                             help="procedural (offline, CPU, reads prompts/vocabulary.yaml) or diffusers (any diffusers "
                             "text-to-image pipeline).")
     seed: int = option(0, min=0, max=MAX_SEED,
@@ -129,8 +138,13 @@ MSG_ALL_NEEDS_TASK = "--group all needs --task or --prompts (which task's groups
 MSG_TASK_MISMATCH = "{path} holds prompts for task '{have}', not '{want}'"
 MSG_MIXED_TASKS = "groups {groups} belong to different tasks; run synth once per task"
 MSG_COUNT = "generator '{name}' returned {got} images for {want} prompts"
+MSG_CANNOT_CREATE = "cannot create the output folder {out}: {reason}"
+MSG_BUSY = "{out} is being written by another synth run (it holds {lock}); wait for it to finish or use another --out"
 
 _PART_RE = re.compile(r"^(?P<group>.+)\.(?P<i>\d+)-of-(?P<n>\d+)\.jsonl$")
+_JOB_LOCK_RE = re.compile(r"^\.synth\.(?P<i>\d+)-of-(?P<n>\d+)\.lock$")
+# fsio.atomic_path's temporary names: ".<final name>.<random>.tmp"
+_IMAGE_TMP_RE = re.compile(r"^\.(?P<index>\d+)\.png\..+\.tmp$")
 
 
 @dataclass
@@ -293,17 +307,90 @@ def _append_rows(path: Path) -> Iterator[Any]:
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on out/.lock (shards finishing at once take turns rebuilding the manifest)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, the atomic write still keeps the file whole
+    from filelock import FileLock
+
+    with FileLock(out / LOCK_NAME):
+        yield
+
+
+def _remove_tmp(folder: Path, name: str) -> None:
+    """Remove the temporary files an interrupted atomic write of `folder/name` left (call under out/.lock)."""
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Shards i/n and j/m share an index exactly when i and j agree modulo gcd(n, m) (Chinese remainders)."""
+    g = math.gcd(a[1], b[1])
+    return a[0] % g == b[0] % g
+
+
+@contextlib.contextmanager
+def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold out/.synth.<i>-of-<n>.lock for a whole run and refuse to start while a run of an overlapping shard
+    holds its own; under torchrun only rank 0 locks (see the module docstring).
+
+    The folder (and missing parents) is created for the lock; if this run created it and stops before writing
+    anything else, it is removed again, so a refused option leaves no folder behind."""
+    if dist.is_distributed() and not dist.is_main():
         yield
         return
-    with open(out / LOCK_NAME, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    from filelock import FileLock, Timeout
+
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(MSG_CANNOT_CREATE.format(out=out, reason=exc.strerror or exc.__class__.__name__)) from None
+    mine = out / JOB_LOCK.format(i=shard[0], n=shard[1])
+    lock = FileLock(mine)
+    try:
         try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise UsageError(MSG_BUSY.format(out=out, lock=mine.name)) from None
+        try:
+            # Another shard layout (e.g. 0/2 while 0/1 runs) writes some of the same indices: probe its lock.
+            for other in sorted(out.iterdir()):
+                m = _JOB_LOCK_RE.match(other.name)
+                if other == mine or not m or not _overlap(shard, (int(m["i"]), int(m["n"]))):
+                    continue
+                probe = FileLock(other)
+                try:
+                    probe.acquire(timeout=0)
+                    probe.release()
+                except Timeout:
+                    raise UsageError(MSG_BUSY.format(out=out, lock=other.name)) from None
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            lock.release()
+    finally:
+        # Only a folder this run created and left holding nothing but its lock (another run may have just
+        # created its own lock there: then the folder stays).
+        if created and out.is_dir() and not any(p != mine for p in out.iterdir()):
+            mine.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # stops at the first folder that is not empty
+                for folder in created:
+                    folder.rmdir()
+
+
+def remove_orphans(out: Path, groups: Sequence[str], shard: tuple[int, int]) -> int:
+    """Delete the half-written temporary images a kill -9 left for this shard's indices; returns how many.
+
+    Only this shard's indices: a concurrent run of another shard may be writing its own right now."""
+    removed = 0
+    for name in groups:
+        folder = out / name
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            m = _IMAGE_TMP_RE.match(path.name)
+            if m and int(m["index"]) % shard[1] == shard[0] and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("removed %d unfinished temporary images left by an interrupted run", removed)
+    return removed
 
 
 def rebuild_manifest(out: str | os.PathLike) -> tuple[Path, dict[str, int]]:
@@ -312,6 +399,7 @@ def rebuild_manifest(out: str | os.PathLike) -> tuple[Path, dict[str, int]]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
+        _remove_tmp(out, MANIFEST_NAME)  # left by a run killed while writing it
         rows = [r for r in read_parts(out).values() if (out / r["file_name"]).is_file()]
         rows.sort(key=lambda r: (str(r["group"]), int(r["index"])))
         path = write_manifest(out / MANIFEST_NAME, rows)
@@ -477,8 +565,20 @@ def synthesize(
     for name in groups:
         pf.prompts(name, kind=prompt_kind)  # unknown group or no prompts -> a clear error before any work
     out = Path(out)
-    mine = effective_shard(parse_shard(shard))
+    asked = parse_shard(shard) or (0, 1)
+    mine = effective_shard(asked)
+    with job_lock(out, asked):
+        return _synthesize(pf, prompts=prompts, groups=groups, n=n, out=out, generator=generator,
+                           generator_options=generator_options, seed=seed, batch_size=batch_size,
+                           prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard, mine=mine,
+                           progress=progress)
 
+
+def _synthesize(pf: PromptFile, *, prompts: Any, groups: list[str], n: int, out: Path, generator: str,
+                generator_options: dict[str, Any] | None, seed: int, batch_size: int, prompt_kind: str,
+                prompt_order: str, shard: Any, mine: tuple[int, int], progress: Progress) -> SynthResult:
+    """The run itself, under the job lock."""
+    remove_orphans(out, groups, mine)
     todo, skipped = _plan(pf, groups, n=n, out=out, seed=seed, kind=prompt_kind, order=prompt_order,
                           shard=mine, generator=generator)
     written, seconds, settings = 0, 0.0, None
@@ -488,7 +588,7 @@ def synthesize(
             gen = make_generator(generator, **(generator_options or {}))
             settings = gen.describe()
             _check_settings(out, settings)
-            out.mkdir(parents=True, exist_ok=True)  # only now: a bad option leaves no folder behind
+            out.mkdir(parents=True, exist_ok=True)  # job_lock removes it again if nothing gets written
             log.info("shard %d/%d: %d images to make, %d already present", mine[0], mine[1], len(todo), skipped)
             _write_config(out, prompts=prompts, pf=pf, groups=groups, n=n, generator=generator,
                           generator_options=generator_options, settings=settings, seed=seed, batch_size=batch_size,
@@ -527,4 +627,6 @@ def _write_config(out: Path, *, prompts: Any, pf: PromptFile, settings: dict[str
         "shard": None if shard is None else "/".join(str(v) for v in parse_shard(shard) or ()),
         "generator_settings": settings,
     }
-    write_resolved_config(out, "synth", config)
+    with _locked(out):  # runs of other shards write it too
+        _remove_tmp(out, "synth.config.yaml")
+        write_resolved_config(out, "synth", config)

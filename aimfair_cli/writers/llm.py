@@ -8,10 +8,17 @@ same checks — `tasks.check_prompt` (states the group's target and protected va
 what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. Valid
 prompts are handed to `on_partial` as they arrive, so an interrupted run keeps them and a rerun continues.
 
-API keys are read from an environment variable only (`api_key_env`, default OPENAI_API_KEY). The key is given
-to the HTTP client and nothing else: it is never logged, returned by `describe()` or written to any file, and
-it is scrubbed from error messages. A server on this machine or a private network (vLLM, llama.cpp, Ollama)
-usually wants no key; for those a placeholder is sent when the variable is not set.
+API keys are read from an environment variable only (`api_key_env`, default OPENAI_API_KEY), whose NAME must look
+like a variable name, so a key pasted there by mistake is refused before it can reach a config file. The key is
+given to the HTTP client and nothing else: it is never logged, returned by `describe()` or written to any file.
+It is scrubbed from error messages and from every reply as it arrives (a server may echo it inside generated
+text), and a prompt that contained it is rejected, so it never reaches a prompt file or the conversation. A
+server on this machine or a private network (vLLM, llama.cpp, Ollama) usually wants no key; for those a
+placeholder is sent when the variable is not set.
+
+Each request waits at most `timeout` seconds for the reply. A request that times out is tried once more (a
+server that never answers ends the run after about twice the timeout); refused connections, 408/409/429 and
+5xx answers are retried up to `max_retries` times with backoff.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ INSTRUCTION_VERSION = 1  # bump when the wording below changes: it is recorded i
 MAX_WORDS = 60  # tasks.check_prompt's bound, well inside CLIP's 77 tokens
 LOCAL_KEY = "sk-local-no-key"  # sent to local servers when the key variable is not set
 SHOWN_REJECTIONS = 5  # rejected prompts quoted back to the model per round
+REDACTED = "[redacted API key]"  # what an echoed key is replaced with (no JSON-special characters)
+TIMEOUT_RETRIES = 1  # a timed-out request is tried once more: a hung server ends the run in ~2 x timeout
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what an environment variable's name looks like
 
 MSG_NO_MODEL = "--writer {writer} needs --model (an LLM name{extra})"
 MSG_UNKNOWN_OPTIONS = "option(s) {names} do not apply to --writer {writer}"
@@ -46,6 +56,15 @@ MSG_NO_KEY = (
 )
 MSG_BAD_ROUNDS = "--max-rounds must be at least 1, got {value}"
 MSG_BAD_TEMPERATURE = "--temperature must be >= 0, got {value}"
+# The value is not repeated: it may be the key itself.
+MSG_BAD_KEY_ENV = (
+    "--api-key-env takes the NAME of an environment variable (letters, digits and _, e.g. OPENAI_API_KEY), "
+    "not the key itself; export the key in a variable and pass its name"
+)
+MSG_BAD_TIMEOUT = "--timeout must be a positive number of seconds, got {value}"
+MSG_BAD_RETRIES = "max_retries must be at least 0, got {value}"  # a library argument (no flag)
+MSG_NO_ANSWER = "no reply from {url} within {timeout:g} s ({attempts}); raise --timeout if the model is slow"
+MSG_KEY_IN_PROMPT = "contained the API key"
 MSG_CAP = "writer produced {got} of {n} valid prompts for group {group} after {rounds} rounds; last reasons: {reasons}"
 MSG_AUTH = "{url} rejected the API key in ${var} (HTTP {status})"
 MSG_MODEL_NOT_FOUND = "model '{model}' not found at {url} (HTTP 404)"
@@ -177,6 +196,10 @@ class _ChatWriter:
     def _chat(self, messages: list[dict[str, str]], *, seed: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def scrub(self, text: str) -> str:
+        """`text` with every secret this writer holds replaced by REDACTED (writers without secrets: as is)."""
+        return text
+
     def write(
         self,
         task: Task,
@@ -192,6 +215,8 @@ class _ChatWriter:
         prompts: list[str] = []
         seen: set[str] = set()
         for p in existing:  # a resumed run: keep what is still valid
+            if self.scrub(p) != p or REDACTED in p:
+                continue  # a partial file written before replies were scrubbed
             if check_prompt(p, task, group, max_words=MAX_WORDS) is None and prompt_key(p) not in seen:
                 prompts.append(p)
                 seen.add(prompt_key(p))
@@ -202,12 +227,19 @@ class _ChatWriter:
                 raise PromptWriterError(MSG_CAP.format(got=len(prompts), n=n, group=group.name, rounds=rounds,
                                                        reasons=summarize(reasons)))
             rounds += 1
-            reply = self._chat(messages, seed=image_seed(seed, f"prompts/{group.name}", rounds))
+            # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
+            # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
+            reply = self.scrub(self._chat(messages, seed=image_seed(seed, f"prompts/{group.name}", rounds)) or "")
             candidates, error = parse_reply(reply)
             reasons, rejected, added = [], [], 0
             if error:
                 reasons.append(error)
             for p in candidates:
+                clean = self.scrub(p)
+                if clean != p or REDACTED in p:
+                    reasons.append(MSG_KEY_IN_PROMPT)
+                    rejected.append((clean, MSG_KEY_IN_PROMPT))
+                    continue
                 why = check_prompt(p, task, group, max_words=MAX_WORDS)
                 if why is None and prompt_key(p) in seen:
                     why = MSG_DUPLICATE
@@ -270,8 +302,8 @@ def retry_after(exc: Any) -> float | None:
 class OpenAIWriter(_ChatWriter):
     """Prompts from any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp, Ollama via `base_url`).
 
-    Requests that fail with 408/409/429/5xx, a timeout or a lost connection are retried up to `max_retries`
-    times with capped, jittered exponential backoff, waiting as long as a Retry-After header asks (up to
+    Requests that fail with 408/409/429/5xx or a lost connection are retried up to `max_retries` times (a
+    timeout only TIMEOUT_RETRIES times) with capped, jittered exponential backoff, waiting as long as a Retry-After header asks (up to
     `max_backoff` seconds). JSON mode (`response_format={"type": "json_object"}`) and a per-round `seed` are sent
     where the server takes them: after an HTTP 400 the request is resent without them (JSON mode first), and
     they stay off for the rest of the run.
@@ -287,7 +319,7 @@ class OpenAIWriter(_ChatWriter):
         api_key_env: str = "OPENAI_API_KEY",
         temperature: float = 1.0,
         max_rounds: int = 5,
-        timeout: float = 180.0,
+        timeout: float = 60.0,  # --timeout: seconds to wait for each reply
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -299,6 +331,12 @@ class OpenAIWriter(_ChatWriter):
         _reject_unknown(unknown, self.name)
         if not model:
             raise UsageError(MSG_NO_MODEL.format(writer=self.name, extra=", e.g. gpt-4o"))
+        if not isinstance(api_key_env, str) or not ENV_NAME.match(api_key_env):
+            raise UsageError(MSG_BAD_KEY_ENV)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            raise UsageError(MSG_BAD_TIMEOUT.format(value=timeout))
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise UsageError(MSG_BAD_RETRIES.format(value=max_retries))
         super().__init__(max_rounds=max_rounds, temperature=temperature)
         self.model, self.api_key_env, self.timeout = model, api_key_env, float(timeout)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -326,11 +364,14 @@ class OpenAIWriter(_ChatWriter):
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
+    def scrub(self, text: str) -> str:
+        return text.replace(self._key, REDACTED) if self._key else text
+
     def _chat(self, messages: list[dict[str, str]], *, seed: int) -> str:
         import openai
 
         retryable = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
-        attempt = 0
+        attempt = timeouts = 0
         while True:
             optional = {"response_format": {"type": "json_object"}, "seed": seed % (2**31)}
             kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature,
@@ -355,6 +396,13 @@ class OpenAIWriter(_ChatWriter):
             except retryable as exc:  # connection errors and timeouts (no status code)
                 error = exc
             attempt += 1
+            if isinstance(error, openai.APITimeoutError):
+                # A server that does not answer in time rarely answers the next time: one more try, then stop.
+                timeouts += 1
+                if timeouts > TIMEOUT_RETRIES or attempt > self.max_retries:
+                    tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
+                    raise PromptWriterError(MSG_NO_ANSWER.format(url=self._url, timeout=self.timeout,
+                                                                 attempts=tries)) from None
             reason = self._scrub(_describe_error(error))
             if attempt > self.max_retries:
                 raise PromptWriterError(MSG_GAVE_UP.format(url=self._url, attempts=attempt, reason=reason)) from None
