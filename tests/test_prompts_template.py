@@ -261,10 +261,11 @@ def test_cli_default_out_in_run_folder(tmp_path, monkeypatch):
          "Error: option --model applies to --writer openai or transformers only\n"),
         (["--task", "smiling_male", "--temperature", "0.7"],
          "Error: option --temperature applies to --writer openai or transformers only\n"),
-        (["--task", "nope"], "Error: unknown task 'nope' (known: smiling_male, smiling_young, young_male, female_white)\n"),
+        (["--task", "nope"],
+         "Error: --task: must be one of smiling_male, smiling_young, young_male, female_white, got 'nope'\n"),
         (["--task", "smiling_male", "--writer", "bard"],
          "Error: unknown prompt writer 'bard' (known: template, openai, transformers)\n"),
-        (["--task", "smiling_male", "--per-group", "0"], "Error: --per-group must be at least 1 (got 0)\n"),
+        (["--task", "smiling_male", "--per-group", "0"], "Error: --per-group: must be at least 1, got 0\n"),
     ],
 )
 def test_cli_errors(tmp_path, args, message):
