@@ -1,4 +1,5 @@
-"""`aimfair eval`: per-cell accuracy, ACC, WST, EO (mean and worst-case forms) and STD of one or more checkpoints."""
+"""`aimfair eval`: per-cell accuracy, ACC, WST, EO (mean and worst-case forms) and STD of one or more checkpoints,
+optionally paired against reference checkpoints of another strategy."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import typer
 
 from .. import layout
 from ..config import resolve
-from ..metrics import CELLS, STD_KIND, cell_key
+from ..metrics import CELLS, PAIRED, STD_KIND, cell_key, format_paired
 from . import console
 from .options import ConfigOpt, DeviceOpt, JsonOpt, VerboseOpt, WorkersOpt
 
 DEFAULTS = dict(model=[str(layout.FINETUNE)], data=layout.TEST, batch_size=256, workers=2, device="auto",
-                predictions=None)
+                predictions=None, reference=None)
 HEADLINE_COLUMNS = (("acc", "ACC"), ("wst", "WST"), ("eo", "EO"), ("eo_worst", "EO worst"), ("std", "STD"))
-AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST in the mean row is the mean of the "
-                  "per-run WST; 'min of mean cells' is the lowest mean cell accuracy (how the paper aggregates).")
+AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST and STD in the mean row are the mean "
+                  "of the per-run values; 'min of mean cells' is the lowest mean cell accuracy and 'std of mean cells' "
+                  "the population std of the mean cell accuracies (how the paper aggregates).")
+PAIRED_NOTE = ("paired: model run i against reference run i (same seed), in percentage points. 95 % CI: Student t "
+               "over runs, n-1 degrees of freedom ('—' with one run). wins: runs where the model beat the reference "
+               "(higher ACC/WST, lower EO/STD; ties are not wins).")
 
 
 def _pct(x: float) -> str:
@@ -29,12 +34,12 @@ def _pm(d: dict[str, float], key: str = "mean", spread: str = "std") -> str:
     return f"{100 * d[key]:.2f} ± {100 * d[spread]:.2f}"
 
 
-def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
-    """A rich table: one row per checkpoint; with several, mean ± std rows and WST both ways (labelled)."""
+def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path, title: str = ""):
+    """A rich table: one row per checkpoint; with several, mean ± std rows and WST and STD both ways (labelled)."""
     from rich.table import Table
 
     first = runs[0][1]
-    table = Table(title=f"{data} (values in %)", title_justify="left")
+    table = Table(title=f"{title}{data} (values in %)", title_justify="left")
     table.add_column("model")
     for y, s in CELLS:
         table.add_column(f"y={y} s={s}\nn={first.cells[(y, s)][0]}", justify="right")
@@ -48,6 +53,21 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
         heads = [_pm(agg["wst_mean_of_runs" if k == "wst" else k]) for k, _ in HEADLINE_COLUMNS]
         table.add_row(f"mean ± std ({len(runs)} runs)", *cells, *heads)
         table.add_row("WST: min of mean cells", *[""] * len(CELLS), "", _pct(agg["wst_of_mean_cells"]), "", "", "")
+        table.add_row("STD: std of mean cells", *[""] * len(CELLS), "", "", "", "", _pct(agg["std_of_mean_cells"]))
+    return table
+
+
+def render_paired(paired: dict[str, Any]):
+    """The paired section: per metric the mean difference model − reference, its 95 % CI and the wins."""
+    from rich.table import Table
+
+    n = paired["acc"]["n"]
+    table = Table(title=f"paired: model − reference over {n} run(s) (percentage points)", title_justify="left")
+    for col in ("metric", "better", "mean diff", "95 % CI", "wins"):
+        table.add_column(col, justify="left" if col in ("metric", "better") else "right")
+    for key, better in PAIRED:
+        text = format_paired(paired[key])
+        table.add_row(key.upper(), "higher" if better > 0 else "lower", text["diff"], text["ci95"], text["wins"])
     return table
 
 
@@ -65,6 +85,12 @@ def evaluate(
         Optional[Path], typer.Option(help="Write one CSV row per image: file_name,target,protected,score,pred "
                                      "(one --model only).", dir_okay=False)
     ] = None,
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option("--reference", "-r", help="Checkpoints of another strategy on the same seeds (repeat it or pass a "
+                     "quoted glob), as many as --model and paired with them by position (globs sorted): adds the mean "
+                     "difference, its 95 % CI (Student t over seeds) and the wins for ACC, WST, EO and STD."),
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch. [default: 256]")] = None,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
@@ -73,13 +99,34 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate checkpoints on a real test manifest: per-cell accuracy and counts, ACC, WST, EO, worst-case EO and
-    STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs."""
-    from ..stages.evaluate import evaluate_many
+    STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs;
+    with --reference also paired differences against the reference runs."""
+    from ..stages.evaluate import compare_to_reference, evaluate_many
 
     opts = resolve("eval", dict(model=model, data=data, predictions=predictions, batch_size=batch_size,
-                                workers=workers, device=device), DEFAULTS, config_file=config)
+                                workers=workers, device=device, reference=reference), DEFAULTS, config_file=config)
     models = opts["model"] if isinstance(opts["model"], list) else [opts["model"]]
     console.setup_logging(verbose)
+    if opts["reference"]:
+        refs = opts["reference"] if isinstance(opts["reference"], list) else [opts["reference"]]
+        cmp = compare_to_reference(models, refs, Path(opts["data"]), batch_size=int(opts["batch_size"]),
+                                   workers=int(opts["workers"]), device=str(opts["device"]),
+                                   predictions=opts["predictions"], progress=console.RichProgress())
+        if json_:
+            console.out.print_json(json.dumps({
+                "runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.runs], "aggregate": cmp.aggregate,
+                "reference": {"runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.reference_runs],
+                              "aggregate": cmp.reference_aggregate},
+                "paired": cmp.paired}))
+            return
+        console.print_wide(render_table(cmp.runs, cmp.aggregate, Path(opts["data"]), title="model: "))
+        console.print_wide(render_table(cmp.reference_runs, cmp.reference_aggregate, Path(opts["data"]),
+                                        title="reference: "))
+        console.print_wide(render_paired(cmp.paired))
+        console.out.print(PAIRED_NOTE, markup=False)
+        if len(cmp.runs) > 1:
+            console.out.print(AGGREGATE_NOTE, markup=False)
+        return
     runs, agg = evaluate_many(models, Path(opts["data"]), batch_size=int(opts["batch_size"]), workers=int(opts["workers"]),
                               device=str(opts["device"]), predictions=opts["predictions"],
                               progress=console.RichProgress())
