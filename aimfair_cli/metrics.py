@@ -9,6 +9,10 @@ With acc(y,s) the accuracy of cell (y,s):
   EO_worst = max(|TPR_1 - TPR_0|, |FPR_1 - FPR_0|)       (fairlearn's default agg="worst_case")
   STD   = population std of the 4 cell accuracies
 All values are fractions in [0, 1].
+
+Over runs (seeds), `aggregate` gives mean ± sample std of each, and WST and STD also the way the paper's released
+code aggregates: computed once from the seed-averaged cell accuracies. Runs of two strategies on the same seeds
+are paired: `paired` gives the mean difference per metric with a Student t interval over seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ MSG_NO_PROTECTED = "protected attribute missing for {n} of {total} images; evalu
 MSG_BAD_VALUES = "{what} must be 0 or 1; found {value!r}"
 MSG_EMPTY_CELL = "no test image in cell (target={y}, protected={s}); every (target, protected) cell needs at least one"
 MSG_NO_RUNS = "nothing to aggregate: no runs"
+MSG_PAIRED_COUNT = "a paired comparison needs as many runs as reference runs; got {n} and {m}"
+
+# The metrics compared pairwise, and which way is better: +1 higher (ACC, WST), -1 lower (EO, STD).
+PAIRED = (("acc", +1), ("wst", +1), ("eo", -1), ("std", -1))
 
 
 def cell_key(y: int, s: int) -> str:
@@ -123,8 +131,13 @@ def aggregate(runs: list[GroupMetrics]) -> dict[str, Any]:
     """Mean and sample std (ddof=1; 0 for one run) of each headline metric over runs (e.g. seeds).
 
     WST is reported two ways: "wst_mean_of_runs" (mean ± std of each run's WST) and "wst_of_mean_cells"
-    (min over cells of the mean cell accuracy — how the paper aggregates). Cells hold mean ± std accuracy.
+    (min over cells of the mean cell accuracy — how the paper aggregates). STD likewise: "std" (mean ± std of each
+    run's STD) and "std_of_mean_cells" (population std of the mean cell accuracies — the released code's
+    `np.std` of the averaged cells, e.g. the paper's Tab. 3 STD 2.74 for cells 88.16/91.40/90.25/84.20).
+    Cells hold mean ± std accuracy.
     """
+    import numpy as np
+
     if not runs:
         raise DataError(MSG_NO_RUNS)
     out: dict[str, Any] = {"n_runs": len(runs), "std_kind": STD_KIND}
@@ -137,4 +150,42 @@ def aggregate(runs: list[GroupMetrics]) -> dict[str, Any]:
         cells[cell_key(*c)] = {"n": runs[0].cells[c][0], "acc": accs["mean"], "acc_std": accs["std"]}
     out["cells"] = cells
     out["wst_of_mean_cells"] = min(v["acc"] for v in cells.values())
+    out["std_of_mean_cells"] = float(np.std([v["acc"] for v in cells.values()]))  # ddof=0, as the released code
     return out
+
+
+def paired(runs: Sequence[GroupMetrics], reference: Sequence[GroupMetrics], *, level: float = 0.95) -> dict[str, Any]:
+    """Compare two strategies run on the same seeds, run i of `runs` against run i of `reference`.
+
+    For ACC, WST, EO and STD: "mean_diff" = mean over runs of (run − reference), in the metrics' units
+    (fractions); "ci95" = its Student t interval with n − 1 degrees of freedom ([lo, hi], or None for one run:
+    one pair says nothing about the spread); "wins" = runs where `runs` beat `reference` in the metric's
+    direction (higher ACC/WST, lower EO/STD; a tie is not a win); "n" = number of pairs.
+    """
+    from .stats import mean_ci
+
+    if len(runs) != len(reference):
+        raise DataError(MSG_PAIRED_COUNT.format(n=len(runs), m=len(reference)))
+    if not runs:
+        raise DataError(MSG_NO_RUNS)
+    out: dict[str, Any] = {}
+    for key, better in PAIRED:
+        diffs = [getattr(a, key) - getattr(b, key) for a, b in zip(runs, reference)]
+        mean, ci = mean_ci(diffs, level)
+        out[key] = {"mean_diff": mean, "ci95": None if ci is None else [ci[0], ci[1]],
+                    "wins": sum(1 for d in diffs if d * better > 0), "n": len(diffs)}
+    return out
+
+
+def excludes_zero(entry: dict[str, Any]) -> bool:
+    """Whether a paired entry's interval lies wholly on one side of 0 (False without an interval)."""
+    ci = entry["ci95"]
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def format_paired(entry: dict[str, Any]) -> dict[str, str]:
+    """One paired entry as text in percentage points: "diff", "ci95" ("—" without an interval) and "wins"."""
+    ci = entry["ci95"]
+    return {"diff": f"{100 * entry['mean_diff']:+.2f}",
+            "ci95": "—" if ci is None else f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]",
+            "wins": f"{entry['wins']}/{entry['n']}"}

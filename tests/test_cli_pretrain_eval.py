@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from aimfair_cli.checkpoint import MSG_NOT_SAFETENSORS, read_meta
 from aimfair_cli.cli.app import app
 from aimfair_cli.data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
 from aimfair_cli.manifest import MSG_BAD_LABEL, MSG_EMPTY_VALUE, MSG_MISSING_COLUMN
-from aimfair_cli.stages.evaluate import MSG_EMPTY_CELL, MSG_NO_MATCH, MSG_PREDICTIONS_MANY
+from aimfair_cli.stages.evaluate import MSG_EMPTY_CELL, MSG_NO_MATCH, MSG_PREDICTIONS_MANY, MSG_REFERENCE_COUNT
 from aimfair_cli.stages.pretrain import MSG_BAD_OUT, PretrainConfig, run_pretrain
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})  # tracebacks off, whatever the shell says
@@ -147,10 +148,99 @@ def test_eval_several_checkpoints_by_glob(in_run):
     assert agg["n_runs"] == 2 and agg["acc"]["std"] == 0.0
     assert agg["wst_of_mean_cells"] == pytest.approx(out["runs"][0]["wst"])
     assert agg["wst_mean_of_runs"]["mean"] == pytest.approx(out["runs"][0]["wst"])
+    assert agg["std_of_mean_cells"] == pytest.approx(out["runs"][0]["std"])  # identical runs: both STD forms agree
     table = _run(["eval", "-m", "seeds/*.safetensors", "--data", "data/test.csv", "--workers", "0"])
     assert table.exit_code == 0, table.output
     assert "mean ± std (2 runs)" in table.stdout and "WST: min of mean cells" in table.stdout
+    assert "STD: std of mean cells" in table.stdout
     assert "sample standard deviation" in table.stdout
+
+
+def _variant(src, dst, shift):
+    """A copy of checkpoint `src` whose fc bias is moved by `shift`: another model with other predictions."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    tensors["fc.bias"] = tensors["fc.bias"] + shift
+    dst.parent.mkdir(exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+
+
+@pytest.fixture
+def strategies(in_run):
+    """Three 'seeds' of a strategy a/ and of a reference b/, written out of order so the glob has to sort them."""
+    for name, shift in (("s2", -0.4), ("s0", 0.0), ("s1", 0.3)):
+        _variant(in_run / "model.safetensors", in_run / "a" / f"{name}.safetensors", shift)
+    for name, shift in (("s1", -1.0), ("s2", 0.8), ("s0", 1.5)):
+        _variant(in_run / "model.safetensors", in_run / "b" / f"{name}.safetensors", shift)
+    return in_run
+
+
+@pytest.mark.slow
+def test_eval_reference_globs_paired_by_hand(strategies):
+    result = _run(["eval", "-m", "a/*.safetensors", "--reference", "b/*.safetensors", "--data", "data/test.csv",
+                   "--json", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert list(out) == ["runs", "aggregate", "reference", "paired"]
+    assert [r["model"] for r in out["runs"]] == [f"a/s{i}.safetensors" for i in range(3)]
+    assert [r["model"] for r in out["reference"]["runs"]] == [f"b/s{i}.safetensors" for i in range(3)]
+    assert out["reference"]["aggregate"]["n_runs"] == 3
+    assert list(out["paired"]) == ["acc", "wst", "eo", "std"]
+    t = 4.302653  # Student t, 97.5 % quantile, 2 degrees of freedom
+    for key, higher_is_better in (("acc", True), ("wst", True), ("eo", False), ("std", False)):
+        diffs = [a[key] - b[key] for a, b in zip(out["runs"], out["reference"]["runs"])]
+        mean = sum(diffs) / 3
+        half = t * math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
+        entry = out["paired"][key]
+        assert entry["n"] == 3
+        assert entry["mean_diff"] == pytest.approx(mean)
+        assert entry["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-6)  # t to 6 decimals
+        assert entry["wins"] == sum((d > 0) if higher_is_better else (d < 0) for d in diffs)
+    assert any(e["mean_diff"] != 0 for e in out["paired"].values())  # the variants do differ
+
+    # repeated flags keep their order: reversing the references pairs a/s0 with b/s2
+    result = _run(["eval", *sum((["-m", f"a/s{i}.safetensors"] for i in range(3)), []),
+                   *sum((["--reference", f"b/s{i}.safetensors"] for i in (2, 1, 0)), []),
+                   "--data", "data/test.csv", "--json", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    rev = json.loads(result.stdout)
+    assert [r["model"] for r in rev["reference"]["runs"]] == [f"b/s{i}.safetensors" for i in (2, 1, 0)]
+    assert rev["paired"]["acc"]["mean_diff"] == pytest.approx(out["paired"]["acc"]["mean_diff"])  # same mean
+
+    table = _run(["eval", "-m", "a/*.safetensors", "-r", "b/*.safetensors", "--data", "data/test.csv",
+                  "--workers", "0"])
+    assert table.exit_code == 0, table.output
+    for text in ("paired: model − reference over 3 run(s)", "STD: std of mean cells", "reference: data/test.csv",
+                 "wins: runs where the model beat the reference (higher ACC/WST, lower EO/STD"):
+        assert text in table.stdout
+    lo, hi = out["paired"]["eo"]["ci95"]
+    assert f"[{100 * lo:+.2f}, {100 * hi:+.2f}]" in table.stdout
+
+
+def test_eval_reference_one_run_has_no_interval(strategies):
+    args = ["eval", "-m", "a/s1.safetensors", "-r", "b/s1.safetensors", "--data", "data/test.csv", "--workers", "0"]
+    result = _run([*args, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    for key in ("acc", "wst", "eo", "std"):
+        assert out["paired"][key]["ci95"] is None and out["paired"][key]["n"] == 1
+        diff = out["runs"][0][key] - out["reference"]["runs"][0][key]
+        assert out["paired"][key]["mean_diff"] == pytest.approx(diff)
+    table = _run(args)
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.stdout.splitlines() if line.startswith(("│ ACC ", "│ WST ", "│ EO ", "│ STD "))]
+    assert len(rows) == 4 and all("—" in row for row in rows)
+    assert "[" not in "".join(rows)  # no zero-width interval
+
+
+def test_eval_reference_count_must_match(strategies):
+    result = _run(["eval", "-m", "a/*.safetensors", "--reference", "b/s0.safetensors", "--data", "data/test.csv"])
+    assert _error(result) == "Error: " + MSG_REFERENCE_COUNT.format(n=3, m=1) + "\n"
+    result = _run(["eval", "-m", "a/s0.safetensors", "-r", "nothing/*.safetensors", "--data", "data/test.csv"])
+    assert _error(result) == "Error: " + MSG_NO_MATCH.format(pattern="nothing/*.safetensors") + "\n"
 
 
 def test_eval_errors(in_run):

@@ -34,6 +34,19 @@ def test_quick_demo_reports_every_strategy(demo_run):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "| AIM-Fair (mask k=55) |" in report and "![metrics per strategy](metrics.png)" in report
+    # one seed: paired rows against full fine-tuning for every other strategy, without an interval
+    assert list(summary["paired_vs_full"]) == [n for n in STRATEGIES if n != "full"]
+    for name, comparison in summary["paired_vs_full"].items():
+        assert list(comparison) == ["acc", "wst", "eo", "std"]
+        for key, entry in comparison.items():
+            assert entry["n"] == 1 and entry["ci95"] is None, (name, key)
+            diff = summary["strategies"][name][key if key != "wst" else "wst_mean_of_runs"]["mean"] \
+                - summary["strategies"]["full"][key if key != "wst" else "wst_mean_of_runs"]["mean"]
+            assert entry["mean_diff"] == pytest.approx(diff)
+    assert "## Paired against full fine-tuning" in report
+    assert "With one seed there is no interval" in report
+    paired_row = next(line for line in report.splitlines() if line.startswith("| linear probing (fc) | ") and "—" in line)
+    assert paired_row.count("—") == 4 and "/1" in paired_row
     commands = (out / "commands.sh").read_text()
     assert "aimfair mask --model seed0/pretrain.safetensors" in commands
     assert "aimfair finetune --model seed0/pretrain.safetensors" in commands and "--mask seed0/mask.safetensors" in commands
@@ -61,6 +74,46 @@ def test_table_is_printed_whole_on_a_narrow_console(demo_run):
         row = next(line for line in lines if line.startswith(f"│ {name} "))
         assert f"{100 * summary['strategies'][name]['acc']['mean']:.2f}" in row
     assert "…" not in result.stdout
+
+
+def _fake_strategies(n_seeds):
+    """Demo results without training: full fine-tuning and two strategies, cells with 100 images each."""
+    from aimfair_cli.metrics import CELLS, GroupMetrics
+    from aimfair_cli.stages.demo import StrategyRuns
+
+    def runs(accs):
+        return [GroupMetrics(cells={c: (100, a + seed % 2) for c, a in zip(CELLS, accs)}) for seed in range(n_seeds)]
+
+    full = StrategyRuns("full", "full fine-tuning", runs([90, 80, 70, 60]))
+    better = StrategyRuns("aimfair", "AIM-Fair", runs([90, 80, 75, 68]))  # WST +8 and ACC +3.25 on every seed
+    same = StrategyRuns("linear", "linear probing", runs([90, 80, 70, 60]))
+    same.metrics[0] = GroupMetrics(cells={c: (100, a) for c, a in zip(CELLS, [91, 80, 70, 60])})
+    return [better, full, same]
+
+
+def test_paired_rows_and_the_words_for_several_seeds():
+    from aimfair_cli.stages.demo import distinguishable_text, paired_rows
+
+    strategies = _fake_strategies(3)
+    rows = paired_rows(strategies)
+    assert [r["strategy"] for r in rows] == ["AIM-Fair", "linear probing"]
+    assert rows[0]["WST"] == "+8.00 [+8.00, +8.00] 3/3"  # the same gain on every seed: a zero-width interval
+    assert rows[1]["ACC"].startswith("+0.08 [") and rows[1]["ACC"].endswith("] 1/3")
+    text = distinguishable_text(strategies)
+    assert text.startswith("At 3 seeds these differences against full fine-tuning are distinguishable from zero")
+    assert "AIM-Fair: ACC +3.25 points (better)" in text and "AIM-Fair: WST +8.00 points (better)" in text
+    assert "linear probing" not in text  # one seed of three moved: its interval contains 0
+
+
+def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
+    from aimfair_cli.stages.demo import distinguishable_text, paired_rows
+
+    one = _fake_strategies(1)
+    assert distinguishable_text(one).startswith("With one seed there is no interval")
+    assert paired_rows(one)[0]["WST"] == "+8.00 — 1/1"
+    strategies = [s for s in _fake_strategies(3) if s.name != "aimfair"]
+    assert distinguishable_text(strategies) == ("At 3 seeds no difference against full fine-tuning is "
+                                                "distinguishable from zero: every 95 % interval contains 0.")
 
 
 def test_demo_rejects_bad_seeds(tmp_path):

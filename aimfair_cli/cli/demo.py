@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..stages.demo import DemoConfig, run_demo, summary_rows
+from ..stages.demo import DemoConfig, distinguishable_text, paired_rows, paired_vs_reference, run_demo, summary_rows
 from . import console
 from .options import command
 
@@ -18,7 +18,8 @@ def demo(cfg: DemoConfig, *, json_out: bool) -> None:
     if json_out:
         console.out.print_json(json.dumps({"out": str(result.out), "report": str(result.report),
                                            "seconds": round(result.seconds, 1),
-                                           "strategies": {s.name: s.aggregate() for s in result.strategies}}))
+                                           "strategies": {s.name: s.aggregate() for s in result.strategies},
+                                           "paired_vs_full": paired_vs_reference(result.strategies)}))
         return
     from rich.table import Table
 
@@ -28,6 +29,15 @@ def demo(cfg: DemoConfig, *, json_out: bool) -> None:
     for row in rows:
         table.add_row(*row.values())
     console.print_wide(table)
+    prows = paired_rows(result.strategies, labels=False)
+    paired = Table(title="Paired against full fine-tuning, percentage points: mean diff [95 % CI] wins/seeds "
+                         "(higher ACC/WST, lower EO/STD win)")
+    for col in prows[0]:
+        paired.add_column(col, justify="left" if col == "strategy" else "right")
+    for row in prows:
+        paired.add_row(*row.values())
+    console.print_wide(paired)
+    console.out.print(distinguishable_text(result.strategies), markup=False)
     for line in result.mask_summary:
         console.out.print(line)
     console.out.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")

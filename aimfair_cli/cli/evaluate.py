@@ -1,4 +1,5 @@
-"""`aimfair eval`: per-cell accuracy, ACC, WST, EO (mean and worst-case forms) and STD of one or more checkpoints."""
+"""`aimfair eval`: per-cell accuracy, ACC, WST, EO (mean and worst-case forms) and STD of one or more checkpoints,
+optionally paired against reference checkpoints of another strategy."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..metrics import CELLS, STD_KIND, cell_key
+from ..metrics import CELLS, PAIRED, STD_KIND, cell_key, format_paired
 from ..stages.evaluate import EvalConfig
 from . import console
 from .options import command
 
 HEADLINE_COLUMNS = (("acc", "ACC"), ("wst", "WST"), ("eo", "EO"), ("eo_worst", "EO worst"), ("std", "STD"))
-AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST in the mean row is the mean of the "
-                  "per-run WST; 'min of mean cells' is the lowest mean cell accuracy (how the paper aggregates).")
+AGGREGATE_NOTE = (f"std: {STD_KIND} standard deviation over runs (ddof=1). WST and STD in the mean row are the mean "
+                  "of the per-run values; 'min of mean cells' is the lowest mean cell accuracy and 'std of mean cells' "
+                  "the population std of the mean cell accuracies (how the paper aggregates).")
+PAIRED_NOTE = ("paired: model run i against reference run i (same seed), in percentage points. 95 % CI: Student t "
+               "over runs, n-1 degrees of freedom ('—' with one run). wins: runs where the model beat the reference "
+               "(higher ACC/WST, lower EO/STD; ties are not wins).")
 
 
 def _pct(x: float) -> str:
@@ -24,12 +29,12 @@ def _pm(d: dict[str, float], key: str = "mean", spread: str = "std") -> str:
     return f"{100 * d[key]:.2f} ± {100 * d[spread]:.2f}"
 
 
-def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
-    """A rich table: one row per checkpoint; with several, mean ± std rows and WST both ways (labelled)."""
+def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path, title: str = ""):
+    """A rich table: one row per checkpoint; with several, mean ± std rows and WST and STD both ways (labelled)."""
     from rich.table import Table
 
     first = runs[0][1]
-    table = Table(title=f"{data} (values in %)", title_justify="left")
+    table = Table(title=f"{title}{data} (values in %)", title_justify="left")
     table.add_column("model")
     for y, s in CELLS:
         table.add_column(f"y={y} s={s}\nn={first.cells[(y, s)][0]}", justify="right")
@@ -43,18 +48,50 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
         heads = [_pm(agg["wst_mean_of_runs" if k == "wst" else k]) for k, _ in HEADLINE_COLUMNS]
         table.add_row(f"mean ± std ({len(runs)} runs)", *cells, *heads)
         table.add_row("WST: min of mean cells", *[""] * len(CELLS), "", _pct(agg["wst_of_mean_cells"]), "", "", "")
+        table.add_row("STD: std of mean cells", *[""] * len(CELLS), "", "", "", "", _pct(agg["std_of_mean_cells"]))
+    return table
+
+
+def render_paired(paired: dict[str, Any]):
+    """The paired section: per metric the mean difference model − reference, its 95 % CI and the wins."""
+    from rich.table import Table
+
+    n = paired["acc"]["n"]
+    table = Table(title=f"paired: model − reference over {n} run(s) (percentage points)", title_justify="left")
+    for col in ("metric", "better", "mean diff", "95 % CI", "wins"):
+        table.add_column(col, justify="left" if col in ("metric", "better") else "right")
+    for key, better in PAIRED:
+        text = format_paired(paired[key])
+        table.add_row(key.upper(), "higher" if better > 0 else "lower", text["diff"], text["ci95"], text["wins"])
     return table
 
 
 @command("eval", EvalConfig)
 def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
     """Evaluate checkpoints on a real test manifest: per-cell accuracy and counts, ACC, WST, EO, worst-case EO and
-    STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs."""
-    from ..stages.evaluate import evaluate_many
+    STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs;
+    with --reference also paired differences against the reference runs."""
+    from ..stages.evaluate import compare_to_reference, evaluate_many
 
-    runs, agg = evaluate_many(cfg.model, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
-                              predictions=cfg.predictions, allow_duplicates=cfg.allow_duplicates,
-                              progress=console.RichProgress())
+    kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
+              allow_duplicates=cfg.allow_duplicates, progress=console.RichProgress())
+    if cfg.reference:
+        cmp = compare_to_reference(cfg.model, cfg.reference, cfg.data, **kw)
+        if json_out:
+            console.out.print_json(json.dumps({
+                "runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.runs], "aggregate": cmp.aggregate,
+                "reference": {"runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.reference_runs],
+                              "aggregate": cmp.reference_aggregate},
+                "paired": cmp.paired}))
+            return
+        console.print_wide(render_table(cmp.runs, cmp.aggregate, cfg.data, title="model: "))
+        console.print_wide(render_table(cmp.reference_runs, cmp.reference_aggregate, cfg.data, title="reference: "))
+        console.print_wide(render_paired(cmp.paired))
+        console.out.print(PAIRED_NOTE, markup=False)
+        if len(cmp.runs) > 1:
+            console.out.print(AGGREGATE_NOTE, markup=False)
+        return
+    runs, agg = evaluate_many(cfg.model, cfg.data, **kw)
     if json_out:
         if len(runs) == 1:
             payload: dict[str, Any] = runs[0][1].to_dict()

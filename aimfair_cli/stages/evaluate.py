@@ -1,7 +1,8 @@
 """`aimfair eval`: score checkpoints on a real test manifest and compute the per-cell fairness metrics.
 
 The test manifest needs `protected` on every row and at least one image in every (target, protected) cell.
-Several checkpoints (e.g. one per seed) are aggregated with `metrics.aggregate`.
+Several checkpoints (e.g. one per seed) are aggregated with `metrics.aggregate`; checkpoints of another strategy on
+the same seeds (`references`) are compared with them pair by pair (`metrics.paired`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .. import dist, layout
 from ..errors import DataError, UsageError
 from ..fsio import atomic_open
 from ..manifest import Manifest, read_manifest
-from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics
+from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics, paired
 from ..options import ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
 from ..progress import NULL, Progress
 
@@ -31,6 +32,8 @@ MSG_NO_MATCH = "no checkpoint matches '{pattern}'"
 MSG_NO_MODELS = "no checkpoint given (use --model, once or more, or a glob such as 'runs/*/finetune.safetensors')"
 MSG_PREDICTIONS_MANY = "--predictions takes a single --model; got {n} checkpoints"
 MSG_POSITIVE = "--{name} must be at least {low}; got {value}"
+MSG_REFERENCE_COUNT = ("--model gives {n} checkpoint(s) and --reference {m}; a paired comparison needs the same "
+                       "number (paired by position, globs sorted)")
 
 
 @dataclass
@@ -46,6 +49,11 @@ class EvalConfig:
     batch_size: int = option(256, help="Images per batch.", min=1, max=MAX_BATCH)
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    reference: list[str] | None = option(None, short=("-r",),
+                                         help="Checkpoints of another strategy on the same seeds (repeat it or pass a "
+                                         "quoted glob), as many as --model and paired with them by position (globs "
+                                         "sorted): adds the mean difference, its 95 % CI (Student t over seeds) and the "
+                                         "wins for ACC, WST, EO and STD.")
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
 
@@ -113,6 +121,47 @@ def write_predictions(path: str | os.PathLike, manifest: Manifest, preds: Any) -
     return path
 
 
+@dataclass
+class Comparison:
+    """`runs` against `reference_runs` of another strategy on the same seeds, paired by position."""
+
+    runs: list[tuple[Path, GroupMetrics]]
+    aggregate: dict[str, Any]
+    reference_runs: list[tuple[Path, GroupMetrics]]
+    reference_aggregate: dict[str, Any]
+    paired: dict[str, Any]  # metrics.paired: per metric mean_diff, ci95, wins, n
+
+
+def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, workers: int, device: str,
+             allow_duplicates: bool, progress: Progress) -> tuple[Manifest, Any]:
+    """Every check that can fail cheaply, before any checkpoint is scored."""
+    from ..checkpoint import read_meta
+    from ..data.images import check_images
+    from ..models import resolve_device
+
+    _check_sizes(batch_size, workers)
+    for p in paths:
+        read_meta(p)  # every checkpoint exists and is safetensors before any work starts
+    manifest = load_test_manifest(data, allow_duplicates=allow_duplicates)
+    dev = resolve_device(device)
+    check_images(manifest, progress=progress)
+    return manifest, dev
+
+
+def _score_all(paths: list[Path], manifest: Manifest, data: str | os.PathLike, *, batch_size: int, workers: int,
+               device: Any, predictions: str | os.PathLike | None, progress: Progress) -> list[tuple[Path, GroupMetrics]]:
+    runs: list[tuple[Path, GroupMetrics]] = []
+    for p in paths:
+        preds = _score(p, manifest, batch_size=batch_size, workers=workers, device=device, progress=progress)
+        metrics = group_metrics(preds.targets, preds.protected, preds.preds)
+        log.info("%s on %s: acc %.4f  wst %.4f  eo %.4f", p, Path(data).name, metrics.acc, metrics.wst, metrics.eo)
+        if predictions is not None and dist.is_main():  # every rank holds all predictions; one writes
+            write_predictions(predictions, manifest, preds)
+        dist.barrier()
+        runs.append((p, metrics))
+    return runs
+
+
 def evaluate_many(
     models: Sequence[str | os.PathLike],
     data: str | os.PathLike,
@@ -125,30 +174,45 @@ def evaluate_many(
     progress: Progress = NULL,
 ) -> tuple[list[tuple[Path, GroupMetrics]], dict[str, Any]]:
     """Evaluate each checkpoint on `data`; returns the per-run metrics and their aggregate (mean ± sample std,
-    WST both as mean of runs and as min of mean cells). `models` may hold glob patterns."""
-    from ..checkpoint import read_meta
-    from ..data.images import check_images
-    from ..models import resolve_device
-
+    WST and STD also from the mean cells). `models` may hold glob patterns."""
     paths = expand_models(models)
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
-    _check_sizes(batch_size, workers)
-    for p in paths:
-        read_meta(p)  # every checkpoint exists and is safetensors before any work starts
-    manifest = load_test_manifest(data, allow_duplicates=allow_duplicates)
-    dev = resolve_device(device)
-    check_images(manifest, progress=progress)
-    runs: list[tuple[Path, GroupMetrics]] = []
-    for p in paths:
-        preds = _score(p, manifest, batch_size=batch_size, workers=workers, device=dev, progress=progress)
-        metrics = group_metrics(preds.targets, preds.protected, preds.preds)
-        log.info("%s on %s: acc %.4f  wst %.4f  eo %.4f", p, Path(data).name, metrics.acc, metrics.wst, metrics.eo)
-        if predictions is not None and dist.is_main():  # every rank holds all predictions; one writes
-            write_predictions(predictions, manifest, preds)
-        dist.barrier()
-        runs.append((p, metrics))
+    manifest, dev = _prepare(paths, data, batch_size=batch_size, workers=workers, device=device,
+                             allow_duplicates=allow_duplicates, progress=progress)
+    runs = _score_all(paths, manifest, data, batch_size=batch_size, workers=workers, device=dev,
+                      predictions=predictions, progress=progress)
     return runs, aggregate([m for _, m in runs])
+
+
+def compare_to_reference(
+    models: Sequence[str | os.PathLike],
+    references: Sequence[str | os.PathLike],
+    data: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    workers: int = 2,
+    device: str = "auto",
+    predictions: str | os.PathLike | None = None,
+    allow_duplicates: bool = False,
+    progress: Progress = NULL,
+) -> Comparison:
+    """Evaluate `models` and `references` (each a list of paths or glob patterns, globs sorted) on `data` and pair
+    them by position: model i and reference i should share a seed. Both lists must hold as many checkpoints.
+    `predictions` is written for the single model, never for the reference."""
+    paths, ref_paths = expand_models(models), expand_models(references)
+    if len(paths) != len(ref_paths):
+        raise UsageError(MSG_REFERENCE_COUNT.format(n=len(paths), m=len(ref_paths)))
+    if predictions is not None and len(paths) > 1:
+        raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
+    manifest, dev = _prepare(paths + ref_paths, data, batch_size=batch_size, workers=workers, device=device,
+                             allow_duplicates=allow_duplicates, progress=progress)
+    kw = dict(batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    runs = _score_all(paths, manifest, data, predictions=predictions, **kw)
+    ref_runs = _score_all(ref_paths, manifest, data, predictions=None, **kw)
+    a, b = [m for _, m in runs], [m for _, m in ref_runs]
+    return Comparison(runs=runs, aggregate=aggregate(a), reference_runs=ref_runs, reference_aggregate=aggregate(b),
+                      paired=paired(a, b))
 
 
 def evaluate_checkpoint(
