@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .fsio import atomic_write_text
+from .fsio import atomic_write_text, read_utf8
 
 CONFIG_FILE = "aimfair.yaml"
 
@@ -36,7 +36,7 @@ def load_config_file(path: str | os.PathLike, known_sections: set[str] | None = 
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_utf8(path, ConfigError)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
@@ -126,7 +126,7 @@ def is_done(output: str | os.PathLike, stage: str, config: Any) -> bool:
         return False
     try:
         previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         return False
     current = yaml.safe_load(yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False))
     return previous == current

@@ -10,7 +10,7 @@ import typer
 
 from .. import layout
 from ..config import resolve
-from ..metrics import CELLS, STD_KIND, cell_key
+from ..metrics import CELLS, DEGENERATE_MARK, MSG_DEGENERATE_NOTE, STD_KIND, cell_key
 from . import console
 from .options import ConfigOpt, DeviceOpt, JsonOpt, VerboseOpt, WorkersOpt
 
@@ -41,7 +41,8 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path):
     for _, label in HEADLINE_COLUMNS:
         table.add_column(label, justify="right")
     for path, m in runs:
-        table.add_row(str(path), *(_pct(m.cell_acc(*c)) for c in CELLS), *(_pct(getattr(m, k)) for k, _ in HEADLINE_COLUMNS))
+        name = f"{path} {DEGENERATE_MARK}" if m.degenerate else str(path)
+        table.add_row(name, *(_pct(m.cell_acc(*c)) for c in CELLS), *(_pct(getattr(m, k)) for k, _ in HEADLINE_COLUMNS))
     if len(runs) > 1:
         table.add_section()
         cells = [_pm(agg["cells"][cell_key(*c)], "acc", "acc_std") for c in CELLS]
@@ -91,5 +92,7 @@ def evaluate(
         console.out.print_json(json.dumps(payload))
     else:
         console.print_wide(render_table(runs, agg, Path(opts["data"])))
+        if any(m.degenerate for _, m in runs):
+            console.out.print(MSG_DEGENERATE_NOTE, markup=False)
         if len(runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)

@@ -34,6 +34,7 @@ from .celeba import (
     check_distinct,
     check_positive_int,
     check_root,
+    check_split_outputs,
     close_names,
     manifest_file_name,
     write_splits,
@@ -145,6 +146,7 @@ def import_utkface(
         check_attribute(name)
     check_distinct(cfg.target, cfg.protected)
     root = check_root(root)
+    check_split_outputs(out, STAGE, {})
 
     faces, bad = scan(root, progress=progress)
     if not faces:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..config import is_done, write_resolved_config
 from ..errors import UsageError
+from ..metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,10 @@ def summary_rows(strategies: list[StrategyRuns], *, labels: bool = True) -> list
     rows = []
     for s in strategies:
         agg = s.aggregate()
-        row = {"strategy": s.label if labels else s.name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
+        name = s.label if labels else s.name
+        if agg["degenerate_runs"]:  # a constant predictor must never read as "perfectly fair"
+            name += f" {DEGENERATE_MARK} ({agg['degenerate_runs']}/{agg['n_runs']} seeds)"
+        row = {"strategy": name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
         if agg["n_runs"] > 1:
             row["WST (min of mean cells)"] = _pm(agg, "wst_of_mean_cells")
         row.update({"EO": _pm(agg, "eo"), "EO worst": _pm(agg, "eo_worst"), "STD": _pm(agg, "std")})
@@ -397,6 +401,8 @@ def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_
         "Every step above is one `aimfair` command; `commands.sh` in this folder lists them in order.", "",
         "```sh", *(out / "commands.sh").read_text().splitlines()[2:], "```", "",
     ]
+    if any(a["degenerate_runs"] for a in aggs.values()):
+        lines[lines.index("![metrics per strategy](metrics.png)")] = f"{MSG_DEGENERATE_NOTE}.\n\n![metrics per strategy](metrics.png)"
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import DataError, UsageError
-from ..fsio import atomic_open
+from ..fsio import atomic_open, check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics
 from ..progress import NULL, Progress
@@ -21,6 +21,7 @@ from ..progress import NULL, Progress
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("file_name", "target", "protected", "score", "pred")
+PREDICTION_FORMATS = (".csv", ".jsonl")
 _GLOB_CHARS = "*?["
 
 MSG_EMPTY_CELL = "{path}: no image in cell (target={y}, protected={s}); evaluation needs every (target, protected) cell"
@@ -80,15 +81,23 @@ def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: in
 
 
 def write_predictions(path: str | os.PathLike, manifest: Manifest, preds: Any) -> Path:
-    """One CSV row per image: file_name, target, protected, score (sigmoid), pred (0/1). Atomic."""
+    """One row per image: file_name, target, protected, score (sigmoid), pred (0/1); CSV, or JSON lines when
+    `path` ends in .jsonl. Atomic."""
     import csv
+    import json
 
     path = Path(path)
     with atomic_open(path, "w", encoding="utf-8") as fh:
+        jsonl = path.suffix.lower() == ".jsonl"
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(PREDICTION_COLUMNS)
+        if not jsonl:
+            writer.writerow(PREDICTION_COLUMNS)
         for i, score, y, s, p in zip(preds.indices, preds.scores, preds.targets, preds.protected, preds.preds):
-            writer.writerow([manifest.rows[int(i)]["file_name"], int(y), int(s), f"{float(score):.6f}", int(p)])
+            row = [manifest.rows[int(i)]["file_name"], int(y), int(s), round(float(score), 6), int(p)]
+            if jsonl:
+                fh.write(json.dumps(dict(zip(PREDICTION_COLUMNS, row)), ensure_ascii=False) + "\n")
+            else:
+                writer.writerow([*row[:3], f"{row[3]:.6f}", row[4]])
     return path
 
 
@@ -112,6 +121,9 @@ def evaluate_many(
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
     _check_sizes(batch_size, workers)
+    if predictions is not None:
+        check_suffix(predictions, PREDICTION_FORMATS, "--predictions")
+        check_outputs({"--predictions": predictions}, {"--data": data, "--model": paths})
     for p in paths:
         read_meta(p)  # every checkpoint exists and is safetensors before any work starts
     manifest = load_test_manifest(data)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import dist
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
+from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..progress import NULL, Progress
 from ..synthsets import draw_balanced
@@ -132,6 +133,9 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if cfg.epochs <= 0 or cfg.lr <= 0:
         raise UsageError("--epochs and --lr must be positive")
     strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
+    check_suffix(cfg.out, (".safetensors",), "--out")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune")},
+                  {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 
     seed_everything(cfg.seed)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import dist
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..data.bias import CELLS, parse_bias
 from ..errors import UsageError
+from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
 from ..progress import NULL, Progress
@@ -178,6 +179,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     bias = None if auto else parse_bias(cfg.bias_ratio)
     if cfg.max_samples is not None and cfg.max_samples <= 0:
         raise UsageError(f"--max-samples must be positive, got {cfg.max_samples}")
+    check_suffix(cfg.out, (".safetensors",), "--out")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask")},
+                  {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth})
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

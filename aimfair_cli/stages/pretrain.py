@@ -16,6 +16,7 @@ from typing import Any
 from .. import dist
 from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
+from ..fsio import check_outputs
 from ..manifest import read_manifest
 from ..progress import NULL, Progress
 
@@ -130,7 +131,7 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
             break
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
         for section in (data.values() if isinstance(data, dict) else []):
             if not isinstance(section, dict):
@@ -149,6 +150,9 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = _check(cfg)
+    weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain")},
+                  {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
     train = read_manifest(cfg.train)  # protected may be empty: pretraining uses no group labels
     val = read_manifest(cfg.val)
     device = resolve_device(cfg.device)

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {"per_group": 50, "writer": "template", "seed": 0}
 
 PARTIAL_SUFFIX = ".partial.yaml"
 
+PROMPT_SUFFIXES = (".yaml", ".yml")
 MSG_BAD_PER_GROUP = "--per-group must be at least 1 (got {n})"
 MSG_PARTIAL_MISMATCH = (
     "{path} holds prompts from another run ({what} differs); rerun with the same options or delete it"
@@ -116,6 +117,9 @@ def write_prompts(
     if per_group < 1:
         raise UsageError(MSG_BAD_PER_GROUP.format(n=per_group))
     out = Path(out)
+    check_suffix(out, PROMPT_SUFFIXES, "--out")
+    check_outputs({"--out": out, "the partial file": partial_path(out),
+                   "the resolved config": config_path_for(out, "prompts")})
     names = list(dict.fromkeys(groups)) if groups else [g.name for g in task.groups]
     chosen = [task.group(name) for name in names]
     w = make_writer(writer, **(writer_options or {})) if isinstance(writer, str) else writer
