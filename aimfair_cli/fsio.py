@@ -190,9 +190,9 @@ def check_outputs(outputs: Mapping[str, "str | os.PathLike | None"],
     """Every check a stage runs before any work: no output file (nor folder) is an input, and every output
     file and folder can be written."""
     refuse_inputs({**outputs, **folders}, inputs)
+    for output in folders.values():  # first: a folder that cannot be made is the clearer message
+        if output is not None:
+            check_writable(output, folder=True)
     for output in outputs.values():
         if output is not None:
             check_writable(output)
-    for output in folders.values():
-        if output is not None:
-            check_writable(output, folder=True)

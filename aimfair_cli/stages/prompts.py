@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..errors import PromptWriterError, UsageError
-from ..fsio import atomic_write_text
+from ..fsio import atomic_write_text, check_outputs, check_suffix
 from ..progress import NULL, Progress
 from ..tasks import PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
 from ..writers.base import PromptWriter, make_writer
