@@ -192,6 +192,12 @@ def test_data_demo_parent_is_a_file(ws):
             MSG_NOT_FOLDER.format(path="model.safetensors/demo", parent="model.safetensors"))
 
 
+def test_demo_parent_is_a_file(ws):
+    out = ws / "model.safetensors" / "demo"
+    refused(ws, ["demo", "--quick", "--out", "model.safetensors/demo"],
+            MSG_NOT_FOLDER.format(path=out, parent=ws / "model.safetensors"))
+
+
 def test_synth_out_under_a_file(ws):
     refused(ws, ["synth", "--group", "smiling_male", "--n", "2", "--out", "data/test.csv/synth"],
             MSG_NOT_FOLDER.format(path="data/test.csv/synth", parent="data/test.csv"))

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..config import is_done, write_resolved_config
 from ..errors import UsageError
+from ..fsio import check_writable
 from ..metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
 from ..progress import NULL, Progress
 
@@ -141,6 +142,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
             raise UsageError(f"unknown block '{block}' (known: {', '.join(BLOCKS)})")
     started = time.perf_counter()
     out = Path(c.out).resolve()
+    check_writable(out, folder=True)  # a read-only or misplaced folder is found before minutes of work
     out.mkdir(parents=True, exist_ok=True)
     data, prompts_file, synth = out / "data", out / "prompts" / f"{TASK}.yaml", out / "synth"
     train, val, test = data / "train.csv", data / "val.csv", data / "test.csv"
