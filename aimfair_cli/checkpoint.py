@@ -11,6 +11,7 @@ the caller adds (best_val_acc, best_epoch, stage, ...).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -35,6 +36,21 @@ MSG_NO_META = "{path}: safetensors file without aimfair metadata (not written by
 MSG_BAD_META = "{path}: aimfair metadata is not valid JSON"
 MSG_NEWER = "{path}: checkpoint format {found} is newer than this aimfair supports ({supported})"
 MSG_MISMATCH = "{path}: checkpoint tensors do not fit a {arch}: {detail}"
+MSG_META_MISSING = "{path}: checkpoint metadata has no '{field}'"
+MSG_META_BAD = "{path}: checkpoint metadata '{field}' must be {rule}; got {value}"
+MSG_NOT_FINITE = "{path}: tensor '{name}' holds NaN or infinite values; the checkpoint is broken"
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096  # what pretrain accepts; larger would allocate absurd batches
+_RULES = {
+    "format": "a whole number of at least 1",
+    "arch": "a text",
+    "image_size": f"a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}",
+    "mean": "3 finite numbers",
+    "std": "3 finite numbers above 0",
+    "target": "a text or null",
+    "protected": "a text or null",
+    "config": "a mapping",
+}
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -74,8 +90,45 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(MSG_BAD_META.format(path=path)) from None
     if not isinstance(meta, dict):
         raise CheckpointError(MSG_BAD_META.format(path=path))
-    if int(meta.get("format", 0)) > FORMAT_VERSION:
-        raise CheckpointError(MSG_NEWER.format(path=path, found=meta.get("format"), supported=FORMAT_VERSION))
+    return check_meta(path, meta)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _numbers(v: Any, *, positive: bool) -> bool:
+    return (isinstance(v, list) and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    and (x > 0 or not positive) for x in v))
+
+
+def check_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Validate what every command reads from the metadata (one line naming the field, never a KeyError).
+
+    format and image_size are required; arch, mean, std, target, protected and config fall back to the
+    defaults save_checkpoint fills in."""
+    for name in ("format", "image_size"):
+        if name not in meta:
+            raise CheckpointError(MSG_META_MISSING.format(path=path, field=name))
+    meta = {**DEFAULT_META, **meta}
+    checks = {
+        "format": _is_int(meta["format"]) and meta["format"] >= 1,
+        "arch": isinstance(meta["arch"], str),
+        "image_size": _is_int(meta["image_size"]) and MIN_IMAGE_SIZE <= meta["image_size"] <= MAX_IMAGE_SIZE,
+        "mean": _numbers(meta["mean"], positive=False),
+        "std": _numbers(meta["std"], positive=True),
+        "target": meta["target"] is None or isinstance(meta["target"], str),
+        "protected": meta["protected"] is None or isinstance(meta["protected"], str),
+        "config": isinstance(meta["config"], dict),
+    }
+    for name, ok in checks.items():
+        if not ok:
+            value = json.dumps(meta[name])
+            value = value if len(value) <= 60 else value[:57] + "..."
+            raise CheckpointError(MSG_META_BAD.format(path=path, field=name, rule=_RULES[name], value=value))
+    if meta["format"] > FORMAT_VERSION:
+        raise CheckpointError(MSG_NEWER.format(path=path, found=meta["format"], supported=FORMAT_VERSION))
     return meta
 
 
@@ -105,6 +158,15 @@ def save_checkpoint(path: str | os.PathLike, model: "torch.nn.Module", meta: dic
     return path
 
 
+def check_finite(path: Path, state: dict[str, "torch.Tensor"]) -> None:
+    """Refuse a checkpoint with NaN or inf in any float tensor: it would score as a constant predictor."""
+    import torch
+
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(MSG_NOT_FINITE.format(path=path, name=name))
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: "str | torch.device" = "cpu") -> tuple["torch.nn.Module", dict[str, Any]]:
     """Build the checkpoint's architecture and load every tensor strictly. Returns (model in eval mode, meta)."""
     from safetensors import SafetensorError
@@ -120,6 +182,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: "str | torch.device" = "
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(MSG_NOT_SAFETENSORS.format(path=path)) from exc
+    check_finite(path, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

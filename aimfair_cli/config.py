@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .errors import AimfairError, ConfigError
-from .fsio import atomic_write_text
+from .fsio import MSG_NOT_UTF8, atomic_write_text
 
 T = TypeVar("T")
 
@@ -34,7 +34,6 @@ MSG_UNKNOWN_SECTION = "{path}: unknown section '{section}' (known: {known})"
 MSG_UNKNOWN_KEY = "{path}: unknown key '{key}' in section '{section}' (known: {known})"
 MSG_NOT_FOUND = "config file not found: {path}"
 MSG_BAD_YAML = "{path}: invalid YAML ({detail})"
-MSG_NOT_UTF8 = "{path}: not UTF-8 text (byte {byte:#04x} at offset {offset})"
 MSG_ALIASES = "{path}: more than {limit} YAML aliases (refusing a possible alias bomb)"
 MSG_UNREADABLE = "{path}: cannot read ({reason})"
 
@@ -79,8 +78,8 @@ def read_yaml(path: str | os.PathLike, *, error: type[AimfairError] = ConfigErro
         raise error(MSG_UNREADABLE.format(path=path, reason=exc.strerror or exc.__class__.__name__)) from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise error(MSG_NOT_UTF8.format(path=path, byte=raw[exc.start], offset=exc.start)) from None
+    except UnicodeDecodeError:
+        raise error(MSG_NOT_UTF8.format(path=path)) from None
     try:
         return yaml.load(text, Loader=_limited_loader(max_aliases))  # noqa: S506 - a SafeLoader subclass
     except _TooManyAliases:

@@ -14,6 +14,18 @@ class UsageError(AimfairError):
     """An option value that cannot be used (bad bias ratio, k <= 0, unknown strategy, ...)."""
 
 
+class OutputError(UsageError):
+    """An output path that would overwrite an input, has the wrong suffix, or cannot be written."""
+
+
+class WriteError(AimfairError):
+    """Writing an output failed part-way (disk full, permission denied, file too large)."""
+
+
+class TrainingError(AimfairError):
+    """Training diverged (non-finite loss or weights); no checkpoint is written."""
+
+
 class ConfigError(AimfairError):
     """A run-folder config file that is malformed or names unknown keys."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import ManifestError
-from .fsio import atomic_open
+from .fsio import MSG_NOT_UTF8, atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,22 @@ def _parse_label(value: Any, *, path: Path, row: int, column: str, allow_empty: 
 
 
 def _raw_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    try:
+        return _decoded_rows(path)
+    except UnicodeDecodeError:
+        raise ManifestError(MSG_NOT_UTF8.format(path=path)) from None
+
+
+def _json_row(line: str) -> Any:
+    """One JSONL line, or None when it is not JSON. Python refuses integers of more than 4300 digits
+    (ValueError) and nesting deeper than its recursion limit (RecursionError): both are "not JSON" here."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+
+
+def _decoded_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark
@@ -112,10 +128,7 @@ def _raw_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             for i, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    obj = None
+                obj = _json_row(line)
                 if not isinstance(obj, dict):
                     raise ManifestError(MSG_BAD_JSON.format(path=path, row=len(rows) + 1))
                 for k in obj:

@@ -23,6 +23,8 @@ MSG_NOT_FOUND = "mask not found: {path}"
 MSG_NOT_MASK = "{path}: not an aimfair mask (.safetensors with aimfair_mask metadata)"
 MSG_MISSING_IN_MASK = "mask does not fit the model: tensor '{name}' is in the model but not in the mask"
 MSG_EXTRA_IN_MASK = "mask does not fit the model: tensor '{name}' is in the mask but not in the model"
+MSG_MASK_META = "{path}: mask metadata '{field}' must be {rule}"
+MSG_MASK_EMPTY_TENSOR = "{path}: mask tensor '{name}' is empty (a mask holds one flag per tensor)"
 MSG_SHAPE = "mask does not fit the model: tensor '{name}' has shape {model} in the model but {mask} in the mask"
 
 
@@ -64,6 +66,25 @@ def save_mask(path: str | os.PathLike, mask: Mask) -> Path:
     return path
 
 
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """The fields load_mask and finetune read: a wrong type is one line naming the field, never a traceback."""
+    def bad(field: str, rule: str) -> MaskError:
+        return MaskError(MSG_MASK_META.format(path=path, field=field, rule=rule))
+
+    shapes = meta.get("shapes")
+    if not (isinstance(shapes, dict) and shapes and all(
+            isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+            for s in shapes.values())):
+        raise bad("shapes", "a mapping of tensor names to shapes (lists of positive whole numbers)")
+    selected = meta.get("selected", [])
+    if not (isinstance(selected, list) and all(isinstance(n, str) for n in selected)):
+        raise bad("selected", "a list of tensor names")
+    sizes = meta.get("sizes", {})
+    if not (isinstance(sizes, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                            for v in sizes.values())):
+        raise bad("sizes", "a mapping of set names to positive whole numbers")
+
+
 def load_mask(path: str | os.PathLike) -> Mask:
     from safetensors import SafetensorError, safe_open
 
@@ -76,9 +97,17 @@ def load_mask(path: str | os.PathLike) -> Mask:
             if raw is None:
                 raise MaskError(MSG_NOT_MASK.format(path=path))
             meta = json.loads(raw)
-            flags = {name: bool(fh.get_tensor(name).flatten()[0]) for name in fh.keys()}
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
+            flags = {}
+            for name in fh.keys():
+                flat = fh.get_tensor(name).flatten()
+                if flat.numel() == 0:
+                    raise MaskError(MSG_MASK_EMPTY_TENSOR.format(path=path, name=name))
+                flags[name] = bool(flat[0])
+    except (SafetensorError, OSError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise MaskError(MSG_NOT_MASK.format(path=path)) from None
+    if not isinstance(meta, dict):
+        raise MaskError(MSG_NOT_MASK.format(path=path))
+    _check_meta(path, meta)
     shapes = {name: list(shape) for name, shape in meta.pop("shapes").items()}
     meta.pop("total", None)
     meta.pop("format", None)

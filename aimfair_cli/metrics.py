@@ -36,6 +36,15 @@ MSG_PAIRED_COUNT = "a paired comparison needs as many runs as reference runs; go
 # The metrics compared pairwise, and which way is better: +1 higher (ACC, WST), -1 lower (EO, STD).
 PAIRED = (("acc", +1), ("wst", +1), ("eo", -1), ("std", -1))
 
+# A classifier that gives one answer to (nearly) every image has equal error rates in every group by
+# construction: EO 0 and STD 0 would read as "perfectly fair". Such a run is flagged, never reported plainly.
+DEGENERATE_SHARE = 0.99
+DEGENERATE_MARK = "DEGENERATE"
+MSG_DEGENERATE_NOTE = (
+    "DEGENERATE: the model predicts one class for at least 99% of the test images; its fairness numbers "
+    "(EO, STD) are meaningless"
+)
+
 
 def cell_key(y: int, s: int) -> str:
     return f"{y},{s}"
@@ -83,8 +92,21 @@ class GroupMetrics:
 
         return float(np.std([self.cell_acc(*c) for c in CELLS]))  # ddof=0: population std
 
+    @property
+    def positive_rate(self) -> float:
+        """Share of images predicted 1. In cell (1, s) the correct answers are the 1s, in cell (0, s) the errors."""
+        ones = sum(c if y == 1 else n - c for (y, _), (n, c) in self.cells.items())
+        return ones / self.n
+
+    @property
+    def degenerate(self) -> bool:
+        """True when one class is predicted for at least DEGENERATE_SHARE of the images."""
+        return max(self.positive_rate, 1 - self.positive_rate) >= DEGENERATE_SHARE
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in HEADLINE}
+        out["positive_rate"] = self.positive_rate
+        out["degenerate"] = self.degenerate
         out["cells"] = {cell_key(*c): {"n": self.cells[c][0], "acc": self.cell_acc(*c)} for c in CELLS}
         return out
 
@@ -149,6 +171,7 @@ def aggregate(runs: list[GroupMetrics]) -> dict[str, Any]:
         accs = _spread([r.cell_acc(*c) for r in runs])
         cells[cell_key(*c)] = {"n": runs[0].cells[c][0], "acc": accs["mean"], "acc_std": accs["std"]}
     out["cells"] = cells
+    out["degenerate_runs"] = sum(r.degenerate for r in runs)
     out["wst_of_mean_cells"] = min(v["acc"] for v in cells.values())
     out["std_of_mean_cells"] = float(np.std([v["acc"] for v in cells.values()]))  # ddof=0, as the released code
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PromptWriterError, UsageError
+from .fsio import read_utf8
 
 PROMPT_FILE_VERSION = 1
 
@@ -193,7 +194,7 @@ def load_prompt_file(path: str | os.PathLike) -> PromptFile:
     if not path.is_file():
         raise PromptWriterError(f"prompt file not found: {path}")
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        d = yaml.safe_load(read_utf8(path, PromptWriterError))
         task = Task.from_dict(d["task"])
         groups = {name: list(g.get("prompts") or []) for name, g in d["groups"].items()}
         plain = {name: g["plain"] for name, g in d["groups"].items() if g.get("plain")}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import dist
 from .data.images import batches
-from .errors import UsageError
+from .errors import TrainingError, UsageError
 from .progress import NULL, Progress
 
 if TYPE_CHECKING:
@@ -33,6 +33,14 @@ MSG_BAD_BN = "--bn must be one of {modes}; got '{bn}'"
 MSG_UNKNOWN_TRAINABLE = "trainable names not in the model: {names}"
 MSG_NOTHING_TRAINABLE = "no parameter tensor is trainable: nothing to fine-tune"
 MSG_BAD_EPOCHS = "epochs must be at least 1; got {epochs}"
+MSG_LOSS_NOT_FINITE = (
+    "{description}: the training loss became {value} in epoch {epoch}{where}; stopped, no checkpoint written "
+    "(try a lower --lr)"
+)
+MSG_WEIGHTS_NOT_FINITE = (
+    "{description}: weights became NaN or infinite in epoch {epoch} (tensor '{name}'); stopped, no checkpoint "
+    "written (try a lower --lr)"
+)
 
 
 @dataclass
@@ -112,8 +120,14 @@ def train_one_epoch(
     scaler: "torch.amp.GradScaler | None" = None,
     channels_last: bool = False,
     frozen_bn: list["nn.Module"] | tuple = (),
+    epoch: int = 1,
+    description: str = "train",
 ) -> dict[str, float]:
-    """One pass over `loader`. Returns the mean loss and accuracy over the images seen (all ranks)."""
+    """One pass over `loader`. Returns the mean loss and accuracy over the images seen (all ranks).
+
+    A non-finite loss raises TrainingError at once in a single process; under torchrun the ranks agree on it
+    at the end of the epoch (through the summed loss), so no rank waits forever for one that stopped.
+    """
     import torch
 
     device = torch.device(device)
@@ -121,12 +135,16 @@ def train_one_epoch(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, n]
-    for images, targets, _protected, _idx in batches(loader):
+    single = not dist.is_distributed()
+    for batch, (images, targets, _protected, _idx) in enumerate(batches(loader), 1):
         images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
         targets = targets.to(device, non_blocking=True)  # [B]
         with _autocast(device, amp):
             logits = model(images).squeeze(1)  # [B]
             loss = loss_fn(logits.float(), targets)
+        if single and not math.isfinite(loss.item()):
+            raise TrainingError(MSG_LOSS_NOT_FINITE.format(description=description, value=loss.item(), epoch=epoch,
+                                                           where=f", batch {batch}"))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -143,7 +161,20 @@ def train_one_epoch(
             task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
     dist.all_reduce_sum(totals)
     loss_sum, correct, n = totals.tolist()
+    if not math.isfinite(loss_sum):
+        raise TrainingError(MSG_LOSS_NOT_FINITE.format(description=description, value=loss_sum, epoch=epoch, where=""))
     return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+
+def first_non_finite(model: "nn.Module") -> str | None:
+    """The name of the first parameter or float buffer (BN running statistics) holding NaN or inf, else None."""
+    import torch
+
+    with torch.no_grad():
+        for name, t in (*model.named_parameters(), *model.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return name
+    return None
 
 
 def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
@@ -208,7 +239,10 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
     lr = optimizer.param_groups[0]["lr"]
     with progress.task(f"{description} epoch {epoch}/{optim.epochs}", total=len(train_loader)) as task:
         stats = train_one_epoch(net, train_loader, optimizer, device=device, amp=amp, task=task, scaler=scaler,
-                                channels_last=channels_last, frozen_bn=frozen_bn)
+                                channels_last=channels_last, frozen_bn=frozen_bn, epoch=epoch, description=description)
+    bad = first_non_finite(model)  # under DDP every rank holds the same weights, so all ranks agree
+    if bad is not None:
+        raise TrainingError(MSG_WEIGHTS_NOT_FINITE.format(description=description, epoch=epoch, name=bad))
     val_acc = math.nan
     if val_loader is not None:
         val_acc = predict(model, val_loader, device=device, amp=amp, channels_last=channels_last).accuracy

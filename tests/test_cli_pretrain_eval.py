@@ -114,7 +114,7 @@ def test_eval_json(in_run):
     result = _run(["eval", "--model", "model.safetensors", "--data", "data/test.csv", "--json", "--workers", "0"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert list(out) == ["acc", "wst", "eo", "eo_worst", "std", "cells"]
+    assert list(out) == ["acc", "wst", "eo", "eo_worst", "std", "positive_rate", "degenerate", "cells"]
     assert sorted(out["cells"]) == ["0,0", "0,1", "1,0", "1,1"]
     assert all(c["n"] == 6 for c in out["cells"].values())
     assert all(0 <= out[k] <= 1 for k in ("acc", "wst", "eo", "eo_worst", "std"))

@@ -43,7 +43,8 @@ def test_eo_forms_differ_when_fpr_gap_dominates():
 
 def test_to_dict_layout():
     d = group_metrics(*_arrays(HAND)).to_dict()
-    assert list(d) == ["acc", "wst", "eo", "eo_worst", "std", "cells"]
+    assert list(d) == ["acc", "wst", "eo", "eo_worst", "std", "positive_rate", "degenerate", "cells"]
+    assert d["degenerate"] is False
     assert d["cells"] == {
         "0,0": {"n": 4, "acc": 0.75},
         "0,1": {"n": 5, "acc": 0.4},

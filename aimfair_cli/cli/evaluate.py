@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..metrics import CELLS, PAIRED, STD_KIND, cell_key, format_paired
+from ..metrics import CELLS, DEGENERATE_MARK, MSG_DEGENERATE_NOTE, PAIRED, STD_KIND, cell_key, format_paired
 from ..stages.evaluate import EvalConfig
 from . import console
 from .options import command
@@ -41,7 +41,8 @@ def render_table(runs: list[tuple[Path, Any]], agg: dict[str, Any], data: Path, 
     for _, label in HEADLINE_COLUMNS:
         table.add_column(label, justify="right")
     for path, m in runs:
-        table.add_row(str(path), *(_pct(m.cell_acc(*c)) for c in CELLS), *(_pct(getattr(m, k)) for k, _ in HEADLINE_COLUMNS))
+        name = f"{path} {DEGENERATE_MARK}" if m.degenerate else str(path)
+        table.add_row(name, *(_pct(m.cell_acc(*c)) for c in CELLS), *(_pct(getattr(m, k)) for k, _ in HEADLINE_COLUMNS))
     if len(runs) > 1:
         table.add_section()
         cells = [_pm(agg["cells"][cell_key(*c)], "acc", "acc_std") for c in CELLS]
@@ -88,6 +89,8 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
         console.print_wide(render_table(cmp.reference_runs, cmp.reference_aggregate, cfg.data, title="reference: "))
         console.print_wide(render_paired(cmp.paired))
         console.out.print(PAIRED_NOTE, markup=False)
+        if any(m.degenerate for _, m in cmp.runs + cmp.reference_runs):
+            console.out.print(MSG_DEGENERATE_NOTE, markup=False)
         if len(cmp.runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)
         return
@@ -100,5 +103,7 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
         console.out.print_json(json.dumps(payload))
     else:
         console.print_wide(render_table(runs, agg, cfg.data))
+        if any(m.degenerate for _, m in runs):
+            console.out.print(MSG_DEGENERATE_NOTE, markup=False)
         if len(runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)

@@ -118,6 +118,8 @@ def import_celeba(
     check_distinct(cfg.target, cfg.protected)
     root = check_root(root)
     layout = find_layout(root)
+    check_split_outputs(out, STAGE, {"the attribute file": layout.attr_file,
+                                     "the partition file": layout.partition_file})
 
     labels = read_attributes(layout.attr_file, cfg.target, cfg.protected, progress=progress)
     partition = read_partition(layout.partition_file)
@@ -190,17 +192,22 @@ def _first_file(root: Path, names: Sequence[str]) -> Path | None:
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every non-empty line: runs of spaces in .txt, commas in .csv."""
+    from ..fsio import MSG_NOT_UTF8
+
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        if path.suffix.lower() == ".csv":
-            for i, row in enumerate(csv.reader(fh), 1):
-                fields = [f.strip() for f in row]
-                if any(fields):
-                    yield i, fields
-        else:
-            for i, line in enumerate(fh, 1):
-                fields = line.split()
-                if fields:
-                    yield i, fields
+        try:
+            if path.suffix.lower() == ".csv":
+                for i, row in enumerate(csv.reader(fh), 1):
+                    fields = [f.strip() for f in row]
+                    if any(fields):
+                        yield i, fields
+            else:
+                for i, line in enumerate(fh, 1):
+                    fields = line.split()
+                    if fields:
+                        yield i, fields
+        except UnicodeDecodeError:
+            raise DataError(MSG_NOT_UTF8.format(path=path)) from None
 
 
 def read_attributes(
@@ -352,6 +359,19 @@ def manifest_file_name(image: str | os.PathLike, *, out: str | os.PathLike, root
 def cell_counts(rows: Sequence[dict[str, Any]]) -> dict[tuple[int, int], int]:
     c = Counter((r["target"], r["protected"]) for r in rows)
     return {cell: c[cell] for cell in CELLS}
+
+
+def check_split_outputs(out: str | os.PathLike, stage: str, inputs: dict[str, Any]) -> None:
+    """Before any work: `<out>/{train,val,test}.csv` and the resolved config are no input and can be written."""
+    from ..config import config_path_for
+    from ..fsio import check_outputs
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(MSG_OUT_NOT_DIR.format(out=out))
+    outputs: dict[str, Any] = {f"--out {split} manifest": out / f"{split}.csv" for split in ("train", "val", "test")}
+    outputs["the resolved config"] = config_path_for(out, stage)
+    check_outputs(outputs, inputs, folders={"--out": out})
 
 
 def write_splits(

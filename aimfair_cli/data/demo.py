@@ -127,6 +127,7 @@ def make_demo_dataset(
 ) -> DemoResult:
     """Render the demo dataset into `out` (see the module docstring for the layout)."""
     from ..config import write_resolved_config
+    from ..fsio import check_writable
     from ..manifest import write_manifest
 
     cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
@@ -139,6 +140,7 @@ def make_demo_dataset(
     images_final = out / IMAGES_DIR
     if images_final.exists() and not (images_final / MARKER).is_file():
         raise UsageError(MSG_FOREIGN_IMAGES.format(path=images_final))
+    check_writable(out, folder=True)  # a read-only or full destination is found before rendering
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -35,6 +35,7 @@ from .celeba import (
     ImportResult,
     check_distinct,
     check_root,
+    check_split_outputs,
     close_names,
     manifest_file_name,
     write_splits,
@@ -147,6 +148,7 @@ def import_utkface(
         check_attribute(name)
     check_distinct(cfg.target, cfg.protected)
     root = check_root(root)
+    check_split_outputs(out, STAGE, {})
 
     faces, bad = scan(root, progress=progress)
     if not faces:

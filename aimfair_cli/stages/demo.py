@@ -23,6 +23,8 @@ from typing import Any, Callable
 from ..config import is_done, write_resolved_config
 from ..data.demo import MAX_DEMO_IMAGES, MAX_DEMO_SIZE
 from ..options import CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check, option
+from ..fsio import check_writable
+from ..metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     c = check(cfg).resolved()
     started = time.perf_counter()
     out = Path(c.out).resolve()
+    check_writable(out, folder=True)  # a read-only or misplaced folder is found before minutes of work
     out.mkdir(parents=True, exist_ok=True)
     data, prompts_file, synth = out / "data", out / "prompts" / f"{TASK}.yaml", out / "synth"
     train, val, test = data / "train.csv", data / "val.csv", data / "test.csv"
@@ -360,7 +363,10 @@ def summary_rows(strategies: list[StrategyRuns], *, labels: bool = True) -> list
     rows = []
     for s in strategies:
         agg = s.aggregate()
-        row = {"strategy": s.label if labels else s.name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
+        name = s.label if labels else s.name
+        if agg["degenerate_runs"]:  # a constant predictor must never read as "perfectly fair"
+            name += f" {DEGENERATE_MARK} ({agg['degenerate_runs']}/{agg['n_runs']} seeds)"
+        row = {"strategy": name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
         if agg["n_runs"] > 1:
             row["WST (min of mean cells)"] = _pm(agg, "wst_of_mean_cells")
         row.update({"EO": _pm(agg, "eo"), "EO worst": _pm(agg, "eo_worst"), "STD": _pm(agg, "std")})
@@ -472,6 +478,8 @@ def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_
         "Every step above is one `aimfair` command; `commands.sh` in this folder lists them in order.", "",
         "```sh", *(out / "commands.sh").read_text().splitlines()[2:], "```", "",
     ]
+    if any(a["degenerate_runs"] for a in aggs.values()):
+        lines[lines.index("![metrics per strategy](metrics.png)")] = f"{MSG_DEGENERATE_NOTE}.\n\n![metrics per strategy](metrics.png)"
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

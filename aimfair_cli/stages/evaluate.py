@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from .. import dist, layout
 from ..errors import DataError, UsageError
-from ..fsio import atomic_open
+from ..fsio import atomic_open, check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics, paired
 from ..options import ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
@@ -25,6 +25,7 @@ from ..progress import NULL, Progress
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("file_name", "target", "protected", "score", "pred")
+PREDICTION_FORMATS = (".csv", ".jsonl")
 _GLOB_CHARS = "*?["
 
 MSG_EMPTY_CELL = "{path}: no image in cell (target={y}, protected={s}); evaluation needs every (target, protected) cell"
@@ -109,15 +110,23 @@ def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: in
 
 
 def write_predictions(path: str | os.PathLike, manifest: Manifest, preds: Any) -> Path:
-    """One CSV row per image: file_name, target, protected, score (sigmoid), pred (0/1). Atomic."""
+    """One row per image: file_name, target, protected, score (sigmoid), pred (0/1); CSV, or JSON lines when
+    `path` ends in .jsonl. Atomic."""
     import csv
+    import json
 
     path = Path(path)
     with atomic_open(path, "w", encoding="utf-8") as fh:
+        jsonl = path.suffix.lower() == ".jsonl"
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(PREDICTION_COLUMNS)
+        if not jsonl:
+            writer.writerow(PREDICTION_COLUMNS)
         for i, score, y, s, p in zip(preds.indices, preds.scores, preds.targets, preds.protected, preds.preds):
-            writer.writerow([manifest.rows[int(i)]["file_name"], int(y), int(s), f"{float(score):.6f}", int(p)])
+            row = [manifest.rows[int(i)]["file_name"], int(y), int(s), round(float(score), 6), int(p)]
+            if jsonl:
+                fh.write(json.dumps(dict(zip(PREDICTION_COLUMNS, row)), ensure_ascii=False) + "\n")
+            else:
+                writer.writerow([*row[:3], f"{row[3]:.6f}", row[4]])
     return path
 
 
@@ -130,6 +139,13 @@ class Comparison:
     reference_runs: list[tuple[Path, GroupMetrics]]
     reference_aggregate: dict[str, Any]
     paired: dict[str, Any]  # metrics.paired: per metric mean_diff, ci95, wins, n
+
+
+def _check_predictions(predictions: str | os.PathLike | None, data: str | os.PathLike, models: list[Path]) -> None:
+    """A predictions file has a known format and never overwrites the test manifest or a checkpoint."""
+    if predictions is not None:
+        check_suffix(predictions, PREDICTION_FORMATS, "--predictions")
+        check_outputs({"--predictions": predictions}, {"--data": data, "--model": models})
 
 
 def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, workers: int, device: str,
@@ -178,6 +194,7 @@ def evaluate_many(
     paths = expand_models(models)
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
+    _check_predictions(predictions, data, paths)
     manifest, dev = _prepare(paths, data, batch_size=batch_size, workers=workers, device=device,
                              allow_duplicates=allow_duplicates, progress=progress)
     runs = _score_all(paths, manifest, data, batch_size=batch_size, workers=workers, device=dev,
@@ -205,6 +222,7 @@ def compare_to_reference(
         raise UsageError(MSG_REFERENCE_COUNT.format(n=len(paths), m=len(ref_paths)))
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
+    _check_predictions(predictions, data, paths + ref_paths)
     manifest, dev = _prepare(paths + ref_paths, data, batch_size=batch_size, workers=workers, device=device,
                              allow_duplicates=allow_duplicates, progress=progress)
     kw = dict(batch_size=batch_size, workers=workers, device=dev, progress=progress)

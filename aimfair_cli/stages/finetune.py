@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import dist, layout
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
+from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR,
                        MAX_SEED, MAX_WORKERS, check, option)
@@ -140,6 +141,9 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         raise UsageError(MSG_NO_STRATEGY)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     strategy = Strategy("mask") if cfg.mask is not None else parse_strategy(cfg.strategy)
+    check_suffix(cfg.out, (".safetensors",), "--out")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune")},
+                  {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 
     seed_everything(cfg.seed)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import dist, layout
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..data.bias import CELLS, parse_bias
+from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
 from ..options import (ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check,
@@ -188,6 +189,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     auto = str(cfg.bias_ratio).strip().lower() == "auto"
     bias = None if auto else parse_bias(cfg.bias_ratio)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
+    check_suffix(cfg.out, (".safetensors",), "--out")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask")},
+                  {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth})
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

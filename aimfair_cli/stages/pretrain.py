@@ -15,6 +15,7 @@ from typing import Any
 from .. import dist, layout
 from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
+from ..fsio import check_outputs
 from ..manifest import read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR,
                        MAX_SEED, MAX_WORKERS, MIN_IMAGE, check, option)
@@ -95,7 +96,7 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
             break
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
         for section in (data.values() if isinstance(data, dict) else []):
             if not isinstance(section, dict):
@@ -114,6 +115,9 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = _check(cfg)
+    weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain")},
+                  {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
     # protected may be empty: pretraining uses no group labels
     train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)

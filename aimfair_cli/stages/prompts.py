@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import layout
-from ..config import write_resolved_config
+from ..config import config_path_for, write_resolved_config
 from ..errors import PromptWriterError, UsageError
-from ..fsio import atomic_write_text
+from ..fsio import atomic_write_text, check_outputs, check_suffix
 from ..options import MAX_SEED, option
 from ..progress import NULL, Progress
 from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
@@ -67,6 +67,7 @@ WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds
 
 PARTIAL_SUFFIX = ".partial.yaml"
 
+PROMPT_SUFFIXES = (".yaml", ".yml")
 MSG_BAD_PER_GROUP = "--per-group must be at least 1 (got {n})"
 MSG_PARTIAL_MISMATCH = (
     "{path} holds prompts from another run ({what} differs); rerun with the same options or delete it"
@@ -157,6 +158,9 @@ def write_prompts(
     if per_group < 1:
         raise UsageError(MSG_BAD_PER_GROUP.format(n=per_group))
     out = Path(out)
+    check_suffix(out, PROMPT_SUFFIXES, "--out")
+    check_outputs({"--out": out, "the partial file": partial_path(out),
+                   "the resolved config": config_path_for(out, "prompts")})
     names = list(dict.fromkeys(groups)) if groups else [g.name for g in task.groups]
     chosen = [task.group(name) for name in names]
     w = make_writer(writer, **(writer_options or {})) if isinstance(writer, str) else writer

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .. import dist, layout
-from ..errors import GeneratorError, UsageError
-from ..fsio import atomic_path
+from ..errors import DataError, GeneratorError, UsageError
+from ..fsio import atomic_path, check_outputs, write_errors
 from ..generators.base import ImageRequest, image_seed, make_generator
 from ..manifest import write_manifest
 from ..options import DEVICE_HELP, MAX_IMAGE, MAX_IMAGES, MAX_SEED, option
@@ -140,6 +140,7 @@ MSG_MIXED_TASKS = "groups {groups} belong to different tasks; run synth once per
 MSG_COUNT = "generator '{name}' returned {got} images for {want} prompts"
 MSG_CANNOT_CREATE = "cannot create the output folder {out}: {reason}"
 MSG_BUSY = "{out} is being written by another synth run (it holds {lock}); wait for it to finish or use another --out"
+MSG_BAD_PART_ROW = "{path}: line {line}: '{field}' must be {rule}; got {value} (remove the line or the folder)"
 
 _PART_RE = re.compile(r"^(?P<group>.+)\.(?P<i>\d+)-of-(?P<n>\d+)\.jsonl$")
 _JOB_LOCK_RE = re.compile(r"^\.synth\.(?P<i>\d+)-of-(?P<n>\d+)\.lock$")
@@ -257,16 +258,33 @@ def read_part(path: Path) -> list[dict[str, Any]]:
     """Rows of one part file. A line that is not a complete JSON object (a kill -9 mid-write) is ignored."""
     rows = []
     with open(path, "rb") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             if not line.endswith(b"\n"):
                 continue  # the unfinished last line of an interrupted write
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, a 5000-digit number, absurd nesting
                 continue
             if isinstance(row, dict) and "group" in row and "index" in row:
+                _check_part_row(path, number, row)
                 rows.append(row)
     return rows
+
+
+def _check_part_row(path: Path, line: int, row: dict[str, Any]) -> None:
+    """The fields later code computes with: a hand-edited row is one clear line, not a traceback."""
+    def bad(field: str, rule: str) -> DataError:
+        value = json.dumps(row.get(field))
+        return DataError(MSG_BAD_PART_ROW.format(path=path, line=line, field=field, rule=rule,
+                                                 value=value if len(value) <= 40 else value[:37] + "..."))
+
+    index = row["index"]
+    if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 10**12):
+        raise bad("index", "a whole number from 0")
+    if not isinstance(row["group"], str):
+        raise bad("group", "a group name")
+    if not isinstance(row.get("file_name"), str):
+        raise bad("file_name", "a file name")
 
 
 def read_parts(out: Path, groups: set[str] | None = None) -> dict[tuple[str, int], dict[str, Any]]:
@@ -288,7 +306,7 @@ def read_parts(out: Path, groups: set[str] | None = None) -> dict[tuple[str, int
 def _append_rows(path: Path) -> Iterator[Any]:
     """Open a part file for appending, first cutting off an unfinished last line left by a kill -9."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+") as fh:
+    with write_errors(path), open(path, "ab+") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size:
             start = max(0, size - 65536)  # a row is far shorter than this
@@ -567,6 +585,8 @@ def synthesize(
     out = Path(out)
     asked = parse_shard(shard) or (0, 1)
     mine = effective_shard(asked)
+    check_outputs({"the manifest": out / MANIFEST_NAME, "the resolved config": out / "synth.config.yaml"},
+                  {"--prompts": None if isinstance(prompts, PromptFile) else prompts}, folders={"--out": out})
     with job_lock(out, asked):
         return _synthesize(pf, prompts=prompts, groups=groups, n=n, out=out, generator=generator,
                            generator_options=generator_options, seed=seed, batch_size=batch_size,

@@ -71,6 +71,7 @@ MSG_MODEL_NOT_FOUND = "model '{model}' not found at {url} (HTTP 404)"
 MSG_HTTP = "request to {url} failed: {reason}"
 MSG_GAVE_UP = "request to {url} still failing after {attempts} attempts: {reason}"
 MSG_REPLY_NOT_JSON = "reply was not valid JSON"
+MSG_NOT_COMPLETION = "{url} answered with something that is not a chat completion ({what})"
 MSG_REPLY_NO_LIST = 'reply had no "prompts" list'
 MSG_DUPLICATE = "duplicate"
 
@@ -163,6 +164,27 @@ def parse_reply(text: str | None) -> tuple[list[str], str | None]:
         if isinstance(item, str):
             out.append(" ".join(item.split()).strip("\"'"))
     return out, None
+
+
+def reply_text(completion: Any, *, url: str, model: str) -> str:
+    """The text of the first choice of a chat completion. A server that answers with something else (not
+    JSON, `{}`, no or an empty `choices` list, a bare list) is a PromptWriterError, not a traceback: the
+    openai client hands such bodies through unvalidated."""
+    choices = getattr(completion, "choices", None)  # None for a str, a list or a body without the field
+    if not isinstance(choices, list):
+        raise PromptWriterError(MSG_NOT_COMPLETION.format(url=url, what="no choices list"))
+    if not choices:
+        raise PromptWriterError(MSG_NOT_COMPLETION.format(url=url, what="an empty choices list"))
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise PromptWriterError(MSG_NOT_COMPLETION.format(url=url, what="a choice without a message"))
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise PromptWriterError(MSG_NOT_COMPLETION.format(url=url, what="the message content is not text"))
+    if getattr(choice, "finish_reason", None) == "length":
+        log.warning("the reply from %s was cut off at its token limit", model)
+    return content or ""
 
 
 def _outermost(text: str, open_: str, close: str) -> str | None:
@@ -378,10 +400,7 @@ class OpenAIWriter(_ChatWriter):
                                           **{k: v for k, v in optional.items() if k in self._optional})
             try:
                 completion = self._client.chat.completions.create(**kwargs)
-                choice = completion.choices[0]
-                if getattr(choice, "finish_reason", None) == "length":
-                    log.warning("the reply from %s was cut off at its token limit", self.model)
-                return choice.message.content or ""
+                return reply_text(completion, url=self._url, model=self.model)
             except openai.BadRequestError as exc:
                 if self._optional:
                     dropped = self._optional.pop(0)
