@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
         for args in (
             ["data", "demo", "--out", "data", "--n-train", 64, "--n-val", 32, "--n-test", 32, "--size", 32],
             ["synth", "--task", "smiling_male", "--group", "all", "--n", 32, "--size", 32],
-            ["pretrain", "--epochs", 1, "--image-size", 32, *FAST],
+            ["pretrain", "--epochs", 1, "--image-size", 32, "--weights", "none", *FAST],
         ):
             result = run(*args)
             assert result.exit_code == 0, result.output
@@ -161,9 +161,12 @@ def test_random_strategy_records_its_tensors(in_run, tmp_path):
 def test_finetune_errors(in_run, tmp_path):
     out = tmp_path / "ft.safetensors"
     cases = [
-        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK or "
-         "freeze:BLOCK; blocks: stem, layer1..layer4, fc)"),
-        (["--mask", "mask.safetensors", "--strategy", "full"], "Error: give either --mask or --strategy, not both"),
+        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK, "
+         "freeze:BLOCK or opposite; blocks: stem, layer1..layer4, fc)"),
+        (["--mask", "mask.safetensors", "--strategy", "full"],
+         "Error: give either --mask or --strategy, not both (only --strategy opposite reads a --mask)"),
+        (["--strategy", "opposite"],
+         "Error: --strategy opposite needs --mask FILE: it ranks the mask's Δ1/Δ2 scores at the mask's k"),
         ([], "Error: give --mask FILE (AIM-Fair) or --strategy"),
         (["--mask", tmp_path / "none.safetensors"], f"Error: mask not found: {tmp_path / 'none.safetensors'}"),
     ]

@@ -12,7 +12,7 @@ from .. import layout
 from ..config import build, resolve
 from ..stages.mask import MaskConfig, run_mask
 from . import console
-from .options import BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
+from .options import BatchSizeOpt, ConfigOpt, CropScaleOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, WorkersOpt
 
 
 def mask(
@@ -44,6 +44,11 @@ def mask(
         Optional[int], typer.Option("--max-samples", help="Cap the images per set (a cheaper, approximate mask).")
     ] = None,
     batch_size: BatchSizeOpt = None,
+    crop_scale: CropScaleOpt = None,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Also draw Δ1 against Δ2 for every tensor, with both top-k "
+                                     "cut-offs and the selection, to this PNG file.")
+    ] = None,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -55,7 +60,8 @@ def mask(
     defaults = dict(MaskConfig(model=layout.PRETRAIN, real=layout.TRAIN, synth=layout.SYNTH_MANIFEST, out=layout.MASK).__dict__)
     opts = resolve("mask", dict(model=model, real=real, synth=synth, topk=topk, out=out, score=score,
                                 bias_ratio=bias_ratio, n_synth=n_synth, max_samples=max_samples,
-                                batch_size=batch_size, workers=workers, device=device, seed=seed),
+                                batch_size=batch_size, crop_scale=crop_scale, plot=plot, workers=workers,
+                                device=device, seed=seed),
                    defaults, config_file=config)
     cfg = build(MaskConfig, opts)
     console.setup_logging()
@@ -66,7 +72,8 @@ def mask(
             "out": str(result.out), "k": result.k, "selected": result.mask.selected, "n_selected": selected,
             "total": total, "bias_ratio": f"{result.bias.numerator}:{result.bias.denominator}",
             "minority": {str(y): s for y, s in result.minority.items()}, "sizes": result.sizes,
-            "seconds": round(result.seconds, 2),
+            "cutoffs": {"delta1": result.cutoffs[0], "delta2": result.cutoffs[1]}, "blocks": result.blocks,
+            "plot": None if result.plot is None else str(result.plot), "seconds": round(result.seconds, 2),
         }))
         return
     if result.estimate is not None:
@@ -84,3 +91,6 @@ def mask(
     for row in result.blocks:
         table.add_row(row["block"], row["kind"], str(row["selected"]), str(row["total"]))
     console.out.print(table)
+    console.out.print(f"K1: Δ1 ≤ {result.cutoffs[0]:.4g} (the {result.k} least domain-sensitive); K2: Δ2 ≥ "
+                      f"{result.cutoffs[1]:.4g} (the {result.k} most bias-sensitive)"
+                      + (f"; plot -> {result.plot}" if result.plot else ""), markup=False)

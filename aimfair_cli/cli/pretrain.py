@@ -40,8 +40,9 @@ def pretrain(
     device: DeviceOpt = None,
     weights: Annotated[
         Optional[str],
-        typer.Option(help="Initial weights: none (random), imagenet (torchvision's, from the torch cache or downloaded) "
-                     "or a .safetensors checkpoint. [default: none]"),
+        typer.Option(help="Initial weights: imagenet (torchvision's ResNet-18 IMAGENET1K_V1, as the paper; from the torch "
+                     "cache, hub/checkpoints/resnet18-f37072fd.pth, or downloaded; checked by SHA-256), none (random) "
+                     "or a .safetensors checkpoint. [default: imagenet]"),
     ] = None,
     amp: Annotated[
         Optional[str], typer.Option(help="Mixed precision: auto (on for CUDA), on or off. channels_last follows the device. "

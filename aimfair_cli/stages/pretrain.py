@@ -48,7 +48,7 @@ class PretrainConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
-    weights: str = "none"  # none | imagenet | PATH.safetensors
+    weights: str = "imagenet"  # imagenet (the paper's and the released code's) | none (random) | PATH.safetensors
     amp: str = "auto"  # auto: on for CUDA only
     arch: str = "resnet18"
     target_name: str | None = None  # attribute names for the checkpoint; default: from data.config.yaml
@@ -149,6 +149,10 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = _check(cfg)
+    if str(cfg.weights) == "imagenet":
+        from ..models import ensure_imagenet_weights
+
+        ensure_imagenet_weights(cfg.arch)  # before any data is read: offline, fail at once saying where the file goes
     train = read_manifest(cfg.train)  # protected may be empty: pretraining uses no group labels
     val = read_manifest(cfg.val)
     device = resolve_device(cfg.device)
