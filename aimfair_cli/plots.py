@@ -107,7 +107,7 @@ def score_scatter(
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
-    left, right, top, bottom = 70, 230, 40, 60
+    left, right, top, bottom = 70, 230, 56, 60
     pw, ph = width - left - right, height - top - bottom
     fx, x_log = _axis(x)
     fy, y_log = _axis(y)
@@ -121,7 +121,7 @@ def score_scatter(
     def between(cut, to_px):  # the pixel halfway between the last value in and the first value out
         return (to_px(cut[0]) + to_px(cut[1])) / 2
 
-    draw.text((left, 10), title, fill="black", font=font)
+    draw.text((left, 8), title, fill="black", font=font)
     xc = between(x_cut, px) if x_cut else None
     yc = between(y_cut, py) if y_cut else None
     if xc is not None and yc is not None:
@@ -147,7 +147,7 @@ def score_scatter(
             draw.text((4, py(lo_) - 6), fmt.format(lo_), fill="black", font=small)
             draw.text((4, py(hi_) - 6), fmt.format(hi_), fill="black", font=small)
     draw.text((left + pw / 2 - 120, top + ph + 24), xlabel + (" (log scale)" if x_log else ""), fill="black", font=small)
-    draw.text((4, top - 22), ylabel + (" (log scale)" if y_log else ""), fill="black", font=small)
+    draw.text((4, top - 20), ylabel + (" (log scale)" if y_log else ""), fill="black", font=small)
 
     names = list(dict.fromkeys(groups))
     colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(names)}

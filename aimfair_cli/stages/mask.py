@@ -219,11 +219,12 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
     y_cut = (scores[by_d2[k - 1]].delta2, scores[by_d2[k]].delta2) if k < len(names) else None
     chosen = set(mask.selected)
     return score_scatter(
-        path, title=title or f"{len(chosen)} of {len(names)} tensors selected (k={k}): K1 ∩ K2",
+        # ASCII labels: Pillow's built-in font has no Greek letters or set symbols.
+        path, title=title or f"{len(chosen)} of {len(names)} tensors selected (k={k})",
         x=[scores[n].delta1 for n in names], y=[scores[n].delta2 for n in names],
         groups=[block_of(n) for n in names], highlighted=[n in chosen for n in names], x_cut=x_cut, y_cut=y_cut,
-        xlabel="Δ1 = mean |g_R − g_S1| (domain gap; K1 = the k smallest)",
-        ylabel="Δ2 = mean |g_S1 − g_S2| (bias; K2 = the k largest)", region_label="K1 ∩ K2",
+        xlabel="delta1 = mean |g_R - g_S1| (domain gap; K1 = the k smallest)",
+        ylabel="delta2 = mean |g_S1 - g_S2| (bias; K2 = the k largest)", region_label="K1 and K2: selected",
     )
 
 
