@@ -6,8 +6,10 @@ mask summary. torch/torchvision are imported inside the functions so `aimfair --
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,8 +27,10 @@ WEIGHTS_CHOICES = ("none", "imagenet")  # or a path to an aimfair .safetensors c
 PARAM_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
 _STEM = ("conv1", "bn1")
 
-# torchvision's IMAGENET1K_V1 file for ResNet-18; torchvision checks the hash prefix in the name.
+# torchvision's IMAGENET1K_V1 file for ResNet-18. Its name carries the first hex digits of the file's SHA-256
+# (torch.hub's naming convention `name-<sha256 prefix>.ext`), which is what the file is verified against.
 IMAGENET_URLS = {"resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth"}
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
 DOWNLOAD_TIMEOUT_S = 10.0  # connect/read timeout: an unreachable network fails in seconds, never hangs
 
 MSG_UNKNOWN_ARCH = "unknown architecture '{arch}' (known: {known})"
@@ -34,7 +38,11 @@ MSG_BAD_WEIGHTS = "--weights must be none, imagenet or a .safetensors checkpoint
 MSG_WEIGHTS_NOT_FOUND = "weights file not found: {path}"
 MSG_IMAGENET_UNAVAILABLE = (
     "ImageNet weights for {arch} are not in the torch cache and could not be downloaded ({reason}); "
-    "download {url} and put it at {path}"
+    "download {url} and put it at {path} (or pass --weights none for random initialisation)"
+)
+MSG_IMAGENET_BAD_HASH = (
+    "{path}: SHA-256 starts with {got}, not {want} as its name says (a truncated or different file); "
+    "delete it and download {url} again"
 )
 MSG_IMAGENET_BAD_FILE = "{path}: cannot load ImageNet weights ({reason}); delete it and download {url} again"
 MSG_BAD_DEVICE = "unknown device '{spec}' (use auto, cpu, cuda or cuda:N)"
@@ -116,9 +124,39 @@ def _download(url: str, dest: Path, *, timeout: float) -> None:
             fh.write(chunk)
 
 
-def _imagenet_state(arch: str) -> dict:
-    import torch
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of files already hashed in this process
 
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_hash(path: Path, url: str) -> None:
+    """Check the file against the SHA-256 prefix in its name, as torch.hub does with check_hash=True."""
+    m = _HASH_IN_NAME.search(path.name)
+    if m is None:
+        return
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    want = m.group(1)
+    got = _sha256(path)
+    if not got.startswith(want):
+        raise CheckpointError(MSG_IMAGENET_BAD_HASH.format(path=path, got=got[:len(want)], want=want, url=url))
+    _VERIFIED.add(key)
+
+
+def ensure_imagenet_weights(arch: str = "resnet18") -> Path:
+    """The verified ImageNet file in the torch cache, downloaded first if missing. Raises CheckpointError
+    within seconds, saying where to put the file, when it is missing and cannot be downloaded. Stages call it
+    before reading any data, so an offline run fails at once."""
+    if arch not in IMAGENET_URLS:
+        raise UsageError(MSG_UNKNOWN_ARCH.format(arch=arch, known=", ".join(ARCHS)))
     url, path = IMAGENET_URLS[arch], imagenet_cache_path(arch)
     if not path.is_file():
         log.info("downloading ImageNet weights for %s to %s", arch, path)
@@ -127,6 +165,19 @@ def _imagenet_state(arch: str) -> dict:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc.__class__.__name__
             raise CheckpointError(MSG_IMAGENET_UNAVAILABLE.format(arch=arch, reason=reason, url=url, path=path)) from exc
+        try:
+            _verify_hash(path, url)
+        except CheckpointError:
+            path.unlink(missing_ok=True)  # never leave a bad download where the next run would find it
+            raise
+    _verify_hash(path, url)
+    return path
+
+
+def _imagenet_state(arch: str) -> dict:
+    import torch
+
+    url, path = IMAGENET_URLS[arch], ensure_imagenet_weights(arch)
     try:
         # weights_only: a tensors-only unpickler, never arbitrary objects.
         return torch.load(path, map_location="cpu", weights_only=True)

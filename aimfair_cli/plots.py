@@ -67,3 +67,109 @@ def bar_chart(
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path
+
+
+def _axis(values: Sequence[float]):
+    """A map value -> [0, 1] over the values' range: logarithmic when they are all positive and span more than
+    a factor 20 (gradient differences often span decades), else linear. Returns (map, is_log)."""
+    import math
+
+    lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo > 20:
+        a, b = math.log10(lo), math.log10(hi)
+        pad = 0.05 * (b - a)
+        return (lambda v: (math.log10(max(v, lo)) - a + pad) / (b - a + 2 * pad)), True
+    pad = 0.05 * (hi - lo) or 0.5 * abs(hi) or 1.0
+    return (lambda v: (v - lo + pad) / (hi - lo + 2 * pad)), False
+
+
+def score_scatter(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    x: Sequence[float],
+    y: Sequence[float],
+    groups: Sequence[str],
+    highlighted: Sequence[bool],
+    x_cut: tuple[float, float] | None = None,
+    y_cut: tuple[float, float] | None = None,
+    xlabel: str = "x",
+    ylabel: str = "y",
+    region_label: str = "",
+    size: tuple[int, int] = (940, 560),
+) -> Path:
+    """One point per item at (x, y), coloured by its group, filled when highlighted and hollow otherwise.
+    x_cut/y_cut (last value in, first value out) draw a dashed line between the two; the region left of x_cut
+    and above y_cut is shaded. The legend counts highlighted/total per group."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
+    left, right, top, bottom = 70, 230, 56, 60
+    pw, ph = width - left - right, height - top - bottom
+    fx, x_log = _axis(x)
+    fy, y_log = _axis(y)
+
+    def px(v: float) -> float:
+        return left + pw * fx(v)
+
+    def py(v: float) -> float:
+        return top + ph - ph * fy(v)
+
+    def between(cut, to_px):  # the pixel halfway between the last value in and the first value out
+        return (to_px(cut[0]) + to_px(cut[1])) / 2
+
+    draw.text((left, 8), title, fill="black", font=font)
+    xc = between(x_cut, px) if x_cut else None
+    yc = between(y_cut, py) if y_cut else None
+    if xc is not None and yc is not None:
+        draw.rectangle([left, top, xc, yc], fill="#EAF4EA")
+        if region_label:
+            draw.text((left + 6, top + 4), region_label, fill="#2E7D32", font=small)
+    draw.rectangle([left, top, left + pw, top + ph], outline="black")
+    for cut_px, vertical in ((xc, True), (yc, False)):
+        if cut_px is None:
+            continue
+        for s in range(0, pw if not vertical else ph, 10):  # dashed
+            if vertical:
+                draw.line([(cut_px, top + s), (cut_px, top + min(s + 5, ph))], fill="#555555")
+            else:
+                draw.line([(left + s, cut_px), (left + min(s + 5, pw), cut_px)], fill="#555555")
+    for i, (lo_, hi_) in enumerate(((min(x), max(x)), (min(y), max(y)))):  # range labels at the axis ends
+        fmt = "{:.3g}"
+        if i == 0:
+            draw.text((left, top + ph + 4), fmt.format(lo_), fill="black", font=small)
+            label = fmt.format(hi_)
+            draw.text((left + pw - draw.textlength(label, font=small), top + ph + 4), label, fill="black", font=small)
+        else:
+            draw.text((4, py(lo_) - 6), fmt.format(lo_), fill="black", font=small)
+            draw.text((4, py(hi_) - 6), fmt.format(hi_), fill="black", font=small)
+    draw.text((left + pw / 2 - 120, top + ph + 24), xlabel + (" (log scale)" if x_log else ""), fill="black", font=small)
+    draw.text((4, top - 20), ylabel + (" (log scale)" if y_log else ""), fill="black", font=small)
+
+    names = list(dict.fromkeys(groups))
+    colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(names)}
+    r = 5
+    for xi, yi, g, h in zip(x, y, groups, highlighted):
+        cx, cy = px(xi), py(yi)
+        if h:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour[g], outline="black")
+        else:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour[g], width=2)
+    lx = width - right + 15
+    for i, g in enumerate(names):
+        members = [h for gg, h in zip(groups, highlighted) if gg == g]
+        ly = top + i * 20
+        draw.ellipse([lx, ly + 2, lx + 10, ly + 12], fill=colour[g], outline="black")
+        draw.text((lx + 18, ly), f"{g}: {sum(members)} of {len(members)}", fill="black", font=small)
+    ly = top + len(names) * 20 + 12
+    draw.ellipse([lx, ly + 2, lx + 10, ly + 12], fill="#8C8C8C", outline="black")
+    draw.text((lx + 18, ly), "selected", fill="black", font=small)
+    draw.ellipse([lx, ly + 22, lx + 10, ly + 32], outline="#8C8C8C", width=2)
+    draw.text((lx + 18, ly + 20), "not selected", fill="black", font=small)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path

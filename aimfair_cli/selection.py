@@ -8,6 +8,8 @@ sets, per parameter tensor j:
 
 K1 = the k tensors with the smallest Δ1, K2 = the k with the largest Δ2, mask = K1 ∩ K2 (Eq. 4–7). k counts
 tensors. Ties are broken by the model's parameter order, so the selection is deterministic.
+`select_opposite` is a control the paper lacks: the k tensors with the *largest* Δ1 ∩ the k with the
+*smallest* Δ2, at the same k — whether the gradient ranking matters beyond how many tensors are updated.
 The `cosine` score (paper Tab. 4) ranks by 1 − cos(g_a, g_b) instead of the mean absolute difference.
 """
 
@@ -87,15 +89,37 @@ def score_tensors(
     return out
 
 
-def select(scores: Mapping[str, TensorScore], k: int) -> list[str]:
-    """Names in K1 ∩ K2, in parameter order. k ≥ tensor count selects every tensor."""
+def top_k(scores: Mapping[str, TensorScore], k: int, *, opposite: bool = False) -> tuple[list[str], list[str]]:
+    """(K1, K2), each in rank order. K1: the k smallest Δ1, K2: the k largest Δ2; with opposite=True the k
+    largest Δ1 and the k smallest Δ2. Ties go to the earlier parameter either way."""
     if k <= 0:
         raise UsageError(MSG_BAD_TOPK.format(value=k))
     names: Sequence[str] = list(scores)
     order = {n: i for i, n in enumerate(names)}
     k = min(k, len(names))
+    sign = -1 if opposite else 1
     # sorted() is stable, and the secondary key makes the parameter order break ties explicitly.
-    k1 = set(sorted(names, key=lambda n: (scores[n].delta1, order[n]))[:k])
-    k2 = set(sorted(names, key=lambda n: (-scores[n].delta2, order[n]))[:k])
-    return [n for n in names if n in k1 and n in k2]
+    k1 = sorted(names, key=lambda n: (sign * scores[n].delta1, order[n]))[:k]
+    k2 = sorted(names, key=lambda n: (-sign * scores[n].delta2, order[n]))[:k]
+    return k1, k2
+
+
+def select(scores: Mapping[str, TensorScore], k: int) -> list[str]:
+    """Names in K1 ∩ K2, in parameter order. k ≥ tensor count selects every tensor."""
+    k1, k2 = map(set, top_k(scores, k))
+    return [n for n in scores if n in k1 and n in k2]
+
+
+def select_opposite(scores: Mapping[str, TensorScore], k: int) -> list[str]:
+    """The opposite criterion at the same k: the k tensors most sensitive to the domain gap (largest Δ1) ∩ the
+    k least sensitive to the bias (smallest Δ2), in parameter order."""
+    k1, k2 = map(set, top_k(scores, k, opposite=True))
+    return [n for n in scores if n in k1 and n in k2]
+
+
+def cutoffs(scores: Mapping[str, TensorScore], k: int) -> tuple[float, float]:
+    """(Δ1 of the k-th smallest, Δ2 of the k-th largest): a tensor is in K1 when its Δ1 is at most the first,
+    in K2 when its Δ2 is at least the second (up to ties at the cut-off)."""
+    k1, k2 = top_k(scores, k)
+    return scores[k1[-1]].delta1, scores[k2[-1]].delta2
 

@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from .data.bias import CELLS, cell_quotas
+from .data.images import row_key
 from .errors import DataError
 
 # For each target value, the protected value of its minority cell. The CelebA direction: smiling men and
@@ -50,9 +51,13 @@ class SyntheticSets:
 
 
 def _pools(rows: list[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    """Rows per cell, each cell sorted by file name: a draw depends on the seed and the rows, not on the
+    order of the manifest's lines."""
     pools: dict[tuple[int, int], list[dict[str, Any]]] = {c: [] for c in CELLS}
     for r in rows:
         pools[(r["target"], r["protected"])].append(r)
+    for pool in pools.values():
+        pool.sort(key=row_key)
     return pools
 
 

@@ -57,7 +57,8 @@ def main() -> None:
                generator_options={"size": args.size})
     model = work / "pretrain.safetensors"
     run_pretrain(PretrainConfig(train=work / "data/train.csv", val=work / "data/val.csv", out=model,
-                                epochs=args.epochs, lr=0.05, milestones=(), image_size=args.size, workers=0))
+                                epochs=args.epochs, lr=0.05, milestones=(), image_size=args.size, workers=0,
+                                weights="none"))
     print(f"set-up (data, synth, pretrain {args.epochs} epochs): {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
     fractions = [float(f) for f in args.fractions.split(",")]

@@ -48,7 +48,7 @@ PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-15}
 PRETRAIN_LR=${PRETRAIN_LR:-0.01}
 TOPK=${TOPK:-55}                                   # tensors selected of 62 (the paper's best)
 FT_EPOCHS=${FT_EPOCHS:-10}
-FT_LR=${FT_LR:-0.5}                                # the paper searches 0.4, 0.5, 0.6
+FT_LR=${FT_LR:-0.06}                               # the released runner.sh; the paper's text says 0.4-0.6 (10x)
 # ----------------------------------------------------------------------------------------------------------------
 
 command -v aimfair >/dev/null || { echo "aimfair is not installed (pip install -e '.[all]')" >&2; exit 1; }

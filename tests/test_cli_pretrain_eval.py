@@ -23,7 +23,8 @@ from aimfair_cli.stages.pretrain import MSG_BAD_OUT, PretrainConfig, run_pretrai
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})  # tracebacks off, whatever the shell says
 FIELDS = ["file_name", "target", "protected"]
-TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+# Tests pass --weights none: the default, imagenet, needs torchvision's file, which is not here.
+TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--weights", "none"]
 
 
 def _write_csv(path, rows, fields=FIELDS):
@@ -104,7 +105,7 @@ def test_same_seed_same_weights(trained, tmp_path):
     root, _ = trained
     d = root / "data"
     cfg = PretrainConfig(train=d / "train.csv", val=d / "val.csv", out=tmp_path / "again.safetensors", epochs=1,
-                         image_size=32, batch_size=8, workers=0, seed=3, device="cpu")
+                         image_size=32, batch_size=8, workers=0, seed=3, device="cpu", weights="none")
     run_pretrain(cfg)
     a, b = load_file(str(root / "model.safetensors")), load_file(str(tmp_path / "again.safetensors"))
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -336,6 +337,29 @@ def test_pretrain_options_from_the_run_folder_config(bad_run):
     assert _error(_pretrain()) == "Error: aimfair.yaml: pretrain.milestones: expected a whole number, got 'x'\n"
     (bad_run / "aimfair.yaml").write_text("pretrain:\n  epoch: 3\n")
     assert "unknown key 'epoch' in section 'pretrain'" in _error(_pretrain())
+
+
+def test_pretrain_defaults_to_imagenet_and_offline_fails_at_once(tmp_path, monkeypatch):
+    """Default --weights imagenet, as the paper: with no file in the torch cache and no network, one line
+    saying where to put the file, before any data is read (the manifests here do not even exist)."""
+    from aimfair_cli import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = "http://127.0.0.1:9/resnet18-f37072fd.pth"  # connection refused at once; nothing leaves the machine
+    monkeypatch.setitem(models.IMAGENET_URLS, "resnet18", url)
+    result = _run(["pretrain", "--train", "missing/train.csv", "--val", "missing/val.csv", "--out", "o.safetensors"])
+    line = _error(result)
+    dest = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert line.startswith("Error: ImageNet weights for resnet18 are not in the torch cache and could not be downloaded (")
+    assert line.endswith(f"download {url} and put it at {dest} (or pass --weights none for random initialisation)\n")
+
+
+def test_pretrain_help_shows_the_defaults():
+    result = _run(["pretrain", "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "resnet18-f37072fd.pth" in text and "[default: imagenet]" in text
 
 
 def test_help_does_not_import_torch():

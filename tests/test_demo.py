@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from aimfair_cli.cli.app import app
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
-STRATEGIES = ["pretrained", "aimfair", "full", "linear", "random", "freeze"]
+STRATEGIES = ["pretrained", "aimfair", "full", "linear", "random", "opposite", "freeze"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_quick_demo_reports_every_strategy(demo_run):
     for name in ("report.md", "metrics.png", "cells.png", "commands.sh", "demo.config.yaml",
                  "data/train.csv", "synth/metadata.jsonl", "seed0/pretrain.safetensors", "seed0/mask.safetensors",
                  "seed0/aimfair.safetensors", "seed0/full.safetensors", "seed0/linear.safetensors",
-                 "seed0/random.safetensors", "seed0/freeze-fc.safetensors"):
+                 "seed0/random.safetensors", "seed0/opposite.safetensors", "seed0/freeze-fc.safetensors",
+                 "selection-seed0.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "| AIM-Fair (mask k=55) |" in report and "![metrics per strategy](metrics.png)" in report
@@ -47,9 +48,13 @@ def test_quick_demo_reports_every_strategy(demo_run):
     assert "With one seed there is no interval" in report
     paired_row = next(line for line in report.splitlines() if line.startswith("| linear probing (fc) | ") and "—" in line)
     assert paired_row.count("—") == 4 and "/1" in paired_row
+    assert "| opposite criterion, same k (control) |" in report and "![selection, seed 0](selection-seed0.png)" in report
+    assert "seed 0: " in report and "per block stem " in report
     commands = (out / "commands.sh").read_text()
     assert "aimfair mask --model seed0/pretrain.safetensors" in commands
     assert "aimfair finetune --model seed0/pretrain.safetensors" in commands and "--mask seed0/mask.safetensors" in commands
+    assert "--mask seed0/mask.safetensors --strategy opposite" in commands
+    assert "aimfair pretrain --train data/train.csv --val data/val.csv --out seed0/pretrain.safetensors --weights none" in commands
 
 
 @pytest.mark.slow

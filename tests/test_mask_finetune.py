@@ -1,6 +1,7 @@
 """`aimfair mask` and `aimfair finetune` as users run them, in a tiny run folder (32 px, a few dozen images)."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def run_dir(tmp_path_factory):
         for args in (
             ["data", "demo", "--out", "data", "--n-train", 64, "--n-val", 32, "--n-test", 32, "--size", 32],
             ["synth", "--task", "smiling_male", "--group", "all", "--n", 32, "--size", 32],
-            ["pretrain", "--epochs", 1, "--image-size", 32, *FAST],
+            ["pretrain", "--epochs", 1, "--image-size", 32, "--weights", "none", *FAST],
         ):
             result = run(*args)
             assert result.exit_code == 0, result.output
@@ -161,9 +162,12 @@ def test_random_strategy_records_its_tensors(in_run, tmp_path):
 def test_finetune_errors(in_run, tmp_path):
     out = tmp_path / "ft.safetensors"
     cases = [
-        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK or "
-         "freeze:BLOCK; blocks: stem, layer1..layer4, fc)"),
-        (["--mask", "mask.safetensors", "--strategy", "full"], "Error: give either --mask or --strategy, not both"),
+        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK, "
+         "freeze:BLOCK or opposite; blocks: stem, layer1..layer4, fc)"),
+        (["--mask", "mask.safetensors", "--strategy", "full"],
+         "Error: give either --mask or --strategy, not both (only --strategy opposite reads a --mask)"),
+        (["--strategy", "opposite"],
+         "Error: --strategy opposite needs --mask FILE: it ranks the mask's Δ1/Δ2 scores at the mask's k"),
         ([], "Error: give --mask FILE (AIM-Fair) or --strategy"),
         (["--mask", tmp_path / "none.safetensors"], f"Error: mask not found: {tmp_path / 'none.safetensors'}"),
     ]
@@ -187,3 +191,108 @@ def test_mask_for_another_model_is_refused(masked, in_run, tmp_path):
         " but [64, 64, 3, 3] in the mask"
     )
     assert not out.exists()
+
+
+def _opposite_by_hand(scores, k):
+    names = list(scores)
+    most_domain = set(sorted(names, key=lambda n: (-scores[n]["delta1"], names.index(n)))[:k])
+    least_bias = set(sorted(names, key=lambda n: (scores[n]["delta2"], names.index(n)))[:k])
+    return [n for n in names if n in most_domain and n in least_bias]
+
+
+def test_opposite_strategy_updates_the_opposite_selection(masked, in_run, tmp_path):
+    mask = load_mask(in_run / "mask.safetensors")
+    expected = _opposite_by_hand(mask.meta["scores"], 40)
+    assert expected and expected != mask.selected
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--mask", "mask.safetensors", "--strategy", "opposite", "--epochs", 1, "--lr", 0.1,
+                 "--out", out, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["strategy"] == "opposite"
+    from aimfair_cli.checkpoint import read_meta
+
+    assert read_meta(out)["finetune"]["trainable"] == expected
+    before, after = _tensors(in_run / "pretrain.safetensors"), _tensors(out)
+    for name in mask.shapes:
+        if name not in expected:
+            assert torch.equal(before[name], after[name]), name
+
+
+def test_max_samples_leaves_the_finetuning_set_alone(masked, in_run, tmp_path):
+    capped = tmp_path / "capped.safetensors"
+    result = run("mask", "--max-samples", 8, "--topk", 40, "--out", capped, "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sizes"] == {"real": 8, "synthetic_biased": 8, "synthetic_balanced": 8}
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--mask", capped, "--epochs", 1, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    from aimfair_cli.checkpoint import read_meta
+
+    assert read_meta(out)["finetune"]["n_synth"] == 64  # the uncapped balanced set (N_R = 64), not 8
+
+
+def test_finetune_help_shows_the_released_lr():
+    result = runner.invoke(app, ["finetune", "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "runner.sh uses 0.06" in text and "0.4, 0.5, 0.6" in text and "[default: 0.06]" in text
+    from aimfair_cli.stages.finetune import FinetuneConfig
+
+    assert FinetuneConfig(model=None, synth=None, val=None, out=None).lr == 0.06
+
+
+def test_mask_prints_cutoffs_and_draws_the_selection(in_run, tmp_path):
+    plot = tmp_path / "sel.png"
+    result = run("mask", "--topk", 40, "--out", tmp_path / "m.safetensors", "--plot", plot, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "K1: Δ1 ≤ " in result.stdout and "K2: Δ2 ≥ " in result.stdout and f"plot -> {plot}" in result.stdout
+    from PIL import Image
+
+    with Image.open(plot) as img:
+        assert img.size == (940, 560)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_selection_does_not_depend_on_the_order_of_rows(in_run, tmp_path):
+    """The same synthetic images, cell-sorted and row-shuffled, give the same sets, batches and selection."""
+    from aimfair_cli.stages.mask import MaskConfig, run_mask
+
+    rows = [json.loads(line) for line in (in_run / "synth" / "metadata.jsonl").read_text().splitlines()]
+    by_cell = sorted(rows, key=lambda r: (r["target"], r["protected"], r["file_name"]))
+    shuffled = list(rows)
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != by_cell
+    results = []
+    for name, order in (("by_cell", by_cell), ("shuffled", shuffled)):
+        synth = _write_jsonl(in_run / "synth" / f"metadata-{name}.jsonl", order)  # beside the images
+        cfg = MaskConfig(model=in_run / "pretrain.safetensors", real=in_run / "data" / "train.csv", synth=synth,
+                         out=tmp_path / f"{name}.safetensors", topk="40", batch_size=16, workers=0, device="cpu")
+        results.append(run_mask(cfg))
+    a, b = results
+    assert a.mask.selected == b.mask.selected
+    assert a.scores == b.scores  # the very same batches and crops: identical numbers, not just the same ranking
+
+
+def test_gradient_batches_mix_the_cells(in_run):
+    from fractions import Fraction
+
+    from aimfair_cli.manifest import Manifest, read_manifest
+    from aimfair_cli.stages.mask import MaskConfig, gradient_loader
+    from aimfair_cli.synthsets import build_synthetic_sets
+
+    synth = read_manifest(in_run / "synth" / "metadata.jsonl")
+    sets = build_synthetic_sets(synth.rows, n=64, bias=Fraction(1, 9), seed=0)
+    cfg = MaskConfig(model=None, real=None, synth=None, out=None, batch_size=16, workers=0)
+    balanced = Manifest(path=synth.path, rows=sets.balanced, columns=synth.columns)
+    loader = gradient_loader(balanced, label="synthetic_balanced", image_size=32, mean=[0.5] * 3, std=[0.5] * 3, cfg=cfg)
+    seen = []
+    for images, targets, protected, idx in loader:
+        assert images.shape[1:] == (3, 32, 32)
+        cells = set(zip(targets.int().tolist(), protected.tolist()))
+        assert len(cells) >= 3, cells  # a cell-sorted read would give one cell per batch
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(64))  # every image exactly once

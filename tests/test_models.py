@@ -1,5 +1,7 @@
 """The model factory, ImageNet weights (offline: from a fake cache file or failing fast), devices and blocks."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from aimfair_cli.models import (
     MSG_BAD_DEVICE,
     MSG_BAD_WEIGHTS,
     MSG_IMAGENET_BAD_FILE,
+    MSG_IMAGENET_BAD_HASH,
     MSG_NO_CUDA,
     PARAM_BLOCKS,
     block_of,
@@ -77,20 +80,86 @@ def test_weights_from_checkpoint(tmp_path):
         build_model(weights=str(tmp_path / "missing.safetensors"))
 
 
-def test_imagenet_from_the_torch_cache(tmp_path, monkeypatch):
+def _named_by_hash(tmp_path, monkeypatch, payload: bytes) -> "Path":
+    """Point the ImageNet URL at a file name carrying payload's SHA-256 prefix (as torchvision names its files)
+    and return where the torch cache expects that file. Nothing is downloaded."""
+    import hashlib
+
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    monkeypatch.setitem(models.IMAGENET_URLS, "resnet18", f"http://127.0.0.1:9/resnet18-{prefix}.pth")
+    path = imagenet_cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_imagenet_from_the_torch_cache_checked_by_its_hash(tmp_path, monkeypatch):
+    import io
+
     import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert imagenet_cache_path() == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     torch.manual_seed(2)
-    fake = torchvision.models.resnet18(weights=None)  # stands in for the real file: nothing is downloaded
-    path = imagenet_cache_path()
-    assert path == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(fake.state_dict(), path)
+    fake = torchvision.models.resnet18(weights=None)  # stands in for the real file
+    buf = io.BytesIO()
+    torch.save(fake.state_dict(), buf)
+    path = _named_by_hash(tmp_path, monkeypatch, buf.getvalue())
+    path.write_bytes(buf.getvalue())
     m = build_model(weights="imagenet")
     assert torch.equal(m.conv1.weight, fake.conv1.weight)
     assert torch.equal(m.layer4[1].bn2.running_var, fake.layer4[1].bn2.running_var)
     assert m.fc.out_features == 1
+
+
+def test_imagenet_file_with_another_hash_is_refused(tmp_path, monkeypatch):
+    import hashlib
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = imagenet_cache_path()  # the real name, resnet18-f37072fd.pth, holding other weights
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    got = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    with pytest.raises(CheckpointError) as e:
+        build_model(weights="imagenet")
+    assert str(e.value) == MSG_IMAGENET_BAD_HASH.format(path=path, got=got, want="f37072fd",
+                                                        url=models.IMAGENET_URLS["resnet18"])
+
+
+def test_imagenet_bad_download_is_deleted(tmp_path, monkeypatch):
+    """A download whose hash does not match its name is refused and removed (a real local HTTP server)."""
+    import http.server
+    import threading
+
+    payload = b"x" * 1000
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+        url = f"http://127.0.0.1:{server.server_port}/resnet18-f37072fd.pth"
+        monkeypatch.setitem(models.IMAGENET_URLS, "resnet18", url)
+        with pytest.raises(CheckpointError) as e:
+            build_model(weights="imagenet")
+    finally:
+        server.shutdown()
+    import hashlib
+
+    dest = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(e.value) == MSG_IMAGENET_BAD_HASH.format(path=dest, got=hashlib.sha256(payload).hexdigest()[:8],
+                                                        want="f37072fd", url=url)
+    assert not dest.exists()
 
 
 def test_imagenet_unreachable_fails_fast_with_where_to_put_the_file(tmp_path, monkeypatch):
@@ -102,14 +171,15 @@ def test_imagenet_unreachable_fails_fast_with_where_to_put_the_file(tmp_path, mo
     msg = str(e.value)
     dest = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert msg.startswith("ImageNet weights for resnet18 are not in the torch cache and could not be downloaded (")
-    assert msg.endswith(f"download http://127.0.0.1:9/resnet18-f37072fd.pth and put it at {dest}")
+    assert msg.endswith(f"download http://127.0.0.1:9/resnet18-f37072fd.pth and put it at {dest} "
+                        "(or pass --weights none for random initialisation)")
     assert not dest.exists() and not list(dest.parent.glob("*"))  # no partial download left
 
 
 def test_imagenet_corrupt_cache_file(tmp_path, monkeypatch):
+    """A file whose hash matches its name but that torch cannot read (weights_only refuses anything else)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = imagenet_cache_path()
-    path.parent.mkdir(parents=True)
+    path = _named_by_hash(tmp_path, monkeypatch, b"not a checkpoint")
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError) as e:
         build_model(weights="imagenet")

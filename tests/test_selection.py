@@ -120,3 +120,20 @@ def test_a_file_that_is_not_a_mask_is_refused(tmp_path):
         load_mask(bad)
     with pytest.raises(MaskError, match="mask not found"):
         load_mask(tmp_path / "missing.safetensors")
+
+
+def test_opposite_is_k_largest_delta1_intersect_k_smallest_delta2_and_cutoffs():
+    scores = {
+        "a": TensorScore(0.1, 0.9),  # domain-insensitive, bias-sensitive: AIM-Fair's kind
+        "b": TensorScore(0.9, 0.1),  # the opposite kind
+        "c": TensorScore(0.8, 0.2),  # the opposite kind
+        "d": TensorScore(0.2, 0.8),  # AIM-Fair's kind
+        "e": TensorScore(0.5, 0.5),
+    }
+    from aimfair_cli.selection import cutoffs, select_opposite
+
+    assert select(scores, 2) == ["a", "d"]
+    assert select_opposite(scores, 2) == ["b", "c"]  # k largest Δ1 {b, c} ∩ k smallest Δ2 {b, c}
+    assert select_opposite(scores, 3) == ["b", "c", "e"]
+    assert cutoffs(scores, 2) == (0.2, 0.8)  # Δ1 of the 2nd smallest, Δ2 of the 2nd largest
+    assert select_opposite(scores, 5) == list(scores)

@@ -23,7 +23,8 @@ def mask(cfg: MaskConfig, *, json_out: bool) -> None:
             "out": str(result.out), "k": result.k, "selected": result.mask.selected, "n_selected": selected,
             "total": total, "bias_ratio": f"{result.bias.numerator}:{result.bias.denominator}",
             "minority": {str(y): s for y, s in result.minority.items()}, "sizes": result.sizes,
-            "seconds": round(result.seconds, 2),
+            "cutoffs": {"delta1": result.cutoffs[0], "delta2": result.cutoffs[1]}, "blocks": result.blocks,
+            "plot": None if result.plot is None else str(result.plot), "seconds": round(result.seconds, 2),
         }))
         return
     if result.estimate is not None:
@@ -41,3 +42,6 @@ def mask(cfg: MaskConfig, *, json_out: bool) -> None:
     for row in result.blocks:
         table.add_row(row["block"], row["kind"], str(row["selected"]), str(row["total"]))
     console.out.print(table)
+    console.out.print(f"K1: Δ1 ≤ {result.cutoffs[0]:.4g} (the {result.k} least domain-sensitive); K2: Δ2 ≥ "
+                      f"{result.cutoffs[1]:.4g} (the {result.k} most bias-sensitive)"
+                      + (f"; plot -> {result.plot}" if result.plot else ""), markup=False)

@@ -1,9 +1,10 @@
 """`aimfair demo`: the whole method on the built-in offline benchmark, with the paper's baselines.
 
     data (photo-style faces, biased train) -> prompts (template) -> synth (procedural) ->
-    per seed: pretrain -> mask (k = 55) -> finetune {AIM-Fair, full, linear, random mask at AIM-Fair's ratio,
-    best single-block freeze} -> eval on the real test set -> one table, paired differences against full
-    fine-tuning, report.md, plots, commands.sh.
+    per seed: pretrain (random init) -> mask (k = 55) -> finetune {AIM-Fair, full, linear, random mask at
+    AIM-Fair's ratio, the opposite criterion at the same k, best single-block freeze} -> eval on the real test
+    set -> one table, paired differences against full fine-tuning, report.md, plots (metrics, cells, Δ1 against
+    Δ2 per seed), commands.sh.
 
 Every step calls the same library function as its command, and writes the same files, into the demo folder;
 `commands.sh` holds the equivalent shell commands. A step whose output exists and was made with the same
@@ -153,7 +154,8 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     from ..maskfile import load_mask
     from ..stages.evaluate import evaluate_checkpoint
     from ..stages.finetune import FinetuneConfig, run_finetune
-    from ..stages.mask import MaskConfig, run_mask
+    from ..stages.finetune import opposite_selection
+    from ..stages.mask import MaskConfig, plot_selection, run_mask
     from ..stages.pretrain import PretrainConfig, run_pretrain
     from ..stages.prompts import write_prompts
     from ..stages.synth import synthesize
@@ -169,7 +171,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
     # Each synthetic group must cover the biased set's majority cell (45 % of N_R at 1:9) and the balanced
     # set (N_R / 4), both drawn from the same pool.
     per_group = math.ceil(0.45 * c.n_train)
-    n_finetunes = 4 + len(c.freeze_blocks)
+    n_finetunes = 5 + len(c.freeze_blocks)
     cost = {
         "data": 0.3 * (c.n_train + 2000), "prompts": 1, "synth": 0.3 * 4 * per_group,
         "pretrain": c.n_train * c.pretrain_epochs + 1000 * c.pretrain_epochs, "mask": 3 * c.n_train,
@@ -202,6 +204,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
             ("pretrained", "pretrained (ERM, biased)"), ("aimfair", "AIM-Fair (mask k=%s)" % c.topk),
             ("full", "full fine-tuning"), ("linear", "linear probing (fc)"),
             ("random", "random tensors, AIM-Fair's ratio"),
+            ("opposite", "opposite criterion, same k (control)"),
             ("freeze", f"best single-block freeze ({', '.join(c.freeze_blocks)})"))}
         mask_summary = []
         for seed in range(c.seeds):
@@ -210,30 +213,38 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
             ms = ",".join(map(str, c.pretrain_milestones)) or '""'
             pre_cfg = PretrainConfig(train=train, val=val, out=sd / "pretrain.safetensors", epochs=c.pretrain_epochs,
                                      lr=c.pretrain_lr, milestones=tuple(c.pretrain_milestones), image_size=c.size,
-                                     crop_scale=c.crop_scale, seed=seed, **common)
+                                     crop_scale=c.crop_scale, seed=seed, weights="none", **common)
             steps.run(f"pretrain seed {seed}",
                       f"aimfair pretrain --train data/train.csv --val data/val.csv --out {r}/pretrain.safetensors "
-                      f"--epochs {c.pretrain_epochs} --lr {c.pretrain_lr} --milestones {ms} --image-size {c.size} "
+                      f"--weights none --epochs {c.pretrain_epochs} --lr {c.pretrain_lr} --milestones {ms} --image-size {c.size} "
                       f"--crop-scale {c.crop_scale} --batch-size {c.batch_size} --seed {seed}",
                       cost["pretrain"], not upstream_changed and is_done(pre_cfg.out, "pretrain", pre_cfg),
                       lambda: run_pretrain(pre_cfg, progress=progress))
             mask_cfg = MaskConfig(model=pre_cfg.out, real=train, synth=manifest, out=sd / "mask.safetensors",
-                                  topk=c.topk, seed=seed, **common)
+                                  topk=c.topk, crop_scale=c.crop_scale, seed=seed, **common)
             steps.run(f"mask seed {seed}",
                       f"aimfair mask --model {r}/pretrain.safetensors --real data/train.csv --synth synth/metadata.jsonl "
-                      f"--topk {c.topk} --batch-size {c.batch_size} --out {r}/mask.safetensors --seed {seed}",
+                      f"--topk {c.topk} --crop-scale {c.crop_scale} --batch-size {c.batch_size} "
+                      f"--out {r}/mask.safetensors --seed {seed}",
                       cost["mask"], not upstream_changed and is_done(mask_cfg.out, "mask", mask_cfg), lambda: run_mask(mask_cfg, progress=progress))
             mask = load_mask(mask_cfg.out)
             ratio = len(mask.selected) / mask.total
+            plot_selection(out / f"selection-seed{seed}.png", mask,
+                           title=f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (k={mask.meta['k']})")
+            opposite = opposite_selection(mask, mask_cfg.out)
             mask_summary.append(f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected "
-                                f"(ratio {ratio:.2f})")
+                                f"(ratio {ratio:.2f}); per block " + _per_block(mask.selected, mask.shapes)
+                                + f"; the opposite criterion keeps {len(opposite)}, {_shared(mask.selected, opposite)} "
+                                "of them also in AIM-Fair's mask")
 
             def finetune(name: str, *, strategy: str | None = None, use_mask: bool = False) -> Path:
+                # use_mask with a strategy: `opposite`, which reads the mask's scores
                 ft = FinetuneConfig(model=pre_cfg.out, synth=manifest, val=val, out=sd / f"{name}.safetensors",
                                     mask=mask_cfg.out if use_mask else None, strategy=strategy,
                                     epochs=c.finetune_epochs, lr=c.finetune_lr, n_synth=c.n_train,
                                     crop_scale=c.crop_scale, seed=seed, **common)
-                how = f"--mask {r}/mask.safetensors" if use_mask else f"--strategy {strategy}"
+                how = " ".join(([f"--mask {r}/mask.safetensors"] if use_mask else [])
+                               + ([f"--strategy {strategy}"] if strategy else []))
                 steps.run(f"finetune {name} seed {seed}",
                           f"aimfair finetune --model {r}/pretrain.safetensors --synth synth/metadata.jsonl "
                           f"--val data/val.csv {how} --n-synth {c.n_train} --epochs {c.finetune_epochs} "
@@ -256,6 +267,8 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
             runs["full"].metrics.append(evaluate(finetune("full", strategy="full")))
             runs["linear"].metrics.append(evaluate(finetune("linear", strategy="linear")))
             runs["random"].metrics.append(evaluate(finetune("random", strategy=f"random:{ratio:.4f}")))
+            runs["opposite"].metrics.append(evaluate(finetune("opposite", strategy="opposite", use_mask=True)))
+            runs["opposite"].detail.append(f"{len(opposite)}/{mask.total} tensors")
             # The best freeze is chosen on the validation set by worst-group accuracy — a choice that favours this
             # baseline, since it uses group labels that AIM-Fair never sees.
             best = None
@@ -274,6 +287,23 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL) -> DemoResult:
         steps.close()
     return DemoResult(out=out, config=c, strategies=result_runs, report=report,
                       seconds=time.perf_counter() - started, mask_summary=mask_summary)
+
+
+def _per_block(selected: list[str], shapes: dict[str, Any]) -> str:
+    """"stem 3/3, layer1 12/15, ..." — selected/total tensors per block."""
+    from ..models import block_of
+
+    chosen = set(selected)
+    counts: dict[str, list[int]] = {}
+    for name in shapes:
+        row = counts.setdefault(block_of(name), [0, 0])
+        row[0] += name in chosen
+        row[1] += 1
+    return ", ".join(f"{b} {k}/{n}" for b, (k, n) in counts.items())
+
+
+def _shared(a: list[str], b: list[str]) -> int:
+    return len(set(a) & set(b))
 
 
 def _cached_eval(model: Path, data: Path, compute: Callable[[], Any]):
@@ -473,7 +503,17 @@ def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_
         *(f"- {m}" for m in mask_summary),
         *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail),
         f"- The best single-block freeze is chosen per seed among {', '.join(c.freeze_blocks)} by worst-group accuracy "
-        "on the validation set (this uses group labels AIM-Fair does not need, so it flatters the baseline).", "",
+        "on the validation set (this uses group labels AIM-Fair does not need, so it flatters the baseline).",
+        "- The opposite criterion, a control the paper lacks, fine-tunes at the same k the k tensors *most* sensitive "
+        "to the domain gap ∩ the k *least* sensitive to the bias (`finetune --mask mask.safetensors --strategy "
+        "opposite`). Where it does as well as AIM-Fair, the gradient ranking adds nothing beyond how many tensors "
+        "are updated.", "",
+        "## Where the selection comes from", "",
+        "One point per parameter tensor: Δ1 = mean |g_R − g_S1| (sensitivity to the real/synthetic domain gap) "
+        "against Δ2 = mean |g_S1 − g_S2| (sensitivity to the bias). K1 = the k tensors left of the vertical line "
+        "(smallest Δ1), K2 = the k above the horizontal line (largest Δ2); filled points are selected (K1 ∩ K2, the "
+        "shaded corner). The legend counts the selected tensors per block.", "",
+        *(f"![selection, seed {i}](selection-seed{i}.png)" for i in range(c.seeds)), "",
         "## Reproduce", "",
         "Every step above is one `aimfair` command; `commands.sh` in this folder lists them in order.", "",
         "```sh", *(out / "commands.sh").read_text().splitlines()[2:], "```", "",

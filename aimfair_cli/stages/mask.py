@@ -2,8 +2,12 @@
 
 Three mean-gradient passes over the same checkpoint — real-biased (R), synthetic-biased (S1),
 synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see selection.py).
-BatchNorm runs in training mode, as during fine-tuning (the paper's code does the same); the checkpoint's
-state, running statistics included, is restored before every pass so each set sees the same model.
+Each pass reads its set as the released code's gradient pass does: in a seeded random order (so every batch
+mixes the cells and BatchNorm's batch statistics never follow one cell), with the training augmentation
+(RandomResizedCrop at the training crop scale + flip) and BatchNorm in training mode. The checkpoint's state,
+running statistics included, is restored before every pass so each set sees the same model. Unlike the
+released code, which averages per-batch mean gradients and drops the last partial batch, the sum of
+per-image gradients is divided once by N: the exact mean over every image of the set.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,10 +27,10 @@ from ..data.bias import CELLS, parse_bias
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
-from ..options import (ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check,
+from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check,
                        option)
 from ..progress import NULL, Progress
-from ..selection import SCORES, TensorScore, parse_topk, score_tensors, select
+from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
 
 if TYPE_CHECKING:
@@ -52,12 +57,17 @@ class MaskConfig:
     n_synth: int | None = option(None, min=4, max=MAX_IMAGES, help="Images in each synthetic set.",
                                  default_text="as many as the real set")
     max_samples: int | None = option(None, min=4, max=MAX_IMAGES,
-                                     help="Cap the images per set (a cheaper, approximate mask).", default_text="no cap")
+                                     help="Cap the images per set (a cheaper, approximate mask); fine-tuning keeps "
+                                     "the full balanced set.", default_text="no cap")
     batch_size: int = option(128, help="Images per batch.", min=1, max=MAX_BATCH)
+    # the training crop scale: the gradients see the augmentation fine-tuning will see
+    crop_scale: float = option(0.08, help=CROP_HELP, above=0, max=1)
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    plot: Path | None = option(None, path="file", help="Also draw Δ1 against Δ2 for every tensor, with both top-k "
+                               "cut-offs and the selection, to this PNG file.")
 
 
 @dataclass
@@ -84,6 +94,8 @@ class MaskResult:
     estimate: BiasEstimate | None
     seconds: float
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    cutoffs: tuple[float, float] = (float("nan"), float("nan"))  # Δ1 of the k-th smallest, Δ2 of the k-th largest
+    plot: Path | None = None
 
 
 def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
@@ -91,6 +103,7 @@ def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
 
 
 def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
+    """Evaluation loader (plain resize, file order) for the `auto` bias estimate."""
     from ..data.images import ImageDataset, build_transform, make_loader
 
     ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
@@ -99,13 +112,36 @@ def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
                        pad_shards=False)
 
 
-def mean_gradients(model, loader, *, state: dict, device, task=None) -> dict[str, "torch.Tensor"]:
-    """g = (1/N) Σ_i ∇θ L(θ; x_i, y_i) for every parameter tensor (Eq. 1–3), summed over ranks under torchrun."""
+def pass_seed(seed: int, label: str) -> int:
+    """A 31-bit seed per (seed, set): each gradient pass has its own order and augmentations, the same in
+    every run, whatever ran before it."""
+    return zlib.crc32(f"{seed}:{label}".encode()) & 0x7FFFFFFF
+
+
+def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, std, cfg: MaskConfig):
+    """The loader of one gradient pass: every image once, in a seeded random order of the rows' file names
+    (mixed cells in every batch; the order of lines in the manifest does not matter), with the training
+    augmentation. With workers=0 the augmentation draws from torch's global RNG: seed it with the same
+    pass_seed before iterating (mean_gradients does)."""
+    from ..data.images import ImageDataset, build_transform, make_pass_loader, pass_order, row_key
+
+    transform = build_transform(image_size, train=True, mean=mean, std=std, crop_scale=cfg.crop_scale)
+    order = pass_order([row_key(r) for r in manifest.rows], pass_seed(cfg.seed, label))
+    return make_pass_loader(ImageDataset(manifest, transform), order=order, batch_size=cfg.batch_size,
+                            workers=cfg.workers, seed=pass_seed(cfg.seed, label))
+
+
+def mean_gradients(model, loader, *, state: dict, device, task=None,
+                   rng_seed: int | None = None) -> dict[str, "torch.Tensor"]:
+    """g = (1/N) Σ_i ∇θ L(θ; x_i, y_i) for every parameter tensor (Eq. 1–3), summed over ranks under torchrun.
+    rng_seed, if given, seeds torch's global RNG first (the augmentation's source when workers=0)."""
     import torch
     import torch.nn.functional as F
 
     from ..data.images import batches
 
+    if rng_seed is not None:
+        torch.manual_seed(rng_seed)
     model.load_state_dict(state)
     model.train()
     params = dict(model.named_parameters())
@@ -179,9 +215,38 @@ def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def mask_scores(mask: Mask) -> dict[str, TensorScore]:
+    """The Δ1/Δ2 scores a mask file stores, in parameter order."""
+    return {n: TensorScore(delta1=float(v["delta1"]), delta2=float(v["delta2"]))
+            for n, v in mask.meta.get("scores", {}).items()}
+
+
+def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) -> Path:
+    """Δ1 against Δ2 for every tensor of a mask file: the K1 cut-off (k smallest Δ1, left of the vertical line)
+    and the K2 cut-off (k largest Δ2, above the horizontal line), the selected tensors K1 ∩ K2 filled, and the
+    count per block (stem, layer1..4, fc) in the legend."""
+    from ..models import block_of
+    from ..plots import score_scatter
+
+    scores, k = mask_scores(mask), int(mask.meta["k"])
+    names = list(scores)
+    by_d1, by_d2 = top_k(scores, len(names))  # every tensor, in K1's and K2's rank order
+    x_cut = (scores[by_d1[k - 1]].delta1, scores[by_d1[k]].delta1) if k < len(names) else None
+    y_cut = (scores[by_d2[k - 1]].delta2, scores[by_d2[k]].delta2) if k < len(names) else None
+    chosen = set(mask.selected)
+    return score_scatter(
+        # ASCII labels: Pillow's built-in font has no Greek letters or set symbols.
+        path, title=title or f"{len(chosen)} of {len(names)} tensors selected (k={k})",
+        x=[scores[n].delta1 for n in names], y=[scores[n].delta2 for n in names],
+        groups=[block_of(n) for n in names], highlighted=[n in chosen for n in names], x_cut=x_cut, y_cut=y_cut,
+        xlabel="delta1 = mean |g_R - g_S1| (domain gap; K1 = the k smallest)",
+        ylabel="delta2 = mean |g_S1 - g_S2| (bias; K2 = the k largest)", region_label="K1 and K2: selected",
+    )
+
+
 def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     from ..checkpoint import load_checkpoint
-    from ..data.images import check_images
+    from ..data.images import check_images, row_key
     from ..models import resolve_device
     from ..training import seed_everything
 
@@ -190,7 +255,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     bias = None if auto else parse_bias(cfg.bias_ratio)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     check_suffix(cfg.out, (".safetensors",), "--out")
-    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask")},
+    if cfg.plot is not None:
+        check_suffix(cfg.plot, (".png",), "--plot")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask"), "--plot": cfg.plot},
                   {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth})
     started = time.perf_counter()
     seed_everything(cfg.seed)
@@ -202,12 +269,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
 
     real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
+    # Size of each synthetic set without the cap: also the default balanced set of `finetune`, which a cheaper
+    # mask must not shrink.
+    n_full = cfg.n_synth or len(real.rows)
     if cfg.max_samples is not None and cfg.max_samples < len(real.rows):
-        keep = sorted(random.Random(f"{cfg.seed}:real").sample(range(len(real.rows)), cfg.max_samples))
+        canonical = sorted(range(len(real.rows)), key=lambda i: (row_key(real.rows[i]), i))
+        keep = sorted(random.Random(f"{cfg.seed}:real").sample(canonical, cfg.max_samples))
         real = _subset(real, [real.rows[i] for i in keep])
-    n = cfg.n_synth or len(real.rows)
-    if cfg.max_samples is not None:
-        n = min(n, cfg.max_samples)
+    n = n_full if cfg.max_samples is None else min(n_full, cfg.max_samples)
 
     state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
     estimate = None
@@ -228,9 +297,10 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
 
     grads = {}
     for label, manifest in named.items():
-        loader = _loader(manifest, image_size=image_size, mean=mean, std=std, cfg=cfg)
+        loader = gradient_loader(manifest, label=label, image_size=image_size, mean=mean, std=std, cfg=cfg)
         with progress.task(f"gradients: {label.replace('_', ' ')}", total=len(loader)) as task:
-            grads[label] = mean_gradients(model, loader, state=state, device=device, task=task)
+            grads[label] = mean_gradients(model, loader, state=state, device=device, task=task,
+                                          rng_seed=pass_seed(cfg.seed, label))
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
     selected = select(scores, k)
     sizes = {label: len(m.rows) for label, m in named.items()}
@@ -250,6 +320,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
                 "synthetic_group_accuracy": estimate.synthetic_group_accuracy,
             },
             "sizes": sizes,
+            "n_synth": n_full,  # uncapped size of each synthetic set: `finetune`'s default balanced set
+            "max_samples": cfg.max_samples,
+            "crop_scale": cfg.crop_scale,
             "model": str(cfg.model),
             "seed": cfg.seed,
         },
@@ -257,6 +330,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     if dist.is_main():  # every rank holds the same mask; one writes it (atomically)
         save_mask(cfg.out, mask)
         write_resolved_config(cfg.out, "mask", cfg)
+        if cfg.plot is not None:
+            plot_selection(cfg.plot, mask)
     dist.barrier()  # the others return only once the files exist
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
-                      estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected))
+                      estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
+                      cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))

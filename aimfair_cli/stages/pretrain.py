@@ -49,8 +49,9 @@ class PretrainConfig:
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     device: str = option("auto", help=DEVICE_HELP)
-    weights: str = option("none", help="Initial weights: none (random), imagenet (torchvision's, from the torch cache "
-                          "or downloaded) or a .safetensors checkpoint.")
+    weights: str = option("imagenet", help="Initial weights: imagenet (torchvision's ResNet-18 IMAGENET1K_V1, as the "
+                          "paper; from the torch cache, hub/checkpoints/resnet18-f37072fd.pth, or downloaded; checked "
+                          "by SHA-256), none (random) or a .safetensors checkpoint.")
     amp: str = option("auto", help="Mixed precision: auto (on for CUDA), on or off. channels_last follows the device.",
                       choices=AMP_MODES)
     arch: str = option("resnet18", help="Model architecture.", choices=("resnet18",))
@@ -118,6 +119,10 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
     check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain")},
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
+    if str(cfg.weights) == "imagenet":
+        from ..models import ensure_imagenet_weights
+
+        ensure_imagenet_weights(cfg.arch)  # before any data is read: offline, fail at once saying where the file goes
     # protected may be empty: pretraining uses no group labels
     train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
