@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
 from aimfair_cli.errors import UsageError
+from aimfair_cli.fsio import MSG_NOT_FOLDER
 from aimfair_cli.generators.base import image_seed
 from aimfair_cli.manifest import MSG_DUPLICATE, MSG_DUPLICATE_KEPT, read_manifest
 from aimfair_cli.stages import synth as stage
@@ -208,8 +209,8 @@ def test_a_refused_option_leaves_no_folder_and_an_unusable_folder_is_one_line(tm
     (tmp_path / "a_file").write_text("x")
     result = runner.invoke(app, ["synth", *SYNTH, "-n", "2", "--out", "a_file/synth"])
     assert result.exit_code == 1
-    assert one_error(result.stderr) == "Error: " + stage.MSG_CANNOT_CREATE.format(out=Path("a_file/synth"),
-                                                                                   reason="Not a directory")
+    # found by the writability check before any work (aimfair_cli/fsio.py)
+    assert one_error(result.stderr) == "Error: " + MSG_NOT_FOLDER.format(path=Path("a_file/synth"), parent="a_file")
     assert files(tmp_path) == {"a_file": b"x"}
 
 
@@ -310,9 +311,9 @@ def check_refused(result, root: Path, before: dict[str, bytes], message: str) ->
 @pytest.mark.parametrize("command, args, manifest", [
     ("eval", ["--model", "model.safetensors", "--data", "dup.csv"], "dup.csv"),
     ("pretrain", ["--train", "dup.csv", "--val", "clean.csv", "--out", "new.safetensors", "--epochs", "1",
-                  "--image-size", "32"], "dup.csv"),
+                  "--image-size", "32", "--weights", "none"], "dup.csv"),
     ("pretrain", ["--train", "clean.csv", "--val", "dup.jsonl", "--out", "new.safetensors", "--epochs", "1",
-                  "--image-size", "32"], "dup.jsonl"),
+                  "--image-size", "32", "--weights", "none"], "dup.jsonl"),
     ("mask", ["--model", "model.safetensors", "--real", "clean.csv", "--synth", "dup.csv", "--out",
               "new_mask.safetensors"], "dup.csv"),
     ("finetune", ["--model", "model.safetensors", "--synth", "dup.csv", "--val", "clean.csv", "--strategy",
@@ -355,7 +356,7 @@ def test_allow_duplicates_reaches_every_training_command(run_dir, monkeypatch, t
     before = files(run_dir)
     result = runner.invoke(app, ["pretrain", "--train", "dup.csv", "--val", "dup.jsonl", "--out",
                                  str(tmp_path / "p.safetensors"), "--epochs", "1", "--image-size", "32",
-                                 "--allow-duplicates", *FAST])
+                                 "--weights", "none", "--allow-duplicates", *FAST])
     assert result.exit_code == 0, result.output
     assert "kept because of --allow-duplicates" in " ".join(result.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.config.yaml", "p.safetensors"]
