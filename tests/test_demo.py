@@ -124,7 +124,7 @@ def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
 def test_demo_rejects_bad_seeds(tmp_path):
     result = runner.invoke(app, ["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1] == "Error: --seeds must be at least 1, got 0"
+    assert result.stderr.strip().splitlines()[-1] == "Error: --seeds: must be at least 1, got 0"
 
 
 def test_demo_data_from_another_renderer_is_stale(tmp_path):

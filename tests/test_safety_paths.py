@@ -246,7 +246,7 @@ def test_pretrain_save_that_fails_midway_is_one_line(ws):
     before = snapshot(ws)
     env = {**os.environ, "AIMFAIR_DEBUG": ""}
     proc = subprocess.run([sys.executable, "-m", "aimfair_cli", "pretrain", "--train", "data/train.csv", "--val",
-                           "data/val.csv", "--out", "m.safetensors", *TINY], cwd=ws, env=env, capture_output=True,
+                           "data/val.csv", "--out", "m.safetensors", "--weights", "none", *TINY], cwd=ws, env=env, capture_output=True,
                           text=True, preexec_fn=_limit_file_size, timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""

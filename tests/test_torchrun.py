@@ -83,7 +83,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(run_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pretrain")
-    out = _ok(["pretrain", "--epochs", 1, "--image-size", 32, *FAST, "--out", "ddp.safetensors", "--json"], run_dir,
+    out = _ok(["pretrain", "--weights", "none", "--epochs", 1, "--image-size", 32, *FAST, "--out", "ddp.safetensors", "--json"], run_dir,
               tmp, "pretrain")
     return json.loads(out)  # one JSON object: two ranks printing would not parse
 
@@ -174,7 +174,7 @@ def test_missing_image_seen_by_rank_1_ends_the_job_with_one_error(run_dir, tmp_p
     missing = "images/train/not_there.png"
     rows[2] = rows[2].replace(manifest.rows[1]["file_name"], missing)  # header + row index 1 (rank 1's)
     (run_dir / "data" / "train_missing.csv").write_text("\n".join(rows) + "\n")
-    proc, seconds = _torchrun(["pretrain", "--train", "data/train_missing.csv", "--epochs", 1, "--image-size", 32,
+    proc, seconds = _torchrun(["pretrain", "--weights", "none", "--train", "data/train_missing.csv", "--epochs", 1, "--image-size", 32,
                                *FAST, "--out", tmp_path / "never.safetensors"], run_dir)
     assert proc.returncode == 1
     assert seconds < FAIL_BOUND_S
