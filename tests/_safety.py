@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,22 @@ def snapshot(root: Path) -> dict[str, str]:
             else:
                 out[rel] = "dir"
     return out
+
+
+def refused(ws: Path, args, message: str, code: int = 1) -> None:
+    """The command ends with exactly `message` as its one error line, and the run folder is byte-identical after:
+    inputs untouched, no output (nor temporary file) left behind."""
+    before = snapshot(ws)
+    assert error_line(run(*args), code) == message
+    assert snapshot(ws) == before
+
+
+def private_copy(base: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the module's prepared run folder, made the working directory (for the `ws` fixtures)."""
+    root = tmp_path / "run"
+    shutil.copytree(base, root)
+    monkeypatch.chdir(root)
+    return root
 
 
 def write_csv(path: Path, rows, fields=FIELDS) -> Path:

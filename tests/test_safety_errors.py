@@ -6,12 +6,11 @@ Click's usage errors exit 2. Every case: the exact stderr line, inputs byte-iden
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
-from _safety import CPU, error_line, make_checkpoint, make_data, make_mask, make_model, raw_checkpoint, run, snapshot
+from _safety import CPU, make_checkpoint, make_data, make_mask, make_model, private_copy, raw_checkpoint, refused, run
 from aimfair_cli.checkpoint import MSG_META_BAD, MSG_META_MISSING, MSG_MISMATCH, state_tensors
 from aimfair_cli.fsio import MSG_NOT_UTF8
 from aimfair_cli.maskfile import MSG_MASK_EMPTY_TENSOR, MSG_MASK_META, MSG_NOT_MASK
@@ -33,16 +32,8 @@ def base(tmp_path_factory):
 
 @pytest.fixture
 def ws(base, tmp_path, monkeypatch):
-    root = tmp_path / "run"
-    shutil.copytree(base, root)
-    monkeypatch.chdir(root)
-    return root
+    return private_copy(base, tmp_path, monkeypatch)
 
-
-def refused(ws, args, message, code=1):
-    before = snapshot(ws)
-    assert error_line(run(*args), code) == message
-    assert snapshot(ws) == before
 
 
 # ---- text files that are not UTF-8 -------------------------------------------------------------------------

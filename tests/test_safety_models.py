@@ -5,12 +5,11 @@ eval's JSON and table and in the demo report."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
-from _safety import CPU, error_line, make_checkpoint, make_data, make_model, raw_checkpoint, run, snapshot
+from _safety import CPU, make_checkpoint, make_data, make_model, private_copy, raw_checkpoint, refused, run
 from aimfair_cli.checkpoint import MSG_NOT_FINITE, state_tensors
 from aimfair_cli.errors import TrainingError
 from aimfair_cli.metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE, GroupMetrics, aggregate
@@ -42,16 +41,8 @@ def base(tmp_path_factory):
 
 @pytest.fixture
 def ws(base, tmp_path, monkeypatch):
-    root = tmp_path / "run"
-    shutil.copytree(base, root)
-    monkeypatch.chdir(root)
-    return root
+    return private_copy(base, tmp_path, monkeypatch)
 
-
-def refused(ws, args, message):
-    before = snapshot(ws)
-    assert error_line(run(*args)) == message
-    assert snapshot(ws) == before  # nothing written, inputs untouched
 
 
 # ---- training that diverges --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _safety import CPU, error_line, make_checkpoint, make_data, make_mask, run, snapshot
+from _safety import CPU, make_checkpoint, make_data, make_mask, private_copy, refused, run, snapshot
 from aimfair_cli.fsio import MSG_BAD_SUFFIX, MSG_CANNOT_WRITE, MSG_IS_FOLDER, MSG_NOT_FOLDER, MSG_SAME_AS_INPUT
 from aimfair_cli.stages.pretrain import MSG_BAD_OUT
 from aimfair_cli.tasks import find_prompt_file
@@ -34,18 +34,8 @@ def base(tmp_path_factory):
 
 @pytest.fixture
 def ws(base, tmp_path, monkeypatch):
-    """A private copy of the run folder, as the working directory."""
-    root = tmp_path / "run"
-    shutil.copytree(base, root)
-    monkeypatch.chdir(root)
-    return root
+    return private_copy(base, tmp_path, monkeypatch)
 
-
-def refused(ws: Path, args, message: str) -> None:
-    before = snapshot(ws)
-    result = run(*args)
-    assert error_line(result) == message
-    assert snapshot(ws) == before  # inputs byte-identical, no output (nor temporary file) left behind
 
 
 # ---- an output that is an input ----------------------------------------------------------------------------
