@@ -57,6 +57,12 @@ MAX_IMAGES = 10_000_000  # images in one set or one synth run per group
 DEVICE_HELP = "auto, cpu, cuda or cuda:N. auto picks CUDA when available."
 ALLOW_DUPLICATES_HELP = ("Keep manifest rows that list an image already listed (a warning, and each row counts) "
                          "instead of refusing the manifest.")
+SPEED_MODES = ("auto", "on", "off")
+AMP_HELP = ("Mixed precision: auto (on for CUDA: fp16 autocast with loss scaling), on (bf16 on CPU) or off.")
+CHANNELS_LAST_HELP = "channels_last memory format: auto (on for CUDA), on or off."
+CACHE_HELP = ("Decode the training images once into memory (the device's, on a GPU) and crop, flip and normalise "
+              "them there in batches; --no-cache decodes the files with PIL every epoch. Falls back to the files "
+              "when the images would take more than half the free memory.")
 CROP_HELP = ("Smallest share of the image a random training crop keeps (torchvision's default 0.08; raise it for "
              "small images where a crop can cut the face out).")
 
@@ -78,6 +84,11 @@ class Option:
     exists: bool = False  # the path must exist before the command starts
     flag: str | None = None  # the flag name when it is not --<field-name-with-dashes>
     hidden: bool = False  # config file only (no flag): recipe constants users rarely change
+
+
+def mode_flag(mode: str) -> bool | None:
+    """An auto/on/off option as fit() takes it: None (decide from the device), True or False."""
+    return {"auto": None, "on": True, "off": False}[mode]
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, **spec: Any) -> Any:

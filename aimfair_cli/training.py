@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BN_MODES = ("update", "freeze")
+SYNC_EVERY = 25  # on CUDA, batches between reads of the loss (each read waits for the GPU)
 
 MSG_BAD_BN = "--bn must be one of {modes}; got '{bn}'"
 MSG_UNKNOWN_TRAINABLE = "trainable names not in the model: {names}"
@@ -91,7 +92,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: "torch.device", amp: bool):
+def autocast(device: "torch.device", amp: bool):
     import contextlib
 
     import torch
@@ -136,13 +137,18 @@ def train_one_epoch(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, n]
     single = not dist.is_distributed()
+    # Reading a value back waits for the device: on CUDA only every SYNC_EVERY batches, so the host can queue
+    # the next batches while the GPU works. The loss is still checked on the batch where it turns non-finite
+    # on CPU, and within SYNC_EVERY batches on CUDA.
+    sync_every = SYNC_EVERY if device.type == "cuda" else 1
     for batch, (images, targets, _protected, _idx) in enumerate(batches(loader), 1):
         images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
         targets = targets.to(device, non_blocking=True)  # [B]
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(images).squeeze(1)  # [B]
             loss = loss_fn(logits.float(), targets)
-        if single and not math.isfinite(loss.item()):
+        synced = batch % sync_every == 0 or batch == 1
+        if single and synced and not math.isfinite(loss.item()):
             raise TrainingError(MSG_LOSS_NOT_FINITE.format(description=description, value=loss.item(), epoch=epoch,
                                                            where=f", batch {batch}"))
         optimizer.zero_grad(set_to_none=True)
@@ -158,7 +164,10 @@ def train_one_epoch(
             correct = ((logits > 0).float() == targets).sum()
             totals += torch.stack([loss.detach().double() * b, correct.double(), torch.tensor(b, device=device).double()])
         if task is not None:
-            task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
+            if synced:
+                task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
+            else:
+                task.advance(1)
     dist.all_reduce_sum(totals)
     loss_sum, correct, n = totals.tolist()
     if not math.isfinite(loss_sum):
@@ -202,7 +211,7 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
     with torch.inference_mode():
         for images, y, s, idx in batches(loader):
             images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(images).squeeze(1)  # [B]
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())
             targets.append(np.asarray(y).astype(np.int64))

@@ -277,8 +277,11 @@ def test_selection_does_not_depend_on_the_order_of_rows(in_run, tmp_path):
     assert a.scores == b.scores  # the very same batches and crops: identical numbers, not just the same ranking
 
 
-def test_gradient_batches_mix_the_cells(in_run):
+@pytest.mark.parametrize("cache", [True, False])
+def test_gradient_batches_mix_the_cells(in_run, cache):
     from fractions import Fraction
+
+    import torch
 
     from aimfair_cli.manifest import Manifest, read_manifest
     from aimfair_cli.stages.mask import MaskConfig, gradient_loader
@@ -286,9 +289,10 @@ def test_gradient_batches_mix_the_cells(in_run):
 
     synth = read_manifest(in_run / "synth" / "metadata.jsonl")
     sets = build_synthetic_sets(synth.rows, n=64, bias=Fraction(1, 9), seed=0)
-    cfg = MaskConfig(model=None, real=None, synth=None, out=None, batch_size=16, workers=0)
+    cfg = MaskConfig(model=None, real=None, synth=None, out=None, batch_size=16, workers=0, cache=cache)
     balanced = Manifest(path=synth.path, rows=sets.balanced, columns=synth.columns)
-    loader = gradient_loader(balanced, label="synthetic_balanced", image_size=32, mean=[0.5] * 3, std=[0.5] * 3, cfg=cfg)
+    loader = gradient_loader(balanced, label="synthetic_balanced", image_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                             cfg=cfg, device=torch.device("cpu"))
     seen = []
     for images, targets, protected, idx in loader:
         assert images.shape[1:] == (3, 32, 32)

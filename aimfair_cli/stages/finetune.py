@@ -30,8 +30,9 @@ from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
-from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR,
-                       MAX_SEED, MAX_WORKERS, check, option)
+from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                       MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, mode_flag,
+                       option)
 from ..progress import NULL, Progress
 from ..synthsets import draw_balanced
 
@@ -135,6 +136,9 @@ class FinetuneConfig:
                      "freeze: BN layers outside the selection keep their statistics.")
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    amp: str = option("auto", help=AMP_HELP, choices=SPEED_MODES)
+    channels_last: str = option("auto", help=CHANNELS_LAST_HELP, choices=SPEED_MODES)
+    cache: bool = option(True, help=CACHE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
 
@@ -155,6 +159,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     from ..data.images import ImageDataset, build_transform, check_images, make_loader
     from ..maskfile import load_mask
     from ..models import resolve_device
+    from ..tensorcache import make_train_loader
     from ..training import OptimConfig, fit, seed_everything
 
     cfg = check(cfg)
@@ -197,8 +202,9 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     check_images(train)
     check_images(val)
     size, mean, std = meta["image_size"], meta["mean"], meta["std"]
-    train_loader = make_loader(ImageDataset(train, build_transform(size, train=True, mean=mean, std=std, crop_scale=cfg.crop_scale)),
-                               batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed)
+    train_loader = make_train_loader(train, cache=cfg.cache, image_size=size, crop_scale=cfg.crop_scale, mean=mean,
+                                     std=std, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
+                                     device=device, progress=progress)
     val_loader = make_loader(ImageDataset(val, build_transform(size, train=False, mean=mean, std=std)),
                              batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
     log.info("fine-tuning %d of %d tensors (%s) on %d balanced synthetic images", len(trainable), len(names),
@@ -206,7 +212,8 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     result = fit(
         model, train_loader, val_loader,
         optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
-        device=device, trainable=set(trainable), bn=cfg.bn, progress=progress, description=f"finetune {strategy}",
+        device=device, trainable=set(trainable), bn=cfg.bn, amp=mode_flag(cfg.amp),
+        channels_last=mode_flag(cfg.channels_last), progress=progress, description=f"finetune {strategy}",
     )
     new_meta = dict(meta)
     new_meta.update({

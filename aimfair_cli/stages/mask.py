@@ -27,8 +27,8 @@ from ..data.bias import CELLS, parse_bias
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
-from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, check,
-                       option)
+from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                       MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, option)
 from ..progress import NULL, Progress
 from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
@@ -64,6 +64,9 @@ class MaskConfig:
     crop_scale: float = option(0.08, help=CROP_HELP, above=0, max=1)
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    amp: str = option("auto", help=AMP_HELP, choices=SPEED_MODES)
+    channels_last: str = option("auto", help=CHANNELS_LAST_HELP, choices=SPEED_MODES)
+    cache: bool = option(True, help=CACHE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
     plot: Path | None = option(None, path="file", help="Also draw Δ1 against Δ2 for every tensor, with both top-k "
@@ -118,39 +121,47 @@ def pass_seed(seed: int, label: str) -> int:
     return zlib.crc32(f"{seed}:{label}".encode()) & 0x7FFFFFFF
 
 
-def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, std, cfg: MaskConfig):
+def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, std, cfg: MaskConfig, device,
+                    progress: Progress = NULL):
     """The loader of one gradient pass: every image once, in a seeded random order of the rows' file names
     (mixed cells in every batch; the order of lines in the manifest does not matter), with the training
-    augmentation. With workers=0 the augmentation draws from torch's global RNG: seed it with the same
-    pass_seed before iterating (mean_gradients does)."""
-    from ..data.images import ImageDataset, build_transform, make_pass_loader, pass_order, row_key
+    augmentation, from the decoded-image cache unless --no-cache. Reading files with workers=0, the
+    augmentation draws from torch's global RNG: seed it with the same pass_seed before iterating
+    (mean_gradients does)."""
+    from ..data.images import pass_order, row_key
+    from ..tensorcache import make_train_loader
 
-    transform = build_transform(image_size, train=True, mean=mean, std=std, crop_scale=cfg.crop_scale)
     order = pass_order([row_key(r) for r in manifest.rows], pass_seed(cfg.seed, label))
-    return make_pass_loader(ImageDataset(manifest, transform), order=order, batch_size=cfg.batch_size,
-                            workers=cfg.workers, seed=pass_seed(cfg.seed, label))
+    return make_train_loader(manifest, cache=cfg.cache, image_size=image_size, crop_scale=cfg.crop_scale, mean=mean,
+                             std=std, batch_size=cfg.batch_size, seed=pass_seed(cfg.seed, label), workers=cfg.workers,
+                             device=device, order=order, progress=progress)
 
 
-def mean_gradients(model, loader, *, state: dict, device, task=None,
-                   rng_seed: int | None = None) -> dict[str, "torch.Tensor"]:
+def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: int | None = None, amp: bool = False,
+                   channels_last: bool = False) -> dict[str, "torch.Tensor"]:
     """g = (1/N) Σ_i ∇θ L(θ; x_i, y_i) for every parameter tensor (Eq. 1–3), summed over ranks under torchrun.
-    rng_seed, if given, seeds torch's global RNG first (the augmentation's source when workers=0)."""
+    rng_seed, if given, seeds torch's global RNG first (the augmentation's source when workers=0). amp: the
+    forward pass under autocast (fp16 on CUDA, bf16 on CPU); the loss is a sum over the batch, which keeps fp16
+    activation gradients away from underflow, and the parameter gradients are fp32."""
     import torch
     import torch.nn.functional as F
 
     from ..data.images import batches
+    from ..training import autocast
 
     if rng_seed is not None:
         torch.manual_seed(rng_seed)
     model.load_state_dict(state)
     model.train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     params = dict(model.named_parameters())
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count = torch.zeros((), dtype=torch.float64, device=device)
     for images, targets, _protected, _idx in batches(loader):
-        images, targets = images.to(device), targets.to(device)
+        images, targets = images.to(device, memory_format=fmt), targets.to(device)
         model.zero_grad(set_to_none=True)
-        logits = model(images).squeeze(1)  # [B]
+        with autocast(torch.device(device), amp):
+            logits = model(images).squeeze(1).float()  # [B]
         # reduction="sum" and one division by N at the end gives the exact dataset mean, whatever the batching
         F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").backward()
         for n, p in params.items():
@@ -245,6 +256,8 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
 
 
 def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
+    import torch
+
     from ..checkpoint import load_checkpoint
     from ..data.images import check_images, row_key
     from ..models import resolve_device
@@ -295,12 +308,16 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     for m in named.values():
         check_images(m)
 
+    amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
+    channels_last = device.type == "cuda" if cfg.channels_last == "auto" else cfg.channels_last == "on"
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grads = {}
     for label, manifest in named.items():
-        loader = gradient_loader(manifest, label=label, image_size=image_size, mean=mean, std=std, cfg=cfg)
+        loader = gradient_loader(manifest, label=label, image_size=image_size, mean=mean, std=std, cfg=cfg,
+                                 device=device, progress=progress)
         with progress.task(f"gradients: {label.replace('_', ' ')}", total=len(loader)) as task:
             grads[label] = mean_gradients(model, loader, state=state, device=device, task=task,
-                                          rng_seed=pass_seed(cfg.seed, label))
+                                          rng_seed=pass_seed(cfg.seed, label), amp=amp, channels_last=channels_last)
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
     selected = select(scores, k)
     sizes = {label: len(m.rows) for label, m in named.items()}

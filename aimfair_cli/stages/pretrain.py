@@ -17,13 +17,13 @@ from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..fsio import check_outputs
 from ..manifest import read_manifest
-from ..options import (ALLOW_DUPLICATES_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR,
-                       MAX_SEED, MAX_WORKERS, MIN_IMAGE, check, option)
+from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                       MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE, SPEED_MODES, check,
+                       mode_flag, option)
 from ..progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 
-AMP_MODES = ("auto", "on", "off")
 DATA_CONFIGS = "data*.config.yaml"  # what `aimfair data ...` writes beside the manifests (attribute names)
 
 MSG_BAD_OUT = "--out must end in .safetensors; got {out}"
@@ -52,8 +52,9 @@ class PretrainConfig:
     weights: str = option("imagenet", help="Initial weights: imagenet (torchvision's ResNet-18 IMAGENET1K_V1, as the "
                           "paper; from the torch cache, hub/checkpoints/resnet18-f37072fd.pth, or downloaded; checked "
                           "by SHA-256), none (random) or a .safetensors checkpoint.")
-    amp: str = option("auto", help="Mixed precision: auto (on for CUDA), on or off. channels_last follows the device.",
-                      choices=AMP_MODES)
+    amp: str = option("auto", help=AMP_HELP, choices=SPEED_MODES)
+    channels_last: str = option("auto", help=CHANNELS_LAST_HELP, choices=SPEED_MODES)
+    cache: bool = option(True, help=CACHE_HELP)
     arch: str = option("resnet18", help="Model architecture.", choices=("resnet18",))
     target_name: str | None = option(None, help="Target attribute name recorded in the checkpoint.",
                                      default_text="from the data folder's data_*.config.yaml, else none")
@@ -69,11 +70,6 @@ class PretrainResult:
     best_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
     config_path: Path | None = None
-
-
-def amp_flag(mode: str) -> bool | None:
-    """"auto" -> None (training decides: on for CUDA), "on" -> True, "off" -> False."""
-    return {"auto": None, "on": True, "off": False}[mode]
 
 
 def _check(cfg: PretrainConfig) -> PretrainConfig:
@@ -112,6 +108,7 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:
     from ..checkpoint import save_checkpoint
     from ..data.images import MEAN, STD, ImageDataset, build_transform, check_images, make_loader
+    from ..tensorcache import make_train_loader
     from ..models import build_model, resolve_device
     from ..training import OptimConfig, fit, seed_everything
 
@@ -133,10 +130,9 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     seed_everything(cfg.seed)
     model = build_model(weights=cfg.weights, arch=cfg.arch)
     pin = device.type == "cuda"
-    train_loader = make_loader(ImageDataset(train, build_transform(cfg.image_size, train=True, mean=MEAN, std=STD,
-                                                                  crop_scale=cfg.crop_scale)),
-                               batch_size=cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
-                               pin_memory=pin)
+    train_loader = make_train_loader(train, cache=cfg.cache, image_size=cfg.image_size, crop_scale=cfg.crop_scale,
+                                     mean=MEAN, std=STD, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
+                                     device=device, progress=progress)
     val_loader = make_loader(ImageDataset(val, build_transform(cfg.image_size, train=False, mean=MEAN, std=STD)),
                              batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed,
                              pin_memory=pin)
@@ -145,7 +141,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
         model, train_loader, val_loader,
         optim=OptimConfig(lr=float(cfg.lr), epochs=cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        device=device, amp=amp_flag(cfg.amp), progress=progress, description="pretrain",
+        device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress, description="pretrain",
     )  # leaves the best epoch's weights in `model`
     target, protected = _attribute_names(cfg)
     meta = {

@@ -113,7 +113,8 @@ class SynthConfig:
     negative_prompt: str | None = option(None, help="Negative prompt, " + _DIFFUSERS, default_text="none")
     dtype: str | None = option(None, choices=DTYPE_NAMES, help="Weights' precision, " + _DIFFUSERS,
                                default_text="fp16 on CUDA, fp32 on CPU")
-    compile: bool | None = option(None, help="torch.compile the UNet, " + _DIFFUSERS, default_text="off")
+    compile: bool | None = option(None, help="torch.compile the UNet (in channels_last), " + _DIFFUSERS,
+                                  default_text="off")
     device: str | None = option(None, help=DEVICE_HELP, default_text="auto")
 
 

@@ -1,0 +1,50 @@
+"""The throughput benchmarks run (on tiny settings) and print what they promise; no speed is asserted here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_json(script: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_training_throughput_states_each_phase_against_the_raw_loop():
+    r = run_json("throughput.py", "--device", "cpu", "--image-size", "32", "--batch-size", "16", "--images", "64",
+                 "--rounds", "1", "--files", "--workers", "0")
+    assert {"device", "image_size", "batch_size", "raw", "train", "train_ratio", "mask", "mask_ratio"} <= set(r)
+    assert (r["image_size"], r["batch_size"], r["images"]) == (32, 16, 64)
+    assert r["device"].startswith("cpu") and r["amp"] is False and r["channels_last"] is False
+    for key in ("raw", "train", "mask", "files"):
+        assert r[key] > 0
+    assert r["train_ratio"] == pytest.approx(r["train"] / r["raw"], abs=0.002)
+    assert r["mask_ratio"] == pytest.approx(r["mask"] / r["raw"], abs=0.002)
+
+
+@pytest.mark.slow
+def test_synth_throughput_on_the_tiny_pipeline():
+    pytest.importorskip("diffusers")
+    r = run_json("synth_throughput.py", "--tiny", "--device", "cpu", "--batches", "2,4", "--official-batch", "3")
+    assert r["arch"] == "tiny" and r["side"] == 32
+    official, default = r["rows"][:2]
+    assert (official["scheduler"], official["steps"], official["batch"]) == ("ddim", 50, 3)
+    assert (default["scheduler"], default["steps"]) == ("dpm++", 25) and default["batch"] in (2, 4)
+    assert official["ratio"] == 1.0 and r["default_ratio"] == default["ratio"]
+    assert default["ratio"] == pytest.approx(default["img_s"] / official["img_s"], rel=0.02)
+    assert default["hours_40k"] == pytest.approx(40000 / default["img_s"] / 3600, rel=0.02)
+    assert len(r["rows"]) == 2  # no compile row on a CPU unless asked
+
+
+def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/synth_throughput.py"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "hours on a CPU" in proc.stderr
