@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import dist
-from .data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, NO_PROTECTED
+from .data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, NO_PROTECTED, EpochSampler
 from .errors import ImageError
 from .manifest import Manifest
 from .progress import NULL, Progress
@@ -249,42 +249,6 @@ def _generator(seed: int) -> "torch.Generator":
     return g
 
 
-class EpochSampler:
-    """The indices one rank reads in an epoch, in batches. Shuffled: a permutation seeded by seed + epoch (the
-    same on every rank); under torchrun padded to equal shards (as DistributedSampler), so every rank takes
-    the same number of steps. `order`: one fixed pass in that order, unpadded (each image counted once), with
-    a last single-image batch merged into the one before (see data.images.PassBatches)."""
-
-    def __init__(self, n: int, *, batch_size: int, seed: int, order: Sequence[int] | None = None) -> None:
-        self.n, self.batch_size, self.seed, self.order, self.epoch = n, batch_size, seed, order, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> list[int]:
-        import torch
-
-        rank, world = dist.rank(), dist.world_size()
-        if self.order is not None:
-            return list(self.order)[rank::world]
-        order = torch.randperm(self.n, generator=_generator(self.seed + self.epoch)).tolist()
-        if world > 1:
-            total = math.ceil(self.n / world) * world
-            order = (order * math.ceil(total / max(len(order), 1)))[:total]
-            return order[rank:total:world]
-        return order
-
-    def batches(self) -> list[list[int]]:
-        mine = self._indices()
-        out = [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
-        if self.order is not None and len(out) > 1 and len(out[-1]) == 1:
-            out[-2].extend(out.pop())
-        return out
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-
 class CachedLoader:
     """Batches (images, targets, protected, row index) from a CachedImages with the training augmentation,
     as the DataLoader over files yields them; `sampler.set_epoch` gives each epoch its own order and crops."""
@@ -333,7 +297,7 @@ def make_train_loader(manifest: Manifest, *, cache: bool, image_size: int, crop_
     """The loader of a training pass (shuffled each epoch) or, with `order`, of one pass in that order (the
     mask's gradients): from the decoded-image cache when `cache` and the images fit, else from the files
     (PIL, `workers` processes, the same augmentation distribution)."""
-    from .data.images import ImageDataset, build_transform, make_loader, make_pass_loader
+    from .data.images import ImageDataset, build_transform, make_epoch_loader
 
     if cache:
         loader = training_loader(manifest, image_size=image_size, crop_scale=crop_scale, mean=mean, std=std,
@@ -341,7 +305,5 @@ def make_train_loader(manifest: Manifest, *, cache: bool, image_size: int, crop_
         if loader is not None:
             return loader
     dataset = ImageDataset(manifest, build_transform(image_size, train=True, mean=mean, std=std, crop_scale=crop_scale))
-    if order is not None:
-        return make_pass_loader(dataset, order=order, batch_size=batch_size, workers=workers, seed=seed)
-    return make_loader(dataset, batch_size=batch_size, shuffle=True, workers=workers, seed=seed,
-                       pin_memory=device.type == "cuda")
+    return make_epoch_loader(dataset, batch_size=batch_size, workers=workers, seed=seed, order=order,
+                             pin_memory=device.type == "cuda")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import dist
-from .data.images import batches
+from .data.images import batches, set_epoch
 from .errors import TrainingError, UsageError
 from .progress import NULL, Progress
 
@@ -243,8 +243,8 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
            frozen_bn, progress, description) -> tuple[dict[str, float], float, float]:
     """One epoch of fit: train on `net` (maybe DDP-wrapped), then val accuracy of the plain `model`."""
     for loader in (train_loader, val_loader):
-        if loader is not None and hasattr(getattr(loader, "sampler", None), "set_epoch"):
-            loader.sampler.set_epoch(epoch)  # DistributedSampler: a new shuffle each epoch
+        if loader is not None:
+            set_epoch(loader, epoch)  # a new shuffle and new crops each epoch
     lr = optimizer.param_groups[0]["lr"]
     with progress.task(f"{description} epoch {epoch}/{optim.epochs}", total=len(train_loader)) as task:
         stats = train_one_epoch(net, train_loader, optimizer, device=device, amp=amp, task=task, scaler=scaler,

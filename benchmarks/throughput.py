@@ -96,14 +96,14 @@ def train_phase(model, loader, *, device, amp: bool, channels_last: bool, warmup
 
     import torch
 
+    from aimfair_cli.data.images import set_epoch
     from aimfair_cli.training import train_one_epoch
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device.type) if amp and device.type == "cuda" else None
     train_one_epoch(model, list(itertools.islice(iter(loader), warmup)), opt, device=device, amp=amp, scaler=scaler,
                     channels_last=channels_last)  # warm-up: allocator, kernels, worker start
-    if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
+    set_epoch(loader, epoch)
     _sync(device)
     t0 = time.perf_counter()
     train_one_epoch(model, loader, opt, device=device, amp=amp, scaler=scaler, channels_last=channels_last)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from aimfair_cli import tensorcache
-from aimfair_cli.data.images import MEAN, STD
+from aimfair_cli.data.images import MEAN, STD, set_epoch
 from aimfair_cli.errors import ImageError
 from aimfair_cli.manifest import read_manifest, write_manifest
 from aimfair_cli.tensorcache import (CachedLoader, augment, cache_size, crop_boxes, load, make_train_loader,
@@ -174,7 +174,7 @@ def test_too_large_for_memory_reads_the_files(tmp_path, monkeypatch):
 
 
 def _epoch(loader, epoch):
-    loader.sampler.set_epoch(epoch)
+    set_epoch(loader, epoch)
     return [tuple(t.clone() for t in b) for b in loader]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
@@ -55,11 +56,19 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.manifest.rows)
 
-    def __getitem__(self, i: int) -> tuple["torch.Tensor", "torch.Tensor", int, int]:
+    def __getitem__(self, key: "int | tuple[int, int]") -> tuple["torch.Tensor", "torch.Tensor", int, int]:
+        """Item i, or for a key (i, seed) item i with its random augmentation drawn from `seed` alone: then
+        the crops depend on neither the worker that loads it nor what was loaded before (resumable)."""
         import torch
 
+        i, seed = key if isinstance(key, tuple) else (key, None)
         row = self.manifest.rows[i]
-        image = self.transform(_open_rgb(self.manifest, i))  # [3,H,W]
+        if seed is None:
+            image = self.transform(_open_rgb(self.manifest, i))  # [3,H,W]
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image = self.transform(_open_rgb(self.manifest, i))
         target = torch.tensor(float(row["target"]), dtype=torch.float32)  # []
         protected = row.get("protected")
         return image, target, NO_PROTECTED if protected is None else int(protected), i
@@ -210,6 +219,82 @@ def make_loader(
         worker_init_fn=_seed_worker,
         persistent_workers=workers > 0,
     )
+
+
+class EpochSampler:
+    """The batches of indices one rank reads in an epoch. Shuffled: a permutation seeded by seed + epoch (the
+    same on every rank); under torchrun padded to equal shards (as DistributedSampler), so every rank takes the
+    same number of steps. With `order`: one fixed pass in that order, unpadded (each image counted once), a last
+    single-image batch merged into the one before (see PassBatches). Nothing here keeps state between epochs,
+    so epoch k's batches are the same whether or not epochs 1..k-1 ran in this process (resume).
+
+    `keys=True` yields (index, seed) pairs: a per-image augmentation seed from (seed, epoch, index), for
+    ImageDataset."""
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, order: Sequence[int] | None = None,
+                 keys: bool = False) -> None:
+        self.n, self.batch_size, self.seed, self.order, self.keys, self.epoch = n, batch_size, seed, order, keys, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        import torch
+
+        from .. import dist
+
+        rank, world = dist.rank(), dist.world_size()
+        if self.order is not None:
+            return list(self.order)[rank::world]
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if world > 1:
+            total = -(-self.n // world) * world
+            order = (order * -(-total // max(len(order), 1)))[:total]
+            return order[rank:total:world]
+        return order
+
+    def batches(self) -> list[list[int]]:
+        mine = self._indices()
+        out = [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        if self.order is not None and len(out) > 1 and len(out[-1]) == 1:
+            out[-2].extend(out.pop())
+        return out
+
+    def item_seed(self, i: int) -> int:
+        return zlib.crc32(f"{self.seed}:{self.epoch}:{i}".encode())
+
+    def __iter__(self):
+        for batch in self.batches():
+            yield [(i, self.item_seed(i)) for i in batch] if self.keys else batch
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def make_epoch_loader(dataset: Any, *, batch_size: int, workers: int, seed: int, order: Sequence[int] | None = None,
+                      pin_memory: bool = False) -> "DataLoader":
+    """A training loader over image files whose order and augmentations depend only on the seed, the epoch
+    (`loader.batch_sampler.set_epoch`) and the image: not on the worker count, nor on earlier epochs.
+    `batch_size` is the global batch (each rank loads its share). With `order`: one pass in that order."""
+    from torch.utils.data import DataLoader
+
+    from .. import dist
+
+    per_rank = dist.local_batch(batch_size) if dist.is_distributed() else batch_size
+    sampler = EpochSampler(len(dataset), batch_size=per_rank, seed=seed, order=order, keys=True)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=workers > 0)
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Tell a loader's sampler (EpochSampler, DistributedSampler, a CachedLoader's) which epoch comes next."""
+    for name in ("batch_sampler", "sampler"):
+        sampler = getattr(loader, name, None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+            return
 
 
 def row_key(row: dict[str, Any]) -> str:
