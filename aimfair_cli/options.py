@@ -63,6 +63,9 @@ CHANNELS_LAST_HELP = "channels_last memory format: auto (on for CUDA), on or off
 CACHE_HELP = ("Decode the training images once into memory (the device's, on a GPU) and crop, flip and normalise "
               "them there in batches; --no-cache decodes the files with PIL every epoch. Falls back to the files "
               "when the images would take more than half the free memory.")
+RESUME_HELP = ("Continue an interrupted run from <out stem>.resume.safetensors, which is written after every "
+               "epoch; refused if any option but --epochs differs.")
+KEEP_STATE_HELP = "Keep <out stem>.resume.safetensors when the run ends (it is removed by default)."
 CROP_HELP = ("Smallest share of the image a random training crop keeps (torchvision's default 0.08; raise it for "
              "small images where a crop can cut the face out).")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +23,13 @@ from .errors import TrainingError, UsageError
 from .progress import NULL, Progress
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     import torch
     from torch import nn
+
+    from .resume import Resumable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,28 @@ class Predictions:
     @property
     def accuracy(self) -> float:
         return float((self.preds == self.targets).mean()) if len(self.targets) else float("nan")
+
+
+HISTORY_COLUMNS = ("epoch", "lr", "loss", "acc", "val_acc", "val_wst", "val_eo", "img_s", "seconds")
+
+
+def write_history(out: "str | os.PathLike", history: list[dict[str, Any]]) -> "Path":
+    """`<out stem>.history.csv` beside a checkpoint: one row per epoch (HISTORY_COLUMNS; empty where unknown)."""
+    import csv
+    from pathlib import Path
+
+    from .fsio import atomic_open
+
+    out = Path(out)
+    path = out.with_name(out.stem + ".history.csv")
+    with atomic_open(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HISTORY_COLUMNS)
+        for row in history:
+            values = [row.get(k) for k in HISTORY_COLUMNS]
+            writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                             (f"{v:.6g}" if isinstance(v, float) else v) for v in values])
+    return path
 
 
 @dataclass
@@ -141,6 +169,7 @@ def train_one_epoch(
     # the next batches while the GPU works. The loss is still checked on the batch where it turns non-finite
     # on CPU, and within SYNC_EVERY batches on CUDA.
     sync_every = SYNC_EVERY if device.type == "cuda" else 1
+    started = time.perf_counter()
     for batch, (images, targets, _protected, _idx) in enumerate(batches(loader), 1):
         images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
         targets = targets.to(device, non_blocking=True)  # [B]
@@ -165,14 +194,16 @@ def train_one_epoch(
             totals += torch.stack([loss.detach().double() * b, correct.double(), torch.tensor(b, device=device).double()])
         if task is not None:
             if synced:
-                task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}")
+                seen = totals[2].item()
+                task.advance(1, loss=f"{loss.item():.3f}", acc=f"{correct.item() / b:.3f}",
+                             **{"img/s": f"{seen * dist.world_size() / max(time.perf_counter() - started, 1e-9):.0f}"})
             else:
                 task.advance(1)
     dist.all_reduce_sum(totals)
     loss_sum, correct, n = totals.tolist()
     if not math.isfinite(loss_sum):
         raise TrainingError(MSG_LOSS_NOT_FINITE.format(description=description, value=loss_sum, epoch=epoch, where=""))
-    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": n}
 
 
 def first_non_finite(model: "nn.Module") -> str | None:
@@ -241,21 +272,40 @@ def _frozen_batchnorms(model: "nn.Module", trainable: set[str]) -> list["nn.Modu
 
 def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, device, amp, scaler, channels_last,
            frozen_bn, progress, description) -> tuple[dict[str, float], float, float]:
-    """One epoch of fit: train on `net` (maybe DDP-wrapped), then val accuracy of the plain `model`."""
+    """One epoch of fit: train on `net` (maybe DDP-wrapped), then val accuracy (and WST/EO where the val set has
+    group labels) of the plain `model`. Returns (training stats with img/s and seconds, val acc, lr)."""
     for loader in (train_loader, val_loader):
         if loader is not None:
             set_epoch(loader, epoch)  # a new shuffle and new crops each epoch
     lr = optimizer.param_groups[0]["lr"]
+    started = time.perf_counter()
     with progress.task(f"{description} epoch {epoch}/{optim.epochs}", total=len(train_loader)) as task:
         stats = train_one_epoch(net, train_loader, optimizer, device=device, amp=amp, task=task, scaler=scaler,
                                 channels_last=channels_last, frozen_bn=frozen_bn, epoch=epoch, description=description)
+    stats["seconds"] = time.perf_counter() - started
+    stats["img_s"] = stats["n"] / max(stats["seconds"], 1e-9)
     bad = first_non_finite(model)  # under DDP every rank holds the same weights, so all ranks agree
     if bad is not None:
         raise TrainingError(MSG_WEIGHTS_NOT_FINITE.format(description=description, epoch=epoch, name=bad))
     val_acc = math.nan
     if val_loader is not None:
-        val_acc = predict(model, val_loader, device=device, amp=amp, channels_last=channels_last).accuracy
+        preds = predict(model, val_loader, device=device, amp=amp, channels_last=channels_last)
+        val_acc = preds.accuracy
+        stats.update(_val_fairness(preds))
     return stats, val_acc, lr
+
+
+def _val_fairness(preds: Predictions) -> dict[str, float]:
+    """Validation WST and EO when every validation image has a protected label and every cell is present;
+    NaN otherwise (pretraining needs no group labels)."""
+    from .errors import DataError
+    from .metrics import group_metrics
+
+    try:
+        g = group_metrics(preds.targets, preds.protected, preds.preds)
+    except DataError:
+        return {"val_wst": math.nan, "val_eo": math.nan}
+    return {"val_wst": g.wst, "val_eo": g.eo}
 
 
 def fit(
@@ -272,6 +322,7 @@ def fit(
     progress: Progress = NULL,
     description: str = "train",
     restore_best: bool = True,
+    resumable: "Resumable | None" = None,
 ) -> FitResult:
     """Train for `optim.epochs` epochs and keep the state with the best val accuracy (ties: earlier epoch).
 
@@ -281,6 +332,8 @@ def fit(
     "freeze" keeps BN layers whose weight and bias are both frozen in eval mode (their stats stay put).
     restore_best: load the best state back into `model` at the end (requires_grad flags are restored too).
     `val_loader` may be None: then the last epoch is kept and best_val_acc is NaN.
+    resumable: after every epoch rank 0 saves the resumable state to `resumable.path` (atomically); with
+    `resumable.resume` training continues from the state found there (see resume.py).
     """
     import torch
 
@@ -321,14 +374,27 @@ def fit(
     history: list[dict[str, Any]] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch, best_acc = 0, -math.inf
+    start = 1
+    if resumable is not None and resumable.resume:
+        from .resume import load_state, restore
+
+        state, _config = load_state(resumable.path)
+        restore(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        history, best_epoch, best_state = list(state.history), state.best_epoch, state.best
+        best_acc = -math.inf if math.isnan(state.best_acc) else state.best_acc
+        start = state.epoch + 1
+        log.info("%s: resumed after epoch %d of %d from %s", description, state.epoch, optim.epochs, resumable.path)
     try:
         with progress.task(description, total=optim.epochs) as overall:  # one bar for the whole run (ETA)
-            for epoch in range(1, optim.epochs + 1):
+            overall.advance(start - 1)
+            for epoch in range(start, optim.epochs + 1):
                 stats, val_acc, lr = _epoch(net, model, train_loader, val_loader, optimizer, epoch=epoch, optim=optim,
                                             device=device, amp=amp, scaler=scaler, channels_last=channels_last,
                                             frozen_bn=frozen_bn, progress=progress, description=description)
                 scheduler.step()
-                history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc})
+                history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc,
+                                "val_wst": stats.get("val_wst", math.nan), "val_eo": stats.get("val_eo", math.nan),
+                                "img_s": stats["img_s"], "seconds": stats["seconds"]})
                 log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
                          description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
                 overall.advance(1, val_acc=f"{val_acc:.3f}")
@@ -336,6 +402,12 @@ def fit(
                 if better or best_state is None:
                     best_epoch, best_acc = epoch, val_acc
                     best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+                if resumable is not None and dist.is_main():
+                    from .resume import save_state
+
+                    save_state(resumable.path, config=resumable.config, model=model, optimizer=optimizer,
+                               scheduler=scheduler, scaler=scaler, epoch=epoch, best_state=best_state,
+                               best_epoch=best_epoch, best_acc=best_acc, history=history)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(old_flags[n])

@@ -300,3 +300,48 @@ def test_gradient_batches_mix_the_cells(in_run, cache):
         assert len(cells) >= 3, cells  # a cell-sorted read would give one cell per batch
         seen += idx.tolist()
     assert sorted(seen) == list(range(64))  # every image exactly once
+
+
+def test_outputs_record_provenance_and_history(masked, in_run, tmp_path):
+    from aimfair_cli.checkpoint import read_meta
+    from aimfair_cli.provenance import sha256_file
+    from aimfair_cli.training import HISTORY_COLUMNS
+
+    mask = load_mask("mask.safetensors")
+    prov = mask.meta["provenance"]
+    assert {"aimfair", "torch", "torchvision", "python", "device", "git_commit", "inputs"} <= set(prov)
+    assert prov["device"] == "cpu" and prov["torch"] == str(torch.__version__)
+    assert prov["inputs"]["--model"]["sha256"] == sha256_file(in_run / "pretrain.safetensors")
+    assert set(prov["inputs"]) == {"--model", "--real", "--synth"}
+
+    out = tmp_path / "ft.safetensors"
+    result = run("finetune", "--mask", "mask.safetensors", "--epochs", 2, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    meta = read_meta(out)
+    assert meta["provenance"]["inputs"]["--mask"]["sha256"] == sha256_file(in_run / "mask.safetensors")
+    assert "--train" in read_meta(in_run / "pretrain.safetensors")["provenance"]["inputs"]
+    lines = (tmp_path / "ft.history.csv").read_text().splitlines()
+    assert tuple(lines[0].split(",")) == HISTORY_COLUMNS and len(lines) == 3
+    row = dict(zip(HISTORY_COLUMNS, lines[2].split(",")))
+    assert row["epoch"] == "2" and float(row["img_s"]) > 0 and float(row["seconds"]) > 0
+    assert 0 <= float(row["val_wst"]) <= float(row["val_acc"]) <= 1  # the val set has group labels
+
+
+def test_finetune_refuses_a_mask_computed_on_another_checkpoint(masked, in_run, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(in_run / "pretrain.safetensors", other)
+    same = run("finetune", "--mask", "mask.safetensors", "--model", other, "--epochs", 1,
+               "--out", tmp_path / "a.safetensors", *FAST)
+    assert same.exit_code == 0, same.output  # a byte-identical copy is the same model
+    # same weights and shapes, other bytes (metadata): not the file the mask's gradients were computed on
+    from aimfair_cli.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(other)
+    save_checkpoint(other, model, {**meta, "note": "retrained"})
+    result = run("finetune", "--mask", "mask.safetensors", "--model", other, "--epochs", 1,
+                 "--out", tmp_path / "b.safetensors", *FAST)
+    assert result.exit_code == 1
+    assert "was computed on a model with SHA-256" in result.stderr and "compute the mask on the model" in result.stderr
+    assert not (tmp_path / "b.safetensors").exists()

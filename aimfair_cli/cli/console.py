@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+import time
 from typing import Any, Iterator
 
 from rich.console import Console
@@ -18,12 +20,25 @@ from rich.progress import (
 )
 
 from .. import dist
+from ..errors import OutputError
 from ..progress import NULL
 
 # Under torchrun, ranks other than 0 print nothing at all (their error line, if any, goes through cli/errors.py).
 _QUIET = not dist.is_main()
-err = Console(stderr=True, highlight=False, quiet=_QUIET)
+# soft_wrap: a line is never broken at the console width (80 columns when stderr is a file or a pipe)
+err = Console(stderr=True, highlight=False, quiet=_QUIET, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True, quiet=_QUIET)
+
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+PLAIN_DATE = "%Y-%m-%d %H:%M:%S"
+PROGRESS_LOGGER = "aimfair_cli.progress"  # the plain progress lines (see PlainProgress)
+PROGRESS_EVERY_S = 30.0  # within a long task, a plain progress line at most this often
+_log_file: logging.Handler | None = None
+
+
+def interactive() -> bool:
+    """Live bars and rich log lines only on a terminal; a file, a pipe or a SLURM log gets plain lines."""
+    return err.is_terminal
 
 
 def print_wide(table: Any) -> None:
@@ -38,17 +53,48 @@ def print_wide(table: Any) -> None:
         Console(width=width, highlight=False, soft_wrap=True, quiet=_QUIET).print(table)
 
 
-def setup_logging(verbose: bool = False) -> None:
+def _plain(handler: logging.Handler) -> logging.Handler:
+    handler.setFormatter(logging.Formatter(PLAIN_FORMAT, PLAIN_DATE))
+    return handler
+
+
+def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
+    """Log lines on stderr (rich on a terminal, plain timestamped lines otherwise) and, with `log_file`, the
+    same plain lines, progress included, appended to that file."""
+    global _log_file
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else logging.INFO
     if not dist.is_main():
         level = logging.WARNING
-    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    if interactive():
+        screen: logging.Handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    else:
+        screen = _plain(logging.StreamHandler(sys.stderr))
+    if _log_file is not None:
+        _log_file.close()
+    _log_file = None
+    if log_file is not None and dist.is_main():
+        try:
+            _log_file = _plain(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise OutputError(f"--log-file: cannot write {log_file}: {exc.strerror or exc}") from None
+    files = [_log_file] if _log_file is not None else []
     root = logging.getLogger("aimfair_cli")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [screen, *files]
     root.setLevel(level)
     root.propagate = False
+    # progress lines: on stderr only where no bar is drawn; always in the log file
+    progress_log = logging.getLogger(PROGRESS_LOGGER)
+    progress_log.handlers[:] = [*([] if interactive() else [screen]), *files]
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
+
+
+def to_log_file(message: str) -> None:
+    """Copy a line printed outside logging (the final `Error:` line) to the --log-file."""
+    if _log_file is not None:
+        _log_file.handle(logging.makeLogRecord({"msg": message, "levelname": "ERROR", "levelno": logging.ERROR}))
 
 
 class _RichTask:
@@ -100,3 +146,83 @@ class RichProgress:
                 # the bar is restarted for the next top-level task; drop finished rows so they are not redrawn
                 for tid in list(self._bar.task_ids):
                     self._bar.remove_task(tid)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _PlainTask:
+    def __init__(self, description: str, total: float | None, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.done = 0.0
+        self.info = ""
+        self.started = self.last = time.monotonic()
+
+    def _status(self, now: float) -> str:
+        elapsed = now - self.started
+        parts = [f"{self.description}: {self.done:g}" + (f"/{self.total:g}" if self.total is not None else "")]
+        parts.append(f"{_duration(elapsed)} elapsed")
+        if self.total and 0 < self.done < self.total and elapsed > 0:
+            parts.append(f"eta {_duration(elapsed / self.done * (self.total - self.done))}")
+        return ", ".join(parts) + (f"  {self.info}" if self.info else "")
+
+    def advance(self, n: float = 1, **info: Any) -> None:
+        self.done += n
+        if info:
+            self.info = "  ".join(f"{k} {v}" for k, v in info.items())
+        now = time.monotonic()
+        if now - self.last >= self.every and (self.total is None or self.done < self.total):
+            self.last = now
+            logging.getLogger(PROGRESS_LOGGER).info(self._status(now))
+
+    def finish(self) -> None:
+        logging.getLogger(PROGRESS_LOGGER).info(self._status(time.monotonic()).replace(" elapsed", "", 1))
+
+
+class PlainProgress:
+    """Progress as plain timestamped log lines: one when a task ends (each epoch, each pass) and one every
+    `every` seconds within a long task (done/total, elapsed, eta and the task's latest figures: loss, img/s)."""
+
+    def __init__(self, every: float = PROGRESS_EVERY_S) -> None:
+        self.every = every
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: float | None = None) -> Iterator[Any]:
+        task = _PlainTask(description, total, self.every)
+        yield task
+        task.finish()
+
+
+class _Both:
+    def __init__(self, tasks: list[Any]) -> None:
+        self.tasks = tasks
+
+    def advance(self, n: float = 1, **info: Any) -> None:
+        for t in self.tasks:
+            t.advance(n, **info)
+
+
+class TeeProgress:
+    """Live bars on the terminal and plain lines in the --log-file."""
+
+    def __init__(self, *progresses: Any) -> None:
+        self.progresses = progresses
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: float | None = None) -> Iterator[Any]:
+        with contextlib.ExitStack() as stack:
+            yield _Both([stack.enter_context(p.task(description, total)) for p in self.progresses])
+
+
+def make_progress() -> Any:
+    """What a command reports its progress to: live bars on a terminal (and plain lines in the --log-file when
+    there is one); plain lines when stderr is a file or a pipe."""
+    if not interactive():
+        return PlainProgress()
+    if _log_file is not None:
+        return TeeProgress(RichProgress(), PlainProgress())
+    return RichProgress()

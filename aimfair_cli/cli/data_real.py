@@ -17,21 +17,21 @@ from ..data.celeba import STAGE as CELEBA_STAGE
 from ..data.celeba import CelebaConfig, ImportResult, import_celeba
 from ..data.utkface import STAGE as UTKFACE_STAGE
 from ..data.utkface import UtkfaceConfig, import_utkface
-from .console import RichProgress, err, out
+from .console import err, make_progress, out
 from .options import command
 
 
 @command(CELEBA_STAGE, CelebaConfig)
 def celeba(cfg: CelebaConfig, *, json_out: bool) -> None:
     """Write a biased train subset with exact cell quotas and the official val/test partitions of CelebA."""
-    result = import_celeba(root=cfg.root, out=cfg.out, config=cfg, progress=RichProgress())
+    result = import_celeba(root=cfg.root, out=cfg.out, config=cfg, progress=make_progress())
     report(result, cfg.target, cfg.protected, json_out)
 
 
 @command(UTKFACE_STAGE, UtkfaceConfig)
 def utkface(cfg: UtkfaceConfig, *, json_out: bool) -> None:
     """Write a biased train subset and balanced val/test sets of UTKFace, labelled from the file names."""
-    result = import_utkface(root=cfg.root, out=cfg.out, config=cfg, progress=RichProgress())
+    result = import_utkface(root=cfg.root, out=cfg.out, config=cfg, progress=make_progress())
     report(result, cfg.target, cfg.protected, json_out)
 
 

@@ -13,7 +13,7 @@ def demo(cfg: DemoConfig, *, json_out: bool) -> None:
     """Run data -> prompts -> synth -> pretrain -> mask -> finetune (AIM-Fair and baselines) -> eval on the
     built-in offline benchmark, print one comparison table and write report.md with plots. Finished steps are
     reused on rerun."""
-    result = run_demo(cfg, progress=console.RichProgress())
+    result = run_demo(cfg, progress=console.make_progress())
     rows = summary_rows(result.strategies, labels=False)
     if json_out:
         console.out.print_json(json.dumps({"out": str(result.out), "report": str(result.report),

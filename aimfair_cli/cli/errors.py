@@ -30,6 +30,9 @@ def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     """Print `Error: message` on stderr and return the Exit to raise."""
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
+    from .console import to_log_file
+
+    to_log_file(f"Error: {message}")
     return typer.Exit(code)
 
 

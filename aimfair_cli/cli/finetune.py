@@ -14,7 +14,7 @@ from .options import command
 def finetune(cfg: FinetuneConfig, *, json_out: bool) -> None:
     """Fine-tune the biased model on balanced synthetic images, updating only the masked (or chosen) tensors;
     every other tensor stays bit-identical."""
-    result = run_finetune(cfg, progress=console.RichProgress())
+    result = run_finetune(cfg, progress=console.make_progress())
     if not dist.is_main():
         return
     summary = {"out": str(result.out), "strategy": result.strategy, "trainable": len(result.trainable),

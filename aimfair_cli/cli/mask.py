@@ -14,7 +14,7 @@ from .options import command
 def mask(cfg: MaskConfig, *, json_out: bool) -> None:
     """Compute mean gradients on real-biased, synthetic-biased and synthetic-balanced data and keep the k
     tensors least sensitive to the domain gap that are also among the k most sensitive to the bias."""
-    result = run_mask(cfg, progress=console.RichProgress())
+    result = run_mask(cfg, progress=console.make_progress())
     if not dist.is_main():
         return
     selected, total = len(result.mask.selected), result.mask.total

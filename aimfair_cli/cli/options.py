@@ -1,7 +1,7 @@
 """Typer parameters generated from each command's options dataclass (see `aimfair_cli/options.py`).
 
 `command(section, Config)` turns `fn(cfg, *, json_out)` into a Typer command: one `--flag` per field with the
-field's help and `[default: ...]` text, plus `--json`, `--config` and `--verbose`. Every flag defaults to None so
+field's help and `[default: ...]` text, plus `--json`, `--config`, `--verbose` and `--log-file`. Every flag defaults to None so
 that "not given" can be told from a value: explicit flags win over the `section` of the run folder's
 `aimfair.yaml` (or `--config`), which wins over the dataclass defaults. Validation is `options.build`'s, once.
 """
@@ -28,8 +28,13 @@ ConfigOpt = Annotated[
                  dir_okay=False, metavar="FILE"),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+LogFileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--log-file", help="Also append the log and progress lines, timestamped, to this file.",
+                 dir_okay=False, metavar="FILE"),
+]
 
-_COMMON = ("json_out", "config_file", "verbose")
+_COMMON = ("json_out", "config_file", "verbose", "log_file")
 _METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
 
 
@@ -93,6 +98,7 @@ def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable
             inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=JsonOpt, default=False),
             inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigOpt, default=None),
             inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=VerboseOpt, default=False),
+            inspect.Parameter("log_file", inspect.Parameter.KEYWORD_ONLY, annotation=LogFileOpt, default=None),
         ]
         if not json:
             common = common[1:]
@@ -102,8 +108,8 @@ def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable
             bound = inspect.Signature(params + common).bind(*args, **kwargs)
             values = dict(bound.arguments)
             config_file, verbose = values.pop("config_file", None), values.pop("verbose", False)
-            json_out = values.pop("json_out", False)
-            console.setup_logging(verbose)
+            json_out, log_file = values.pop("json_out", False), values.pop("log_file", None)
+            console.setup_logging(verbose, None if log_file is None else str(log_file))
             cfg = config_mod.resolve(section, cls, values, config_file=config_file)
             return fn(cfg, json_out=json_out) if json else fn(cfg)
 

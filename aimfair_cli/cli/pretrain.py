@@ -14,7 +14,7 @@ from .options import command
 def pretrain(cfg: PretrainConfig, *, json_out: bool) -> None:
     """Train ResNet-18 (one logit) on the biased real training set with the paper's recipe and keep the epoch
     with the best validation accuracy. Writes the checkpoint and its resolved config beside it."""
-    result = run_pretrain(cfg, progress=console.RichProgress())
+    result = run_pretrain(cfg, progress=console.make_progress())
     if not dist.is_main():
         return
     if json_out:

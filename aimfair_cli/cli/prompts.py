@@ -30,7 +30,7 @@ def prompts(cfg: PromptsConfig, *, json_out: bool) -> None:
         writer=cfg.writer,
         writer_options={k: getattr(cfg, k) for k in WRITER_OPTIONS if getattr(cfg, k) is not None},
         seed=cfg.seed,
-        progress=console.RichProgress(),
+        progress=console.make_progress(),
     )
     counts = {name: len(ps) for name, ps in pf.groups.items()}
     if json_out:

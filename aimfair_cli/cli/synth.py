@@ -39,7 +39,7 @@ def synth(cfg: SynthConfig, *, json_out: bool) -> None:
         prompt_kind=cfg.prompt_kind,
         prompt_order=cfg.prompt_order,
         shard=cfg.shard,
-        progress=console.RichProgress(),
+        progress=console.make_progress(),
     )
     if not dist.is_main():
         return

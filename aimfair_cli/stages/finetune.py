@@ -31,9 +31,11 @@ from ..errors import UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, mode_flag,
-                       option)
+                       KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, RESUME_HELP,
+                       SPEED_MODES, check, mode_flag, option)
 from ..progress import NULL, Progress
+from ..provenance import input_sha256, provenance, sha256_file
+from ..resume import finish, prepare, state_path_for
 from ..synthsets import draw_balanced
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ MSG_BAD_STRATEGY = (
 )
 MSG_MASK_AND_STRATEGY = "give either --mask or --strategy, not both (only --strategy opposite reads a --mask)"
 MSG_NO_STRATEGY = "give --mask FILE (AIM-Fair) or --strategy"
+MSG_MASK_OTHER_MODEL = ("--mask {mask} was computed on a model with SHA-256 {made_on}…, not on --model {model} "
+                        "({sha}…): compute the mask on the model you fine-tune")
 MSG_OPPOSITE_NEEDS_MASK = "--strategy opposite needs --mask FILE: it ranks the mask's Δ1/Δ2 scores at the mask's k"
 MSG_MASK_WITHOUT_SCORES = "{path}: the mask holds no Δ1/Δ2 scores, so its opposite cannot be computed"
 # The released runner.sh fine-tunes at 0.06 (main.py's own default is 0.05). The paper's text says the rate was
@@ -141,6 +145,8 @@ class FinetuneConfig:
     cache: bool = option(True, help=CACHE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    resume: bool = option(False, help=RESUME_HELP)
+    keep_state: bool = option(False, help=KEEP_STATE_HELP)
 
 
 @dataclass
@@ -160,7 +166,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     from ..maskfile import load_mask
     from ..models import resolve_device
     from ..tensorcache import make_train_loader
-    from ..training import OptimConfig, fit, seed_everything
+    from ..training import OptimConfig, fit, seed_everything, write_history
 
     cfg = check(cfg)
     if cfg.mask is None and cfg.strategy is None:
@@ -172,8 +178,11 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         raise UsageError(MSG_MASK_AND_STRATEGY)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     check_suffix(cfg.out, (".safetensors",), "--out")
-    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune")},
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune"),
+                   "the resumable state": state_path_for(cfg.out),
+                   "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
                   {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
+    resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 
     seed_everything(cfg.seed)
@@ -181,6 +190,10 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     model, meta = load_checkpoint(cfg.model, device=device)
     if mask is not None:
         mask.check_fits(model)
+        made_on = input_sha256(mask.meta, "--model")
+        if made_on is not None and made_on != sha256_file(cfg.model):
+            raise UsageError(MSG_MASK_OTHER_MODEL.format(mask=cfg.mask, made_on=made_on[:12], model=cfg.model,
+                                                         sha=sha256_file(cfg.model)[:12]))
     names = [n for n, _ in model.named_parameters()]
     selected = None
     if strategy.kind == "mask":
@@ -214,11 +227,14 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
         device=device, trainable=set(trainable), bn=cfg.bn, amp=mode_flag(cfg.amp),
         channels_last=mode_flag(cfg.channels_last), progress=progress, description=f"finetune {strategy}",
+        resumable=resumable,
     )
     new_meta = dict(meta)
     new_meta.update({
         "config": cfg,
         "base_model": str(cfg.model),
+        "provenance": provenance(device, {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val,
+                                          "--mask": cfg.mask}),
         "finetune": {"strategy": str(strategy), "trainable": trainable, "total": len(names),
                      "n_synth": len(train.rows), "best_epoch": result.best_epoch,
                      "best_val_acc": result.best_val_acc},
@@ -226,6 +242,8 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if dist.is_main():
         save_checkpoint(cfg.out, model, new_meta)
         write_resolved_config(cfg.out, "finetune", cfg)
+        write_history(cfg.out, result.history)
+        finish(resumable, keep=cfg.keep_state)
     dist.barrier()
     return FinetuneResult(out=Path(cfg.out), strategy=str(strategy), trainable=trainable, total=len(names),
                           best_epoch=result.best_epoch, best_val_acc=result.best_val_acc, history=result.history)

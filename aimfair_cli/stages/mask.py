@@ -30,6 +30,7 @@ from ..maskfile import Mask, save_mask
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
                        MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, option)
 from ..progress import NULL, Progress
+from ..provenance import provenance
 from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
 
@@ -342,6 +343,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "crop_scale": cfg.crop_scale,
             "model": str(cfg.model),
             "seed": cfg.seed,
+            "provenance": provenance(device, {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}),
         },
     )
     if dist.is_main():  # every rank holds the same mask; one writes it (atomically)

@@ -18,9 +18,11 @@ from ..errors import UsageError
 from ..fsio import check_outputs
 from ..manifest import read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE, SPEED_MODES, check,
-                       mode_flag, option)
+                       KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE,
+                       RESUME_HELP, SPEED_MODES, check, mode_flag, option)
 from ..progress import NULL, Progress
+from ..provenance import provenance
+from ..resume import finish, prepare, state_path_for
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class PretrainConfig:
     protected_name: str | None = option(None, help="Protected attribute name recorded in the checkpoint.",
                                         default_text="as --target-name")
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    resume: bool = option(False, help=RESUME_HELP)
+    keep_state: bool = option(False, help=KEEP_STATE_HELP)
 
 
 @dataclass
@@ -110,12 +114,15 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     from ..data.images import MEAN, STD, ImageDataset, build_transform, check_images, make_loader
     from ..tensorcache import make_train_loader
     from ..models import build_model, resolve_device
-    from ..training import OptimConfig, fit, seed_everything
+    from ..training import OptimConfig, fit, seed_everything, write_history
 
     cfg = _check(cfg)
     weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
-    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain")},
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain"),
+                   "the resumable state": state_path_for(cfg.out),
+                   "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
+    resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     if str(cfg.weights) == "imagenet":
         from ..models import ensure_imagenet_weights
 
@@ -141,7 +148,8 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
         model, train_loader, val_loader,
         optim=OptimConfig(lr=float(cfg.lr), epochs=cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress, description="pretrain",
+        device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress,
+        description="pretrain", resumable=resumable,
     )  # leaves the best epoch's weights in `model`
     target, protected = _attribute_names(cfg)
     meta = {
@@ -158,11 +166,14 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
         "best_epoch": result.best_epoch,
         "history": result.history,
         "sizes": {"train": len(train), "val": len(val)},
+        "provenance": provenance(device, {"--train": cfg.train, "--val": cfg.val, "--weights": weights}),
     }
     config_path = config_path_for(cfg.out, "pretrain")
     if dist.is_main():  # only rank 0 writes
         save_checkpoint(cfg.out, model, meta)
         write_resolved_config(cfg.out, "pretrain", cfg)
+        write_history(cfg.out, result.history)
+        finish(resumable, keep=cfg.keep_state)
     dist.barrier()
     return PretrainResult(out=cfg.out, best_val_acc=result.best_val_acc, best_epoch=result.best_epoch,
                           history=result.history, config_path=config_path)
