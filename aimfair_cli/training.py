@@ -15,7 +15,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import dist
 from .data.images import batches, set_epoch
@@ -323,6 +323,7 @@ def fit(
     description: str = "train",
     restore_best: bool = True,
     resumable: "Resumable | None" = None,
+    on_epoch: "Callable[[dict[str, Any]], None] | None" = None,
 ) -> FitResult:
     """Train for `optim.epochs` epochs and keep the state with the best val accuracy (ties: earlier epoch).
 
@@ -334,6 +335,7 @@ def fit(
     `val_loader` may be None: then the last epoch is kept and best_val_acc is NaN.
     resumable: after every epoch rank 0 saves the resumable state to `resumable.path` (atomically); with
     `resumable.resume` training continues from the state found there (see resume.py).
+    on_epoch: called with each epoch's history row (TensorBoard).
     """
     import torch
 
@@ -395,6 +397,8 @@ def fit(
                 history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc,
                                 "val_wst": stats.get("val_wst", math.nan), "val_eo": stats.get("val_eo", math.nan),
                                 "img_s": stats["img_s"], "seconds": stats["seconds"]})
+                if on_epoch is not None:
+                    on_epoch(history[-1])
                 log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
                          description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
                 overall.advance(1, val_acc=f"{val_acc:.3f}")

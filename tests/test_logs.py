@@ -69,3 +69,42 @@ def test_a_long_task_reports_progress_at_intervals(caplog):
     assert messages[0].startswith("pretrain epoch 1/3: 1/4, 0:00 elapsed, eta 0:00  loss 0.500  img/s 61")
     assert len(messages) == 4  # three while running (not at 4/4) and the final one
     assert messages[-1].startswith("pretrain epoch 1/3: 4/4, 0:00  loss")
+
+
+def test_tensorboard_scalars_follow_the_history(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
+
+    make_dataset(tmp_path / "data")
+    d = tmp_path / "data"
+    run_pretrain(PretrainConfig(train=d / "train.csv", val=d / "val.csv", out=tmp_path / "m.safetensors", epochs=2,
+                                image_size=32, batch_size=8, workers=0, device="cpu", weights="none",
+                                tensorboard=tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"m/loss", "m/acc", "m/val_acc", "m/lr", "m/img_s", "m/seconds"} <= tags
+    history = (tmp_path / "m.history.csv").read_text().splitlines()
+    loss = [float(line.split(",")[2]) for line in history[1:]]
+    assert [e.step for e in events.Scalars("m/loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("m/loss")] == pytest.approx(loss, rel=1e-4)
+
+
+def test_tensorboard_without_the_package_is_refused_before_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    from aimfair_cli.errors import UsageError
+    from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
+    from aimfair_cli.tracking import MSG_NO_TENSORBOARD
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    make_dataset(tmp_path / "data")
+    d = tmp_path / "data"
+    with pytest.raises(UsageError, match="needs the tensorboard package"):
+        run_pretrain(PretrainConfig(train=d / "train.csv", val=d / "val.csv", out=tmp_path / "m.safetensors",
+                                    epochs=1, image_size=32, workers=0, device="cpu", weights="none",
+                                    tensorboard=tmp_path / "tb"))
+    assert MSG_NO_TENSORBOARD.startswith("--tensorboard") and not (tmp_path / "m.safetensors").exists()

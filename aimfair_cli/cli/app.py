@@ -16,7 +16,7 @@ app = typer.Typer(
         "`aimfair demo` runs them all on the built-in offline benchmark."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -55,4 +55,4 @@ def main() -> None:
     # some Python versions pass it on to the script, where it would end aimfair's own option parsing
     if sys.argv[1:2] == ["--"]:
         del sys.argv[1]
-    app()
+    app(prog_name="aimfair")

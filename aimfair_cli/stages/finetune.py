@@ -36,6 +36,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
 from ..progress import NULL, Progress
 from ..provenance import input_sha256, provenance, sha256_file
 from ..resume import finish, prepare, state_path_for
+from ..tracking import check_tensorboard, open_tensorboard
 from ..synthsets import draw_balanced
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class FinetuneConfig:
     cache: bool = option(True, help=CACHE_HELP)
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    tensorboard: Path | None = option(None, path="dir", help="Also write the per-epoch figures of <out stem>.history.csv "
+                                      "as TensorBoard scalars to this folder (needs the tensorboard package).")
     resume: bool = option(False, help=RESUME_HELP)
     keep_state: bool = option(False, help=KEEP_STATE_HELP)
 
@@ -183,6 +186,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
                    "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
                   {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
+    check_tensorboard(cfg.tensorboard)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
 
     seed_everything(cfg.seed)
@@ -222,13 +226,18 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
                              batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
     log.info("fine-tuning %d of %d tensors (%s) on %d balanced synthetic images", len(trainable), len(names),
              strategy, len(train.rows))
-    result = fit(
-        model, train_loader, val_loader,
-        optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
-        device=device, trainable=set(trainable), bn=cfg.bn, amp=mode_flag(cfg.amp),
-        channels_last=mode_flag(cfg.channels_last), progress=progress, description=f"finetune {strategy}",
-        resumable=resumable,
-    )
+    tensorboard = open_tensorboard(cfg.tensorboard, Path(cfg.out).stem)
+    try:
+        result = fit(
+            model, train_loader, val_loader,
+            optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
+            device=device, trainable=set(trainable), bn=cfg.bn, amp=mode_flag(cfg.amp),
+            channels_last=mode_flag(cfg.channels_last), progress=progress, description=f"finetune {strategy}",
+            resumable=resumable, on_epoch=tensorboard,
+        )
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     new_meta = dict(meta)
     new_meta.update({
         "config": cfg,

@@ -23,6 +23,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
 from ..progress import NULL, Progress
 from ..provenance import provenance
 from ..resume import finish, prepare, state_path_for
+from ..tracking import check_tensorboard, open_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class PretrainConfig:
     protected_name: str | None = option(None, help="Protected attribute name recorded in the checkpoint.",
                                         default_text="as --target-name")
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    tensorboard: Path | None = option(None, path="dir", help="Also write the per-epoch figures of <out stem>.history.csv "
+                                      "as TensorBoard scalars to this folder (needs the tensorboard package).")
     resume: bool = option(False, help=RESUME_HELP)
     keep_state: bool = option(False, help=KEEP_STATE_HELP)
 
@@ -123,6 +126,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
                    "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
+    check_tensorboard(cfg.tensorboard)
     if str(cfg.weights) == "imagenet":
         from ..models import ensure_imagenet_weights
 
@@ -144,13 +148,18 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
                              batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed,
                              pin_memory=pin)
     log.info("pretraining %s on %d images (val %d) on %s", cfg.arch, len(train), len(val), device)
-    result = fit(
-        model, train_loader, val_loader,
-        optim=OptimConfig(lr=float(cfg.lr), epochs=cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
-                          momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-        device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress,
-        description="pretrain", resumable=resumable,
-    )  # leaves the best epoch's weights in `model`
+    tensorboard = open_tensorboard(cfg.tensorboard, cfg.out.stem)
+    try:
+        result = fit(
+            model, train_loader, val_loader,
+            optim=OptimConfig(lr=float(cfg.lr), epochs=cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
+                              momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+            device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress,
+            description="pretrain", resumable=resumable, on_epoch=tensorboard,
+        )  # leaves the best epoch's weights in `model`
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     target, protected = _attribute_names(cfg)
     meta = {
         "stage": "pretrain",
