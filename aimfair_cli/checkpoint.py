@@ -191,3 +191,22 @@ def load_checkpoint(path: str | os.PathLike, *, device: "str | torch.device" = "
     model.to(device)
     model.eval()
     return model, meta
+
+
+def initial_model(weights: str | os.PathLike, *, arch: str = "resnet18") -> "torch.nn.Module":
+    """The model `pretrain --weights` starts from: "none" (random), "imagenet", or every weight of an aimfair
+    .safetensors checkpoint of the same architecture."""
+    from .errors import UsageError
+    from .models import MSG_BAD_WEIGHTS, MSG_WEIGHTS_NOT_FOUND, build_model
+
+    if str(weights) in ("none", "imagenet"):
+        return build_model(weights=str(weights), arch=arch)
+    path = Path(os.path.expanduser(str(weights)))
+    if path.suffix.lower() != ".safetensors":
+        raise UsageError(MSG_BAD_WEIGHTS.format(weights=weights))
+    if not path.is_file():
+        raise CheckpointError(MSG_WEIGHTS_NOT_FOUND.format(path=path))
+    model, meta = load_checkpoint(path)
+    if meta.get("arch") != arch:
+        raise CheckpointError(f"{path}: checkpoint is a {meta.get('arch')}, expected {arch}")
+    return model

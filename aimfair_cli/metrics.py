@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .bias import CELLS
 from .errors import DataError
 
-CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (target y, protected s)
 HEADLINE = ("acc", "wst", "eo", "eo_worst", "std")
 STD_KIND = "sample"  # spread over runs: sample standard deviation (ddof=1); 0 for a single run
 

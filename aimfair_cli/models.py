@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import urllib.error
 import urllib.request
@@ -188,34 +187,25 @@ def _imagenet_state(arch: str) -> dict:
 def build_model(*, weights: str = "none", arch: str = "resnet18") -> "torch.nn.Module":
     """ResNet-18 whose fc is replaced by one logit.
 
-    weights: "none" (random init; the caller seeds it), "imagenet" (torchvision's IMAGENET1K_V1 backbone,
-    fresh fc) or the path of an aimfair .safetensors checkpoint (all of its weights).
+    weights: "none" (random init; the caller seeds it) or "imagenet" (torchvision's IMAGENET1K_V1 backbone,
+    fresh fc). Starting from an aimfair checkpoint is `checkpoint.initial_model`: this module never reads
+    checkpoints, so checkpoint.py can build models without an import loop.
     """
     import torch
 
     weights = str(weights)
     if weights == "none":
-        model = _resnet(arch, num_classes=1)
-    elif weights == "imagenet":
-        model = _resnet(arch, num_classes=1000)
-        state = _imagenet_state(arch)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            path = imagenet_cache_path(arch)
-            raise CheckpointError(
-                MSG_IMAGENET_BAD_FILE.format(path=path, reason="tensor names or shapes differ", url=IMAGENET_URLS[arch])
-            ) from exc
-        model.fc = torch.nn.Linear(model.fc.in_features, 1)  # 512 -> 1 logit
-    else:
-        path = Path(os.path.expanduser(weights))
-        if path.suffix.lower() != ".safetensors":
-            raise UsageError(MSG_BAD_WEIGHTS.format(weights=weights))
-        if not path.is_file():
-            raise CheckpointError(MSG_WEIGHTS_NOT_FOUND.format(path=path))
-        from .checkpoint import load_checkpoint
-
-        model, meta = load_checkpoint(path)
-        if meta.get("arch") != arch:
-            raise CheckpointError(f"{path}: checkpoint is a {meta.get('arch')}, expected {arch}")
+        return _resnet(arch, num_classes=1)
+    if weights != "imagenet":
+        raise UsageError(MSG_BAD_WEIGHTS.format(weights=weights))
+    model = _resnet(arch, num_classes=1000)
+    state = _imagenet_state(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        path = imagenet_cache_path(arch)
+        raise CheckpointError(
+            MSG_IMAGENET_BAD_FILE.format(path=path, reason="tensor names or shapes differ", url=IMAGENET_URLS[arch])
+        ) from exc
+    model.fc = torch.nn.Linear(model.fc.in_features, 1)  # 512 -> 1 logit
     return model

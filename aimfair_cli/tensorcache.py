@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import dist
-from .data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, NO_PROTECTED, EpochSampler
 from .errors import ImageError
+from .images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, NO_PROTECTED, EpochSampler
 from .manifest import Manifest
 from .progress import NULL, Progress
 
@@ -297,7 +297,7 @@ def make_train_loader(manifest: Manifest, *, cache: bool, image_size: int, crop_
     """The loader of a training pass (shuffled each epoch) or, with `order`, of one pass in that order (the
     mask's gradients): from the decoded-image cache when `cache` and the images fit, else from the files
     (PIL, `workers` processes, the same augmentation distribution)."""
-    from .data.images import ImageDataset, build_transform, make_epoch_loader
+    from .images import ImageDataset, build_transform, make_epoch_loader
 
     if cache:
         loader = training_loader(manifest, image_size=image_size, crop_scale=crop_scale, mean=mean, std=std,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import dist
-from .data.images import batches, set_epoch
 from .errors import TrainingError, UsageError
+from .images import batches, set_epoch
 from .progress import NULL, Progress
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aimfair_cli.data.bias import CELLS
+from aimfair_cli.bias import CELLS
 from aimfair_cli.data.demo import make_demo_dataset, render_demo_image
 from aimfair_cli.generators.base import ImageRequest, image_seed
 from aimfair_cli.generators.procedural import ProceduralGenerator
@@ -133,7 +133,7 @@ def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, a
     import torch
     from torchvision import transforms as T
 
-    from aimfair_cli.data.images import (
+    from aimfair_cli.images import (
         MEAN,
         STD,
         ImageDataset,

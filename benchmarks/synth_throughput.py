@@ -140,7 +140,6 @@ def official(folder: Path, *, device: str, side: int, batch: int, repeats: int) 
                  output_type="pil")
 
     speed = _time(make, batch, repeats, device)
-    del pipe
     return speed
 
 
@@ -166,7 +165,6 @@ def aimfair(folder: Path, *, device: str, side: int, batches: list[int], repeats
             torch.cuda.empty_cache()
             break
         best = max(best, (speed, batch))
-    del gen
     return best
 
 

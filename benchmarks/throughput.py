@@ -96,7 +96,7 @@ def train_phase(model, loader, *, device, amp: bool, channels_last: bool, warmup
 
     import torch
 
-    from aimfair_cli.data.images import set_epoch
+    from aimfair_cli.images import set_epoch
     from aimfair_cli.training import train_one_epoch
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -147,7 +147,7 @@ def main() -> None:
 
     import torch
 
-    from aimfair_cli.data.images import MEAN, STD, pass_order, row_key
+    from aimfair_cli.images import MEAN, STD, pass_order, row_key
     from aimfair_cli.manifest import read_manifest
     from aimfair_cli.models import build_model, resolve_device
     from aimfair_cli.tensorcache import make_train_loader

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from aimfair_cli.checkpoint import MSG_NOT_SAFETENSORS, read_meta
 from aimfair_cli.cli.app import app
-from aimfair_cli.data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
+from aimfair_cli.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
 from aimfair_cli.manifest import MSG_BAD_LABEL, MSG_EMPTY_VALUE, MSG_MISSING_COLUMN
 from aimfair_cli.stages.evaluate import MSG_EMPTY_CELL, MSG_NO_MATCH, MSG_PREDICTIONS_MANY, MSG_REFERENCE_COUNT
 from aimfair_cli.stages.pretrain import MSG_BAD_OUT, PretrainConfig, run_pretrain

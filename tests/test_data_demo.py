@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
 from aimfair_cli.data import demo as demo_mod
-from aimfair_cli.data.bias import CELLS
+from aimfair_cli.bias import CELLS
 from aimfair_cli.data.demo import (
     MSG_FOREIGN_IMAGES,
     make_demo_dataset,

@@ -16,7 +16,7 @@ import pytest
 
 from aimfair_cli.errors import PromptWriterError, UsageError
 from aimfair_cli.tasks import TASKS, check_prompt
-from aimfair_cli.writers import llm
+from aimfair_cli.writers import chat, openai_writer, transformers_writer
 from aimfair_cli.writers.base import make_writer
 
 TASK = TASKS["smiling_male"]
@@ -122,10 +122,10 @@ def key(monkeypatch):
     return KEY
 
 
-def writer_for(server: ScriptedServer, sleeps: list[float] | None = None, **kw) -> llm.OpenAIWriter:
+def writer_for(server: ScriptedServer, sleeps: list[float] | None = None, **kw) -> openai_writer.OpenAIWriter:
     sleeps = [] if sleeps is None else sleeps
     kw.setdefault("max_rounds", 5)
-    return llm.OpenAIWriter(model="test-model", base_url=server.base_url, timeout=5, sleep=sleeps.append, **kw)
+    return openai_writer.OpenAIWriter(model="test-model", base_url=server.base_url, timeout=5, sleep=sleeps.append, **kw)
 
 
 P1 = "Portrait face photo of a smiling man with curly red hair, facing the camera."
@@ -226,7 +226,7 @@ def test_openai_retries_a_timeout(key):
     script = [(200, {}, completion("too late"), 1.5), prompts_reply(P1)]
     with ScriptedServer(script) as server:
         sleeps: list[float] = []
-        writer = llm.OpenAIWriter(model="m", base_url=server.base_url, timeout=0.3, sleep=sleeps.append)
+        writer = openai_writer.OpenAIWriter(model="m", base_url=server.base_url, timeout=0.3, sleep=sleeps.append)
         assert writer.write(TASK, GROUP, 1) == [P1]
     assert len(server.requests) == 2 and len(sleeps) == 1
 
@@ -260,20 +260,20 @@ def test_openai_key_comes_from_the_environment_only(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(PromptWriterError) as err:
-        llm.OpenAIWriter(model="gpt-4o")
+        openai_writer.OpenAIWriter(model="gpt-4o")
     assert str(err.value) == (
         "environment variable OPENAI_API_KEY is not set: export your API key there (aimfair reads keys from the "
         "environment only), or name another variable with --api-key-env"
     )
     with pytest.raises(PromptWriterError, match="environment variable MY_KEY is not set"):
-        llm.OpenAIWriter(model="gpt-4o", base_url="https://llm.example.com/v1", api_key_env="MY_KEY")
+        openai_writer.OpenAIWriter(model="gpt-4o", base_url="https://llm.example.com/v1", api_key_env="MY_KEY")
     # A local server needs no key: a placeholder is sent.
     with ScriptedServer([prompts_reply(P1)]) as server:
-        assert llm.OpenAIWriter(model="m", base_url=server.base_url).write(TASK, GROUP, 1) == [P1]
-    assert server.requests[0]["headers"]["authorization"] == f"Bearer {llm.LOCAL_KEY}"
+        assert openai_writer.OpenAIWriter(model="m", base_url=server.base_url).write(TASK, GROUP, 1) == [P1]
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {openai_writer.LOCAL_KEY}"
     # Another variable name works, and is what describe() records (never the value).
     monkeypatch.setenv("MY_KEY", KEY)
-    writer = llm.OpenAIWriter(model="gpt-4o", api_key_env="MY_KEY")
+    writer = openai_writer.OpenAIWriter(model="gpt-4o", api_key_env="MY_KEY")
     assert KEY not in json.dumps(writer.describe()) + repr(writer)
     assert writer.describe()["api_key_env"] == "MY_KEY"
 
@@ -347,12 +347,12 @@ def test_openai_option_errors():
     ('{"prompts": "x"}', [], 'reply had no "prompts" list'),
 ])
 def test_parse_reply(text, expected, error):
-    assert llm.parse_reply(text) == (expected, error)
+    assert chat.parse_reply(text) == (expected, error)
 
 
 def test_duplicates_ignore_case_space_and_final_stop():
-    assert llm.prompt_key("A  Smiling man.") == llm.prompt_key("a smiling MAN")
-    assert llm.prompt_key("a smiling man") != llm.prompt_key("a smiling man with hat")
+    assert chat.prompt_key("A  Smiling man.") == chat.prompt_key("a smiling MAN")
+    assert chat.prompt_key("a smiling man") != chat.prompt_key("a smiling man with hat")
 
 
 def test_retry_after_forms():
@@ -364,17 +364,17 @@ def test_retry_after_forms():
         def __init__(self, headers):
             self.response = Resp(headers)
 
-    assert llm.retry_after(Exc({"retry-after": "2.5"})) == 2.5
-    assert llm.retry_after(Exc({"retry-after-ms": "250"})) == 0.25
-    assert llm.retry_after(Exc({})) is None
+    assert openai_writer.retry_after(Exc({"retry-after": "2.5"})) == 2.5
+    assert openai_writer.retry_after(Exc({"retry-after-ms": "250"})) == 0.25
+    assert openai_writer.retry_after(Exc({})) is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 100))
-    assert 90 < llm.retry_after(Exc({"retry-after": future})) <= 100
+    assert 90 < openai_writer.retry_after(Exc({"retry-after": future})) <= 100
 
 
 def test_local_urls():
-    assert llm.is_local_url("http://127.0.0.1:8000/v1") and llm.is_local_url("http://localhost:11434/v1")
-    assert llm.is_local_url("http://10.0.0.5:8000/v1") and llm.is_local_url("http://[::1]:8080/v1")
-    assert not llm.is_local_url("https://api.openai.com/v1") and not llm.is_local_url(None)
+    assert openai_writer.is_local_url("http://127.0.0.1:8000/v1") and openai_writer.is_local_url("http://localhost:11434/v1")
+    assert openai_writer.is_local_url("http://10.0.0.5:8000/v1") and openai_writer.is_local_url("http://[::1]:8080/v1")
+    assert not openai_writer.is_local_url("https://api.openai.com/v1") and not openai_writer.is_local_url(None)
 
 
 # ---- the transformers writer on a tiny random GPT-2 --------------------------------------------------------
@@ -409,7 +409,7 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 
 def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
-    writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12)
     calls = []
     generate = writer.lm.generate
     writer.lm.generate = lambda *a, **k: calls.append(k) or generate(*a, **k)
@@ -424,23 +424,23 @@ def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
 def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm):
     replies = []
     for _ in range(2):
-        writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8)
-        chat = writer._chat
-        writer._chat = lambda messages, seed: replies.append(chat(messages, seed=seed)) or replies[-1]
+        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8)
+        real_chat = writer._chat
+        writer._chat = lambda messages, seed: replies.append(real_chat(messages, seed=seed)) or replies[-1]
         with pytest.raises(PromptWriterError):
             writer.write(TASK, GROUP, 1)
     assert replies[0] == replies[1]
     assert writer.has_chat_template and writer.describe()["decoding"] == "greedy"
-    text = writer.render(llm.build_instruction(TASK, GROUP, 1))
+    text = writer.render(chat.build_instruction(TASK, GROUP, 1))
     assert text.startswith("<system>You write prompts") and text.endswith("<assistant>")
 
 
 def test_transformers_seeded_sampling(tiny_lm):
     def first_reply(seed: int) -> str:
-        writer = llm.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=8)
+        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=8)
         got = []
-        chat = writer._chat
-        writer._chat = lambda messages, seed: got.append(chat(messages, seed=seed)) or got[-1]
+        real_chat = writer._chat
+        writer._chat = lambda messages, seed: got.append(real_chat(messages, seed=seed)) or got[-1]
         with pytest.raises(PromptWriterError):
             writer.write(TASK, GROUP, 1, seed=seed)
         return got[0]
@@ -450,7 +450,7 @@ def test_transformers_seeded_sampling(tiny_lm):
 
 
 def test_transformers_without_chat_template_uses_a_plain_transcript(tiny_lm):
-    writer = llm.TransformersWriter(model=str(tiny_lm / "plain"), max_rounds=1, max_new_tokens=4)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), max_rounds=1, max_new_tokens=4)
     assert not writer.has_chat_template
     text = writer.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert text == "System: S\n\nUser: U\n\nAssistant:"
@@ -461,7 +461,7 @@ def test_transformers_validates_what_the_model_writes(tiny_lm):
     replacing `generate` with one that appends the tokens of a fixed reply."""
     import torch
 
-    writer = llm.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=3, max_new_tokens=8)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=3, max_new_tokens=8)
     replies = iter([json.dumps({"prompts": [P1, "A smiling woman, frontal view."]}),
                     f"```json\n{json.dumps({'prompts': [P1, P2]})}\n```"])
 
@@ -478,7 +478,7 @@ def test_transformers_validates_what_the_model_writes(tiny_lm):
 def test_transformers_unknown_model_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PromptWriterError) as err:
-        llm.TransformersWriter(model="aimfair-test/no-such-chat-model")
+        transformers_writer.TransformersWriter(model="aimfair-test/no-such-chat-model")
     assert str(err.value) == (
         "model 'aimfair-test/no-such-chat-model' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
         "download it on a machine with network (`hf download aimfair-test/no-such-chat-model`) or pass a local folder"

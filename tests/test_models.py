@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aimfair_cli import models
-from aimfair_cli.checkpoint import save_checkpoint
+from aimfair_cli.checkpoint import initial_model, save_checkpoint
 from aimfair_cli.errors import CheckpointError, UsageError
 from aimfair_cli.models import (
     MSG_BAD_DEVICE,
@@ -71,13 +71,14 @@ def test_weights_from_checkpoint(tmp_path):
     torch.manual_seed(1)
     src = build_model()
     path = save_checkpoint(tmp_path / "a.safetensors", src, {"image_size": 32})
-    m = build_model(weights=str(path))
+    m = initial_model(str(path))
     assert torch.equal(m.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
-    with pytest.raises(UsageError) as e:
-        build_model(weights="resnet50")
-    assert str(e.value) == MSG_BAD_WEIGHTS.format(weights="resnet50")
+    for build in (build_model, lambda weights: initial_model(weights)):
+        with pytest.raises(UsageError) as e:
+            build(weights="resnet50")
+        assert str(e.value) == MSG_BAD_WEIGHTS.format(weights="resnet50")
     with pytest.raises(CheckpointError):
-        build_model(weights=str(tmp_path / "missing.safetensors"))
+        initial_model(str(tmp_path / "missing.safetensors"))
 
 
 def _named_by_hash(tmp_path, monkeypatch, payload: bytes) -> "Path":

@@ -17,7 +17,7 @@ from aimfair_cli.maskfile import MSG_MASK_EMPTY_TENSOR, MSG_MASK_META, MSG_NOT_M
 from aimfair_cli.manifest import MSG_BAD_JSON, MSG_BAD_LABEL
 from aimfair_cli.stages.synth import MSG_BAD_PART_ROW
 from aimfair_cli.tasks import find_prompt_file
-from aimfair_cli.writers.llm import MSG_NOT_COMPLETION
+from aimfair_cli.writers.openai_writer import MSG_NOT_COMPLETION
 
 LATIN1 = "file_name,target,protected\nimg/caf\xe9.png,1,0\n".encode("latin-1")  # \xe9 alone is not UTF-8
 

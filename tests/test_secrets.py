@@ -19,7 +19,7 @@ from aimfair_cli.cli.app import app
 from aimfair_cli.errors import UsageError
 from aimfair_cli.stages.prompts import partial_path
 from aimfair_cli.tasks import TASKS, check_prompt, load_prompt_file
-from aimfair_cli.writers import llm
+from aimfair_cli.writers import chat, openai_writer
 
 from test_llm_writers import KEY, PROXY_VARS, ScriptedServer, fail, ok, prompts_reply
 
@@ -69,7 +69,7 @@ def test_api_key_env_that_is_not_a_variable_name_is_refused_before_any_request(t
     with ScriptedServer([]) as server:
         result = invoke("--base-url", server.base_url, "--api-key-env", value, "--out", "p.yaml")
     assert result.exit_code == 1
-    assert error_line(result) == "Error: " + llm.MSG_BAD_KEY_ENV
+    assert error_line(result) == "Error: " + openai_writer.MSG_BAD_KEY_ENV
     assert server.requests == []  # refused before any request
     if value:
         assert value not in result.output  # the message never repeats the value: it may be the key
@@ -84,7 +84,7 @@ def test_api_key_env_from_the_config_file_is_checked_too(tmp_path):
     with ScriptedServer([]) as server:
         result = invoke("--base-url", server.base_url, "--out", "p.yaml")
     assert result.exit_code == 1
-    assert error_line(result) == "Error: " + llm.MSG_BAD_KEY_ENV
+    assert error_line(result) == "Error: " + openai_writer.MSG_BAD_KEY_ENV
     assert server.requests == [] and files(tmp_path) == before
 
 
@@ -146,15 +146,15 @@ def test_an_echoed_key_is_scrubbed_and_its_prompts_refused(tmp_path):
         # What went back to the server: the reply with the key redacted, and the rejection reason.
         follow_ups = [r["body"]["messages"] for r in server.requests if len(r["body"]["messages"]) > 2]
         assert follow_ups and all(KEY not in json.dumps(m) for m in follow_ups)
-        assert llm.REDACTED in follow_ups[0][2]["content"]
-        assert f"{llm.MSG_KEY_IN_PROMPT}" in follow_ups[0][3]["content"]
+        assert chat.REDACTED in follow_ups[0][2]["content"]
+        assert f"{chat.MSG_KEY_IN_PROMPT}" in follow_ups[0][3]["content"]
 
         state.update(calls=0, fail_second_group=False)  # the rerun (same server: same options) continues
         result = invoke("--base-url", server.base_url, "--per-group", "2", "--out", str(out))
     assert result.exit_code == 0, result.output
     written = files(tmp_path)
     assert sorted(written) == ["prompts/smiling_male.config.yaml", "prompts/smiling_male.yaml"]
-    assert all(KEY.encode() not in data and llm.REDACTED.encode() not in data for data in written.values())
+    assert all(KEY.encode() not in data and chat.REDACTED.encode() not in data for data in written.values())
     pf = load_prompt_file(out)
     for group in TASK.groups:
         assert len(pf.groups[group.name]) == 2
@@ -172,7 +172,7 @@ def test_a_partial_file_holding_the_key_is_not_resumed_from(tmp_path):
         return prompts_reply(f"Portrait face photo of a {target} {protected} with glasses.")
 
     with ScriptedServer(reply) as server:
-        writer = llm.OpenAIWriter(model="test-model", base_url=server.base_url)
+        writer = openai_writer.OpenAIWriter(model="test-model", base_url=server.base_url)
         made_by = {**writer.describe(), "seed": 0, "per_group": 1}
         partial_path(out).write_text(json.dumps({"task": "smiling_male", "made_by": made_by,
                                                  "groups": {"smiling_male": [f"{good} {KEY}"]}}))
@@ -196,7 +196,7 @@ def test_the_stage_refuses_a_writer_that_returns_its_key(tmp_path):
                     f"{task.protected.phrase(group.protected)} with {KEY}."]
 
         def scrub(self, text):
-            return text.replace(KEY, llm.REDACTED)
+            return text.replace(KEY, chat.REDACTED)
 
         def describe(self):
             return {"writer": self.name}
@@ -257,17 +257,17 @@ def test_a_server_that_never_answers_ends_the_command_in_bounded_time(tmp_path):
 
 
 def test_timeout_default_and_bounds(tmp_path):
-    assert llm.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1").timeout == 60.0
+    assert openai_writer.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1").timeout == 60.0
     for value, why in (("0", "must be greater than 0, got 0.0"), ("-1", "must be greater than 0, got -1.0"),
                        ("nan", "must be a finite number, got nan"), ("inf", "must be a finite number, got inf")):
         result = invoke("--base-url", "http://127.0.0.1:9/v1", "--timeout", value, "--out", "p.yaml")
         assert result.exit_code == 1
         assert error_line(result) == f"Error: --timeout: {why}"
     with pytest.raises(UsageError) as err:  # library callers get the writer's own check
-        llm.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1", timeout=0)
-    assert str(err.value) == llm.MSG_BAD_TIMEOUT.format(value=0)
+        openai_writer.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1", timeout=0)
+    assert str(err.value) == openai_writer.MSG_BAD_TIMEOUT.format(value=0)
     with pytest.raises(UsageError, match=r"^max_retries must be at least 0, got -1$"):
-        llm.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1", max_retries=-1)
+        openai_writer.OpenAIWriter(model="m", base_url="http://127.0.0.1:9/v1", max_retries=-1)
     result = runner.invoke(app, ["prompts", "--task", "smiling_male", "--timeout", "5", "--out", "p.yaml"])
     assert result.exit_code == 1
     assert error_line(result) == "Error: option --timeout applies to --writer openai or transformers only"

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from aimfair_cli import tensorcache
-from aimfair_cli.data.images import MEAN, STD, set_epoch
+from aimfair_cli.images import MEAN, STD, set_epoch
 from aimfair_cli.errors import ImageError
 from aimfair_cli.manifest import read_manifest, write_manifest
 from aimfair_cli.tensorcache import (CachedLoader, augment, cache_size, crop_boxes, load, make_train_loader,

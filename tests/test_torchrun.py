@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from aimfair_cli import dist
 from aimfair_cli.cli.app import app
-from aimfair_cli.data.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, ShardSampler
+from aimfair_cli.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, ShardSampler
 from aimfair_cli.errors import UsageError
 from aimfair_cli.manifest import read_manifest
 

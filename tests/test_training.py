@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from aimfair_cli import training
-from aimfair_cli.data.images import (
+from aimfair_cli.images import (
     MSG_IMAGE_NOT_FOUND,
     MSG_IMAGE_UNREADABLE,
     ImageDataset,

@@ -12,7 +12,7 @@ import json
 import typer
 from rich.table import Table
 
-from ..data.bias import CELLS
+from ..bias import CELLS
 from ..data.celeba import STAGE as CELEBA_STAGE
 from ..data.celeba import CelebaConfig, ImportResult, import_celeba
 from ..data.utkface import STAGE as UTKFACE_STAGE

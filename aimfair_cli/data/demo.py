@@ -2,7 +2,7 @@
 
 Faces have target Smiling and protected Male; every other attribute is drawn from a natural distribution
 (`aimfair_cli.render.natural`), not from prompts. The train split is biased with the CelebA quotas
-(`aimfair_cli.data.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
+(`aimfair_cli.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
 
     OUT/images/{train,val,test}/000000.png
     OUT/train.csv, OUT/val.csv, OUT/test.csv      file_name (relative to OUT), target, protected, split
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
+from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from ..errors import UsageError
 from ..options import MAX_SEED, check, option
 from ..progress import NULL, Progress
-from .bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from .celeba import ImportResult
+from .splits import ImportResult
 
 log = logging.getLogger(__name__)
 

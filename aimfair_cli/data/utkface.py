@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
+from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from ..errors import DataError, UsageError
 from ..options import MAX_IMAGES, MAX_SEED, check, option
 from ..progress import NULL, Progress
-from .bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from .celeba import (
+from .splits import (
     ImportResult,
     check_distinct,
     check_root,

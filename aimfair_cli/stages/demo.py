@@ -457,7 +457,7 @@ def distinguishable_text(strategies: list[StrategyRuns]) -> str:
 
 def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_summary: list[str],
                  seconds: float, *, reused: int = 0) -> Path:
-    from ..data.bias import CELLS
+    from ..bias import CELLS
     from ..fsio import atomic_write_text
     from ..metrics import cell_key
     from ..plots import bar_chart

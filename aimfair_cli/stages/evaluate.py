@@ -98,7 +98,7 @@ def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: in
            progress: Progress) -> Any:
     """Predictions of one checkpoint over the manifest (resize to the checkpoint's image size)."""
     from ..checkpoint import load_checkpoint
-    from ..data.images import ImageDataset, build_transform, make_loader
+    from ..images import ImageDataset, build_transform, make_loader
     from ..training import predict
 
     model, meta = load_checkpoint(model_path, device=device)
@@ -152,7 +152,7 @@ def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, wor
              allow_duplicates: bool, progress: Progress) -> tuple[Manifest, Any]:
     """Every check that can fail cheaply, before any checkpoint is scored."""
     from ..checkpoint import read_meta
-    from ..data.images import check_images
+    from ..images import check_images
     from ..models import resolve_device
 
     _check_sizes(batch_size, workers)

@@ -165,7 +165,7 @@ class FinetuneResult:
 
 def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneResult:
     from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..data.images import ImageDataset, build_transform, check_images, make_loader
+    from ..images import ImageDataset, build_transform, check_images, make_loader
     from ..maskfile import load_mask
     from ..models import resolve_device
     from ..tensorcache import make_train_loader

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import dist, layout
+from ..bias import CELLS, parse_bias
 from ..config import config_path_for, write_resolved_config
-from ..data.bias import CELLS, parse_bias
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
@@ -108,7 +108,7 @@ def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
 
 def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
     """Evaluation loader (plain resize, file order) for the `auto` bias estimate."""
-    from ..data.images import ImageDataset, build_transform, make_loader
+    from ..images import ImageDataset, build_transform, make_loader
 
     ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
     # unpadded shards under torchrun: the gradient sums over ranks count every image exactly once
@@ -129,7 +129,7 @@ def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, st
     augmentation, from the decoded-image cache unless --no-cache. Reading files with workers=0, the
     augmentation draws from torch's global RNG: seed it with the same pass_seed before iterating
     (mean_gradients does)."""
-    from ..data.images import pass_order, row_key
+    from ..images import pass_order, row_key
     from ..tensorcache import make_train_loader
 
     order = pass_order([row_key(r) for r in manifest.rows], pass_seed(cfg.seed, label))
@@ -147,7 +147,7 @@ def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: i
     import torch
     import torch.nn.functional as F
 
-    from ..data.images import batches
+    from ..images import batches
     from ..training import autocast
 
     if rng_seed is not None:
@@ -260,7 +260,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     import torch
 
     from ..checkpoint import load_checkpoint
-    from ..data.images import check_images, row_key
+    from ..images import check_images, row_key
     from ..models import resolve_device
     from ..training import seed_everything
 

@@ -114,9 +114,10 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
 
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:
     from ..checkpoint import save_checkpoint
-    from ..data.images import MEAN, STD, ImageDataset, build_transform, check_images, make_loader
+    from ..images import MEAN, STD, ImageDataset, build_transform, check_images, make_loader
     from ..tensorcache import make_train_loader
-    from ..models import build_model, resolve_device
+    from ..checkpoint import initial_model
+    from ..models import resolve_device
     from ..training import OptimConfig, fit, seed_everything, write_history
 
     cfg = _check(cfg)
@@ -139,7 +140,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     check_images(val, progress=progress)
 
     seed_everything(cfg.seed)
-    model = build_model(weights=cfg.weights, arch=cfg.arch)
+    model = initial_model(cfg.weights, arch=cfg.arch)
     pin = device.type == "cuda"
     train_loader = make_train_loader(train, cache=cfg.cache, image_size=cfg.image_size, crop_scale=cfg.crop_scale,
                                      mean=MEAN, std=STD, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,

@@ -43,8 +43,8 @@ class PromptWriter(Protocol):
 
 WRITERS = {
     "template": "aimfair_cli.writers.template:TemplateWriter",
-    "openai": "aimfair_cli.writers.llm:OpenAIWriter",
-    "transformers": "aimfair_cli.writers.llm:TransformersWriter",
+    "openai": "aimfair_cli.writers.openai_writer:OpenAIWriter",
+    "transformers": "aimfair_cli.writers.transformers_writer:TransformersWriter",
 }
 
 

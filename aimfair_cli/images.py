@@ -12,9 +12,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import AimfairError, ImageError
-from ..manifest import Manifest
-from ..progress import NULL, Progress
+from .errors import AimfairError, ImageError
+from .manifest import Manifest
+from .progress import NULL, Progress
 
 if TYPE_CHECKING:
     import torch
@@ -94,7 +94,7 @@ def check_images(manifest: Manifest, *, progress: Progress = NULL) -> None:
 
     Under torchrun each rank checks every world_size-th row and the ranks then agree on the first bad row, so
     every rank raises the same error (or none) at the same point."""
-    from .. import dist
+    from . import dist
 
     rows = range(dist.rank(), len(manifest.rows), dist.world_size())
     chunk = 512
@@ -191,7 +191,7 @@ def make_loader(
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from .. import dist
+    from . import dist
 
     sampler = None
     per_rank = batch_size
@@ -241,7 +241,7 @@ class EpochSampler:
     def _indices(self) -> list[int]:
         import torch
 
-        from .. import dist
+        from . import dist
 
         rank, world = dist.rank(), dist.world_size()
         if self.order is not None:
@@ -280,7 +280,7 @@ def make_epoch_loader(dataset: Any, *, batch_size: int, workers: int, seed: int,
     `batch_size` is the global batch (each rank loads its share). With `order`: one pass in that order."""
     from torch.utils.data import DataLoader
 
-    from .. import dist
+    from . import dist
 
     per_rank = dist.local_batch(batch_size) if dist.is_distributed() else batch_size
     sampler = EpochSampler(len(dataset), batch_size=per_rank, seed=seed, order=order, keys=True)
@@ -338,7 +338,7 @@ def make_pass_loader(dataset: Any, *, order: Sequence[int], batch_size: int, wor
     import torch
     from torch.utils.data import DataLoader
 
-    from .. import dist
+    from . import dist
 
     generator = torch.Generator()
     generator.manual_seed(seed)
