@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from .errors import UsageError
 
@@ -266,3 +266,40 @@ def build(cls: type[T], values: Mapping[str, Any], where: Callable[[str], str] |
 def check(cfg: T) -> T:
     """Validate an options dataclass made in code (a library caller, the demo) the same way as one from flags."""
     return build(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})  # type: ignore[arg-type]
+
+
+def pass_through(cls: type, *, only: str) -> list[tuple[str, Any, dataclasses.Field]]:
+    """`cls`'s fields as fields of a command that hands them on to a component (a generator's options to
+    `synth`): typed Optional with default None, so a value is passed on only when given and the component
+    applies its own default, which `--help` still shows; `only` ends each help text ("--generator diffusers
+    only."). For `dataclasses.make_dataclass`."""
+    out = []
+    for f, tp in fields_of(cls):
+        spec = spec_of(f)
+        shown = spec.default_text or show_default(f)
+        new = dataclasses.replace(spec, help=f"{spec.help} {only}".strip(), default_text=shown)
+        out.append((f.name, Optional[tp], dataclasses.field(default=None, metadata={"option": new})))
+    return out
+
+
+def pass_through_merged(components: "Sequence[tuple[str, type]]", *, only: str) -> list[tuple[str, Any, dataclasses.Field]]:
+    """pass_through for several components (the LLM prompt writers) whose options may share names: one field
+    per name, its help and default listed per component where they differ ("openai: the model name;
+    transformers: ..."), bounds from the first component that declares it."""
+    merged: dict[str, tuple[Any, Option, dict[str, list[str]], dict[str, list[str]]]] = {}
+    for label, cls in components:
+        for f, tp in fields_of(cls):
+            spec = spec_of(f)
+            shown = spec.default_text or show_default(f)
+            _, _, helps, defaults = merged.setdefault(f.name, (tp, spec, {}, {}))
+            helps.setdefault(spec.help.rstrip("."), []).append(label)
+            if shown is not None:
+                defaults.setdefault(shown, []).append(label)
+    out = []
+    for name, (tp, spec, helps, defaults) in merged.items():
+        text = "; ".join(f"{', '.join(labels)}: {h}" for h, labels in helps.items())
+        shown = next(iter(defaults)) if len(defaults) == 1 else ", ".join(
+            f"{', '.join(labels)} {d}" for d, labels in defaults.items())
+        new = dataclasses.replace(spec, help=f"{text}. {only}".strip(), default_text=shown or None)
+        out.append((name, Optional[tp], dataclasses.field(default=None, metadata={"option": new})))
+    return out

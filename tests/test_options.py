@@ -229,9 +229,42 @@ def test_resolved_config_is_the_dataclass(tmp_path):
     assert config.resolve("pretrain", PretrainConfig, {}, config_file=path) == cfg
 
 
-def test_synth_choices_match_the_diffusers_generator():
-    from aimfair_cli.generators.diffusion import DTYPES, SCHEDULERS
-    from aimfair_cli.stages.synth import DTYPE_NAMES, SCHEDULER_NAMES
+def test_synth_flags_come_from_the_generators_own_options():
+    import dataclasses
+    import inspect
 
-    assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
-    assert set(DTYPE_NAMES) == set(DTYPES)
+    from aimfair_cli.generators.diffusion import DTYPES, SCHEDULERS, DiffusersGenerator, DiffusersOptions
+    from aimfair_cli.generators.procedural import ProceduralGenerator, ProceduralOptions
+    from aimfair_cli.options import spec_of
+    from aimfair_cli.stages.synth import GENERATOR_OPTIONS, SynthConfig
+
+    declared = [f.name for cls in (ProceduralOptions, DiffusersOptions) for f in dataclasses.fields(cls)]
+    assert list(GENERATOR_OPTIONS) == declared
+    synth = {f.name: f for f in dataclasses.fields(SynthConfig)}
+    assert all(synth[name].default is None for name in declared)  # passed on only when given
+    assert spec_of(synth["scheduler"]).choices == tuple(SCHEDULERS) and spec_of(synth["dtype"]).choices == tuple(DTYPES)
+    for gen, opts in ((DiffusersGenerator, DiffusersOptions), (ProceduralGenerator, ProceduralOptions)):
+        params = inspect.signature(gen.__init__).parameters
+        for f in dataclasses.fields(opts):  # the generator's defaults are its options' defaults
+            assert params[f.name].default == f.default, (gen.__name__, f.name)
+    text = " ".join(runner.invoke(app, ["synth", "--help"]).output.split())
+    assert "Denoising steps. --generator diffusers only. (1 <= x <= 1000) [default: 25]" in text
+
+
+def test_prompts_flags_come_from_the_writers_own_options():
+    import dataclasses
+    import inspect
+
+    from aimfair_cli.stages.prompts import WRITER_OPTIONS, PromptsConfig
+    from aimfair_cli.writers.openai_writer import OpenAIOptions, OpenAIWriter
+    from aimfair_cli.writers.transformers_writer import TransformersOptions, TransformersWriter
+
+    names = {f.name for cls in (OpenAIOptions, TransformersOptions) for f in dataclasses.fields(cls)}
+    assert set(WRITER_OPTIONS) == names and len(WRITER_OPTIONS) == len(names)  # shared names give one flag
+    assert all(f.default is None for f in dataclasses.fields(PromptsConfig) if f.name in names)
+    for writer, opts in ((OpenAIWriter, OpenAIOptions), (TransformersWriter, TransformersOptions)):
+        params = inspect.signature(writer.__init__).parameters
+        for f in dataclasses.fields(opts):
+            assert params[f.name].default == f.default, (writer.__name__, f.name)
+    text = " ".join(runner.invoke(app, ["prompts", "--help"]).output.split())
+    assert "[default: openai 1.0, transformers 0.0]" in text and "--max-new-tokens" in text

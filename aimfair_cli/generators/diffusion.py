@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import GeneratorError, UsageError
 from ..hub import first_line, locate_model, quiet_loading, resolve_device
+from ..options import DEVICE_HELP, MAX_IMAGE, option
 from .base import ImageRequest
 
 if TYPE_CHECKING:
@@ -55,6 +57,27 @@ MSG_LOAD_FAILED = "cannot load {what} '{model}': {reason}"
 MSG_NOT_TEXT_TO_IMAGE = "'{model}' is a {cls}, which does not take a text prompt"
 
 
+@dataclass
+class DiffusersOptions:
+    """The diffusers generator's options (`aimfair synth --model ... --steps ...`)."""
+
+    model: str = option(DEFAULT_MODEL, help="Hub id or local folder of the pipeline.")
+    steps: int = option(25, min=1, max=1000, help="Denoising steps.")
+    scheduler: str = option("dpm++", choices=tuple(SCHEDULERS),
+                            help="dpm++ (DPM-Solver++ multistep), ddim (the official set-up, with --steps 50), euler, "
+                            "euler-a (Euler ancestral) or pipeline (the one the pipeline was saved with).")
+    guidance: float = option(9.0, min=0, max=100, help="Classifier-free guidance scale (official: 9.0).")
+    height: int = option(512, min=8, max=MAX_IMAGE, help="Generated height in pixels.")
+    width: int = option(512, min=8, max=MAX_IMAGE, help="Generated width in pixels.")
+    save_size: int | None = option(None, min=8, max=MAX_IMAGE, default_text="keep the generated size",
+                                   help="Resize saved images to this square size (the official code saves 224).")
+    negative_prompt: str | None = option(None, help="Negative prompt.", default_text="none")
+    dtype: str | None = option(None, choices=tuple(DTYPES), help="Weights' precision.",
+                               default_text="fp16 on CUDA, fp32 on CPU")
+    compile: bool = option(False, help="torch.compile the UNet (in channels_last).", default_text="off")
+    device: str = option("auto", help=DEVICE_HELP)
+
+
 class DiffusersGenerator:
     """Text-to-image with a diffusers pipeline loaded from a Hub id or a local folder.
 
@@ -65,21 +88,22 @@ class DiffusersGenerator:
     """
 
     name = "diffusers"
+    options = DiffusersOptions
 
     def __init__(
         self,
         *,
-        model: str = DEFAULT_MODEL,
-        steps: int = 25,
-        scheduler: str = "dpm++",
-        guidance: float = 9.0,
-        height: int = 512,
-        width: int = 512,
-        save_size: int | None = None,
-        negative_prompt: str | None = None,
-        dtype: str | None = None,
-        compile: bool = False,
-        device: str = "auto",
+        model: str = DiffusersOptions.model,
+        steps: int = DiffusersOptions.steps,
+        scheduler: str = DiffusersOptions.scheduler,
+        guidance: float = DiffusersOptions.guidance,
+        height: int = DiffusersOptions.height,
+        width: int = DiffusersOptions.width,
+        save_size: int | None = DiffusersOptions.save_size,
+        negative_prompt: str | None = DiffusersOptions.negative_prompt,
+        dtype: str | None = DiffusersOptions.dtype,
+        compile: bool = DiffusersOptions.compile,
+        device: str = DiffusersOptions.device,
         size: int | None = None,
         **unknown: Any,
     ) -> None:

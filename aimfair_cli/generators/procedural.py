@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import UsageError
+from ..options import option
 from .base import ImageRequest
 
 if TYPE_CHECKING:
@@ -22,9 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Options of `aimfair synth` that only the diffusers generator understands.
-DIFFUSERS_ONLY = ("model", "steps", "scheduler", "guidance", "height", "width", "save_size", "negative_prompt",
-                  "dtype", "compile")
+
+
+@dataclass
+class ProceduralOptions:
+    """The procedural generator's options (`aimfair synth --size`)."""
+
+    size: int = option(64, min=16, max=1024, help="Image side in pixels.")
 
 MSG_DIFFUSERS_ONLY = "option {names} applies to --generator diffusers only"
 MSG_DIFFUSERS_ONLY_MANY = "options {names} apply to --generator diffusers only"
@@ -44,9 +50,13 @@ class ProceduralGenerator:
 
     name = "procedural"
 
-    def __init__(self, *, size: int = 64, device: str | None = None, vocabulary: str | os.PathLike | None = None,
-                 **unknown: Any) -> None:
-        diffusers_only = [k for k in unknown if k in DIFFUSERS_ONLY]
+    options = ProceduralOptions
+
+    def __init__(self, *, size: int = ProceduralOptions.size, device: str | None = None,
+                 vocabulary: str | os.PathLike | None = None, **unknown: Any) -> None:
+        from .diffusion import DiffusersOptions
+
+        diffusers_only = [k for k in unknown if k in {f.name for f in fields(DiffusersOptions)}]
         if len(diffusers_only) == 1:
             raise UsageError(MSG_DIFFUSERS_ONLY.format(names=_flags(diffusers_only)))
         if diffusers_only:

@@ -9,6 +9,7 @@ the count, never a secret.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -20,11 +21,13 @@ from .. import layout
 from ..config import config_path_for, write_resolved_config
 from ..errors import PromptWriterError, UsageError
 from ..fsio import atomic_write_text, check_outputs, check_suffix
-from ..options import MAX_SEED, option
+from ..options import MAX_SEED, option, pass_through_merged
 from ..progress import NULL, Progress
 from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
 from ..writers.base import PromptWriter, make_writer
+from ..writers.openai_writer import OpenAIOptions
 from ..writers.template import plain_prompt
+from ..writers.transformers_writer import TransformersOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,10 @@ MAX_PER_GROUP = 10_000
 
 
 @dataclass
-class PromptsConfig:
+class _PromptsCore:
     """Options of `aimfair prompts` (flags, the `prompts:` section of aimfair.yaml). Writer options default to None:
     they are passed on only when given, so each writer applies its own defaults and the template writer refuses
-    them."""
+    them (`OpenAIOptions`, `TransformersOptions`)."""
 
     task: str | None = option(None, choices=tuple(TASKS), help="Task whose prompt file to write. Required.")
     per_group: int = option(50, help="Contextual prompts per group.", min=1, max=MAX_PER_GROUP)
@@ -47,23 +50,14 @@ class PromptsConfig:
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
     out: Path | None = option(None, short=("-o",), path="file", help="Prompt file to write.",
                               default_text=f"{layout.PROMPTS_DIR}/<task>.yaml")
-    model: str | None = option(None, help="openai: the model name; transformers: a hub id or local folder. " + _LLM)
-    base_url: str | None = option(None, help="openai: the API base URL, e.g. a local vLLM, llama.cpp or Ollama server.",
-                                  default_text="the OpenAI API")
-    api_key_env: str | None = option(None, default_text="OPENAI_API_KEY",
-                                     help="openai: NAME of the environment variable holding the API key (a value that "
-                                     "is not a variable name is refused); the key itself is never written anywhere.")
-    timeout: float | None = option(None, above=0, max=86_400, default_text="60",
-                                   help="openai: seconds to wait for each reply; a request that times out is tried once "
-                                   "more, then the command stops.")
-    temperature: float | None = option(None, min=0, max=2, help="LLM sampling temperature.",
-                                       default_text="the writer's own")
-    max_rounds: int | None = option(None, min=1, max=1000, default_text="the writer's own",
-                                    help="LLM writers: requests per group before giving up on missing prompts.")
 
 
-# Options forwarded to make_writer only when given.
-WRITER_OPTIONS = ("model", "base_url", "api_key_env", "temperature", "max_rounds", "timeout")
+# The LLM writers' own options (declared by each writer), as optional prompts flags: passed on only when given,
+# so each writer applies its own defaults and the template writer refuses them.
+_WRITER_FIELDS = pass_through_merged([("openai", OpenAIOptions), ("transformers", TransformersOptions)], only=_LLM)
+PromptsConfig = dataclasses.make_dataclass("PromptsConfig", _WRITER_FIELDS, bases=(_PromptsCore,),
+                                           namespace={"__doc__": _PromptsCore.__doc__, "__module__": __name__})
+WRITER_OPTIONS = tuple(name for name, _, _ in _WRITER_FIELDS)  # forwarded to make_writer when given
 
 PARTIAL_SUFFIX = ".partial.yaml"
 

@@ -28,6 +28,7 @@ and torchrun ends its other ranks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -44,7 +45,9 @@ from ..errors import DataError, GeneratorError, UsageError
 from ..fsio import atomic_path, check_outputs, write_errors
 from ..generators.base import ImageRequest, image_seed, make_generator
 from ..manifest import write_manifest
-from ..options import DEVICE_HELP, MAX_IMAGE, MAX_IMAGES, MAX_SEED, option
+from ..generators.diffusion import DiffusersOptions
+from ..generators.procedural import ProceduralOptions
+from ..options import MAX_IMAGES, MAX_SEED, option, pass_through
 from ..progress import NULL, Progress
 from ..tasks import TASKS, Group, PromptFile, find_prompt_file, load_prompt_file, task_for_group
 
@@ -57,16 +60,13 @@ PARTS_DIR = ".parts"
 LOCK_NAME = ".lock"  # held briefly by whoever rewrites metadata.jsonl or synth.config.yaml
 JOB_LOCK = ".synth.{i}-of-{n}.lock"  # held by a run for its whole length (see the module docstring)
 
-_DIFFUSERS = "--generator diffusers only."
-SCHEDULER_NAMES = ("dpm++", "ddim", "euler", "euler-a", "pipeline")  # generators/diffusion.py SCHEDULERS; a test keeps them equal
-DTYPE_NAMES = ("fp16", "float16", "half", "bf16", "bfloat16", "fp32", "float32", "float")  # as generators/diffusion.py DTYPES
 
 
 @dataclass
-class SynthConfig:
-    """Options of `aimfair synth` (flags, the `synth:` section of aimfair.yaml). Generator options default to None:
-    they are passed on only when given, so each generator applies its own defaults and refuses options that are
-    not its own."""
+class _SynthCore:
+    """Options of `aimfair synth` (flags, the `synth:` section of aimfair.yaml): these, then the generators'
+    own options (`ProceduralOptions`, `DiffusersOptions`), which default to None: they are passed on only when
+    given, so each generator applies its own defaults and refuses options that are not its own."""
 
     group: str | None = option(None, help="Group to render (e.g. smiling_male), several separated by commas, or all "
                                "(every group of the task). Required.")
@@ -93,34 +93,16 @@ class SynthConfig:
     shard: str | None = option(None, help="Do only indices i with i mod N == I, as I/N (e.g. 0/2), to split work "
                                "across machines. Under torchrun the ranks split it further by themselves.",
                                default_text="everything")
-    size: int | None = option(None, min=16, max=1024, help="Image side in pixels, --generator procedural only.",
-                              default_text="64")
-    model: str | None = option(None, help="Hub id or local folder of the pipeline, " + _DIFFUSERS,
-                               default_text="stabilityai/stable-diffusion-2-1")
-    steps: int | None = option(None, min=1, max=1000, help="Denoising steps, " + _DIFFUSERS, default_text="25")
-    scheduler: str | None = option(None, choices=SCHEDULER_NAMES, default_text="dpm++",
-                                   help="dpm++ (DPM-Solver++ multistep), ddim (the official set-up, with --steps 50), "
-                                   "euler, euler-a (Euler ancestral) or pipeline (the one the pipeline was saved with), " + _DIFFUSERS)
-    guidance: float | None = option(None, min=0, max=100, default_text="9.0",
-                                    help="Classifier-free guidance scale (official: 9.0), " + _DIFFUSERS)
-    height: int | None = option(None, min=8, max=MAX_IMAGE, help="Generated height in pixels, " + _DIFFUSERS,
-                                default_text="512")
-    width: int | None = option(None, min=8, max=MAX_IMAGE, help="Generated width in pixels, " + _DIFFUSERS,
-                               default_text="512")
-    save_size: int | None = option(None, min=8, max=MAX_IMAGE, default_text="keep the generated size",
-                                   help="Resize saved images to this square size (the official code saves 224), "
-                                   + _DIFFUSERS)
-    negative_prompt: str | None = option(None, help="Negative prompt, " + _DIFFUSERS, default_text="none")
-    dtype: str | None = option(None, choices=DTYPE_NAMES, help="Weights' precision, " + _DIFFUSERS,
-                               default_text="fp16 on CUDA, fp32 on CPU")
-    compile: bool | None = option(None, help="torch.compile the UNet (in channels_last), " + _DIFFUSERS,
-                                  default_text="off")
-    device: str | None = option(None, help=DEVICE_HELP, default_text="auto")
 
 
-# Options forwarded to make_generator only when given.
-GENERATOR_OPTIONS = ("size", "model", "steps", "scheduler", "guidance", "height", "width", "save_size",
-                     "negative_prompt", "dtype", "compile", "device")
+# The generators' own options (each declared once, by its generator), as optional synth flags: passed on only
+# when given, so each generator applies its own defaults and refuses options that are not its own.
+_GENERATOR_FIELDS = [*pass_through(ProceduralOptions, only="--generator procedural only."),
+                     *pass_through(DiffusersOptions, only="--generator diffusers only.")]
+SynthConfig = dataclasses.make_dataclass("SynthConfig", _GENERATOR_FIELDS, bases=(_SynthCore,),
+                                         namespace={"__doc__": _SynthCore.__doc__, "__module__": __name__})
+GENERATOR_OPTIONS = tuple(name for name, _, _ in _GENERATOR_FIELDS)  # forwarded to make_generator when given
+
 
 MSG_BAD_SHARD = "--shard must look like i/n with 0 <= i < n (got {value!r})"
 MSG_BAD_N = "--n must be at least 1 (got {n})"

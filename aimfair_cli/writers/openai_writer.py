@@ -22,10 +22,12 @@ import os
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..errors import PromptWriterError, UsageError
+from ..options import option
 from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, REDACTED, ChatWriter, reject_unknown
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,21 @@ def retry_after(exc: Any) -> float | None:
         return None
 
 
+@dataclass
+class OpenAIOptions:
+    """The openai writer's options (`aimfair prompts --writer openai ...`)."""
+
+    model: str | None = option(None, help="the model name (required).", default_text="none")
+    base_url: str | None = option(None, help="the API base URL, e.g. a local vLLM, llama.cpp or Ollama server.",
+                                  default_text="the OpenAI API")
+    api_key_env: str = option("OPENAI_API_KEY", help="NAME of the environment variable holding the API key (a value "
+                              "that is not a variable name is refused); the key itself is never written anywhere.")
+    temperature: float = option(1.0, min=0, max=2, help="sampling temperature.")
+    max_rounds: int = option(5, min=1, max=1000, help="requests per group before giving up on missing prompts.")
+    timeout: float = option(60.0, above=0, max=86_400, help="seconds to wait for each reply; a request that times out "
+                            "is tried once more, then the command stops.")
+
+
 class OpenAIWriter(ChatWriter):
     """Prompts from any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp, Ollama via `base_url`).
 
@@ -117,16 +134,17 @@ class OpenAIWriter(ChatWriter):
     """
 
     name = "openai"
+    options = OpenAIOptions
 
     def __init__(
         self,
         *,
-        model: str | None = None,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        temperature: float = 1.0,
-        max_rounds: int = 5,
-        timeout: float = 60.0,  # --timeout: seconds to wait for each reply
+        model: str | None = OpenAIOptions.model,
+        base_url: str | None = OpenAIOptions.base_url,
+        api_key_env: str = OpenAIOptions.api_key_env,
+        temperature: float = OpenAIOptions.temperature,
+        max_rounds: int = OpenAIOptions.max_rounds,
+        timeout: float = OpenAIOptions.timeout,
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,

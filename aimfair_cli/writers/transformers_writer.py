@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PromptWriterError, UsageError
+from ..options import DEVICE_HELP, option
 from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, ChatWriter, reject_unknown
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransformersOptions:
+    """The transformers writer's options (`aimfair prompts --writer transformers ...`)."""
+
+    model: str | None = option(None, help="a hub id in the local cache or a local folder (required).",
+                               default_text="none")
+    temperature: float = option(0.0, min=0, max=2, help="sampling temperature (0: greedy).")
+    max_rounds: int = option(5, min=1, max=1000, help="requests per group before giving up on missing prompts.")
+    max_new_tokens: int = option(4096, min=1, max=1_000_000, help="tokens generated per reply at most.")
+    device: str = option("auto", help=DEVICE_HELP)
 
 
 class TransformersWriter(ChatWriter):
@@ -20,15 +34,16 @@ class TransformersWriter(ChatWriter):
     """
 
     name = "transformers"
+    options = TransformersOptions
 
     def __init__(
         self,
         *,
-        model: str | None = None,
-        temperature: float = 0.0,
-        max_rounds: int = 5,
-        max_new_tokens: int = 4096,
-        device: str = "auto",
+        model: str | None = TransformersOptions.model,
+        temperature: float = TransformersOptions.temperature,
+        max_rounds: int = TransformersOptions.max_rounds,
+        max_new_tokens: int = TransformersOptions.max_new_tokens,
+        device: str = TransformersOptions.device,
         **unknown: Any,
     ) -> None:
         reject_unknown(unknown, self.name)
