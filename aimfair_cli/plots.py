@@ -1,4 +1,5 @@
-"""Small PNG bar charts drawn with Pillow, for the demo report (no plotting library needed)."""
+"""PNG charts for the demo report, `mask --plot` and `eval --plot`. Bars, curves and histograms are drawn with
+matplotlib when it is installed (the `plots` extra), with Pillow otherwise; the rest with Pillow."""
 
 from __future__ import annotations
 
@@ -11,19 +12,45 @@ from .fsio import atomic_path
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
 
-def bar_chart(
-    path: str | os.PathLike,
-    *,
-    title: str,
-    groups: Sequence[str],
-    series: dict[str, Sequence[float]],
-    errors: dict[str, Sequence[float]] | None = None,
-    ylabel: str = "%",
-    ymax: float = 100.0,
-    size: tuple[int, int] = (900, 420),
-) -> Path:
-    """Grouped bars: one cluster per entry of `groups`, one bar per series (values in the units of ymax),
-    optional ± error whiskers."""
+def matplotlib_available() -> bool:
+    """Charts are drawn with matplotlib when it is installed (`pip install 'aimfair[plots]'`), with Pillow
+    otherwise; the files and what they show are the same."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _save(img, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bar_image(*, title: str, groups: Sequence[str], series: dict[str, Sequence[float]],
+               errors: dict[str, Sequence[float]] | None = None, ylabel: str = "%", ymax: float = 100.0,
+               size: tuple[int, int] = (900, 420), line: float | None = None, labels: bool = True):
+    """Grouped bars (Pillow): one cluster per group, one bar per series, ± whiskers, the value above each bar,
+    an optional dashed horizontal reference line at `line`."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height = size
@@ -31,6 +58,7 @@ def bar_chart(
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=14)
     small = ImageFont.load_default(size=11)
+    tiny = ImageFont.load_default(size=9)
     left, right, top, bottom = 60, 170, 40, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     draw.text((left, 10), title, fill="black", font=font)
@@ -49,24 +77,201 @@ def bar_chart(
     for gi, group in enumerate(groups):
         x0 = left + gi * slot + slot * 0.1
         for si, name in enumerate(names):
-            value = max(0.0, min(float(series[name][gi]), ymax))
+            raw = float(series[name][gi])
+            value = max(0.0, min(raw, ymax))
             x = x0 + si * bar
             y = top + plot_h - plot_h * value / ymax
             draw.rectangle([x, y, x + bar - 2, top + plot_h], fill=PALETTE[si % len(PALETTE)])
-            if errors and name in errors:
-                e = plot_h * float(errors[name][gi]) / ymax
+            e = plot_h * float(errors[name][gi]) / ymax if errors and name in errors else 0.0
+            if e:
                 cx = x + (bar - 2) / 2
                 draw.line([(cx, y - e), (cx, y + e)], fill="black")
+            if labels:
+                text = f"{raw:.0f}" if bar < 28 else f"{raw:.1f}"
+                tw = draw.textlength(text, font=tiny)
+                draw.text((x + (bar - 2 - tw) / 2, y - e - 12), text, fill="black", font=tiny)
         label_w = draw.textlength(group, font=small)
         draw.text((left + gi * slot + (slot - label_w) / 2, top + plot_h + 8), group, fill="black", font=small)
+    if line is not None:
+        y = top + plot_h - plot_h * line / ymax
+        for sx in range(0, int(plot_w), 12):
+            draw.line([(left + sx, y), (left + min(sx + 6, plot_w), y)], fill="#C44E52", width=2)
     for si, name in enumerate(names):  # legend
         y = top + si * 20
         draw.rectangle([width - right + 15, y, width - right + 29, y + 14], fill=PALETTE[si % len(PALETTE)])
         draw.text((width - right + 35, y), name, fill="black", font=small)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+    return img
+
+
+def _mpl_bars(ax, *, title, groups, series, errors=None, ylabel="%", ymax=100.0, line=None, labels=True):
+    import numpy as np
+
+    names = list(series)
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(names))
+    for si, name in enumerate(names):
+        err = errors.get(name) if errors else None
+        bars = ax.bar(x + si * width - 0.4 + width / 2, series[name], width, yerr=err, capsize=2, label=name,
+                      color=PALETTE[si % len(PALETTE)])
+        if labels:
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    if line is not None:
+        ax.axhline(line, color="#C44E52", linestyle="--", linewidth=1)
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, ymax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", color="#E5E5E5")
+    ax.set_axisbelow(True)
+
+
+def bar_chart(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    groups: Sequence[str],
+    series: dict[str, Sequence[float]],
+    errors: dict[str, Sequence[float]] | None = None,
+    ylabel: str = "%",
+    ymax: float = 100.0,
+    size: tuple[int, int] = (900, 420),
+    line: float | None = None,
+) -> Path:
+    """Grouped bars: one cluster per entry of `groups`, one bar per series (values in the units of ymax),
+    optional ± error whiskers, the value above each bar, an optional dashed reference line."""
+    return bar_panels(path, [dict(title=title, groups=groups, series=series, errors=errors, ylabel=ylabel,
+                                  ymax=ymax, line=line)], size=size)
+
+
+def bar_panels(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (900, 420)) -> Path:
+    """Several bar charts side by side in one image (e.g. higher-is-better metrics in one panel, lower-is-better
+    in the other); each panel takes bar_chart's keywords."""
+    if matplotlib_available():
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, len(panels), figsize=(size[0] / 100 * len(panels), size[1] / 100), squeeze=False)
+        for ax, panel in zip(axes[0], panels):
+            _mpl_bars(ax, **panel)
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return _save_figure(fig, path)
+    from PIL import Image
+
+    images = [_bar_image(size=size, **panel) for panel in panels]
+    out = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)), "white")
+    x = 0
+    for im in images:
+        out.paste(im, (x, 0))
+        x += im.width
+    return _save(out, path)
+
+
+def line_chart(path: str | os.PathLike, *, title: str, series: dict[str, Sequence[float]], xlabel: str = "epoch",
+               ylabel: str = "%", ymax: float = 100.0, size: tuple[int, int] = (900, 420)) -> Path:
+    """One line per series over x = 1, 2, ... (training curves)."""
+    if matplotlib_available():
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
+        for i, (name, ys) in enumerate(series.items()):
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", label=name, color=PALETTE[i % len(PALETTE)])
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, ymax))
+        ax.grid(color="#E5E5E5")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return _save_figure(fig, path)
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
+    left, right, top, bottom = 60, 230, 40, 50
+    pw, ph = width - left - right, height - top - bottom
+    draw.text((left, 10), title, fill="black", font=font)
+    for i in range(6):
+        y = top + ph - ph * i / 5
+        draw.line([(left, y), (left + pw, y)], fill="#E5E5E5")
+        draw.text((8, y - 7), f"{ymax * i / 5:g}", fill="black", font=small)
+    n = max((len(v) for v in series.values()), default=1)
+    px = lambda i: left + (pw * (i / max(1, n - 1)) if n > 1 else pw / 2)  # noqa: E731
+    for i in range(n):
+        draw.text((px(i) - 3, top + ph + 6), str(i + 1), fill="black", font=small)
+    draw.text((left + pw / 2 - 20, top + ph + 26), xlabel, fill="black", font=small)
+    draw.text((8, top - 22), ylabel, fill="black", font=small)
+    draw.line([(left, top), (left, top + ph), (left + pw, top + ph)], fill="black")
+    for si, (name, ys) in enumerate(series.items()):
+        colour = PALETTE[si % len(PALETTE)]
+        points = [(px(i), top + ph - ph * max(0.0, min(float(v), ymax)) / ymax) for i, v in enumerate(ys)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        ly = top + si * 20
+        draw.rectangle([width - right + 15, ly, width - right + 29, ly + 14], fill=colour)
+        draw.text((width - right + 35, ly), name, fill="black", font=small)
+    return _save(img, path)
+
+
+def histograms(path: str | os.PathLike, *, title: str, groups: dict[str, Sequence[float]], bins: int = 20,
+               threshold: float | None = 0.5, size: tuple[int, int] = (900, 420)) -> Path:
+    """One histogram of values in [0, 1] per group, in a row of small panels, with a dashed line at
+    `threshold` (the decision threshold for scores)."""
+    import numpy as np
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = {g: np.histogram(np.clip(np.asarray(v, float), 0, 1), bins=edges)[0] for g, v in groups.items()}
+    if matplotlib_available():
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, len(groups), figsize=(size[0] / 100, size[1] / 100), squeeze=False, sharey=True)
+        for i, (ax, (g, c)) in enumerate(zip(axes[0], counts.items())):
+            ax.bar(edges[:-1], c, width=1.0 / bins, align="edge", color=PALETTE[i % len(PALETTE)])
+            if threshold is not None:
+                ax.axvline(threshold, color="#C44E52", linestyle="--", linewidth=1)
+            ax.set_title(g, fontsize=8)
+            ax.set_xlim(0, 1)
+        fig.suptitle(title, fontsize=10)
+        return _save_figure(fig, path)
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=10)
+    draw.text((20, 10), title, fill="black", font=font)
+    top, bottom, gap = 50, 40, 16
+    pw = (width - 20 - gap * len(counts)) / max(1, len(counts))
+    ph = height - top - bottom
+    peak = max((int(c.max()) for c in counts.values()), default=1) or 1
+    for i, (g, c) in enumerate(counts.items()):
+        x0 = 20 + i * (pw + gap)
+        draw.text((x0, top - 16), g, fill="black", font=small)
+        draw.rectangle([x0, top, x0 + pw, top + ph], outline="#BBBBBB")
+        for b, n in enumerate(c):
+            h = ph * n / peak
+            bx = x0 + pw * b / bins
+            draw.rectangle([bx, top + ph - h, bx + pw / bins - 1, top + ph], fill=PALETTE[i % len(PALETTE)])
+        if threshold is not None:
+            tx = x0 + pw * threshold
+            for sy in range(0, int(ph), 10):
+                draw.line([(tx, top + sy), (tx, top + min(sy + 5, ph))], fill="#C44E52", width=2)
+        draw.text((x0, top + ph + 4), "0", fill="black", font=small)
+        draw.text((x0 + pw - 6, top + ph + 4), "1", fill="black", font=small)
+    return _save(img, path)
+
+
+def image_grid(path: str | os.PathLike, rows: Sequence[tuple[str, Sequence[str | os.PathLike]]], *, cell: int = 72,
+               label_width: int = 250) -> Path:
+    """One row per (label, image files): the images scaled to `cell` pixels, the label on the left."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n = max((len(files) for _, files in rows), default=1)
+    img = Image.new("RGB", (label_width + n * (cell + 4), len(rows) * (cell + 4) + 4), "white")
+    draw = ImageDraw.Draw(img)
+    small = ImageFont.load_default(size=12)
+    for r, (label, files) in enumerate(rows):
+        y = 4 + r * (cell + 4)
+        draw.text((6, y + cell / 2 - 7), label, fill="black", font=small)
+        for c, f in enumerate(files):
+            with Image.open(f) as im:
+                img.paste(im.convert("RGB").resize((cell, cell)), (label_width + c * (cell + 4), y))
+    return _save(img, path)
 
 
 def _axis(values: Sequence[float]):
@@ -169,7 +374,4 @@ def score_scatter(
     draw.text((lx + 18, ly), "selected", fill="black", font=small)
     draw.ellipse([lx, ly + 22, lx + 10, ly + 32], outline="#8C8C8C", width=2)
     draw.text((lx + 18, ly + 20), "not selected", fill="black", font=small)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+    return _save(img, path)

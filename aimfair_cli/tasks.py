@@ -48,6 +48,10 @@ class Task:
     protected: Attribute
     subject: str = "face"  # what the images show, used by prompt writers
 
+    def cell_name(self, target: int, protected: int) -> str:
+        """A (target, protected) cell in words, e.g. "not smiling · female"."""
+        return f"{self.target.phrase(target)} · {self.protected.phrase(protected)}"
+
     @property
     def groups(self) -> list[Group]:
         """The four (target, protected) groups, named like `smiling_male`, `not_smiling_female`."""

@@ -395,3 +395,24 @@ def test_every_command_has_help(path):
     result = _run([*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["pillow", "matplotlib"])
+def test_eval_plot_draws_cells_and_score_histograms(in_run, tmp_path, monkeypatch, backend):
+    from PIL import Image
+
+    from aimfair_cli import plots
+
+    if backend == "matplotlib":
+        pytest.importorskip("matplotlib")
+    else:
+        monkeypatch.setattr(plots, "matplotlib_available", lambda: False)
+    out = tmp_path / "eval.png"
+    result = _run(["eval", "--model", "model.safetensors", "--data", "data/test.csv", "--plot", out, "--device", "cpu",
+                   "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.width > 300 and im.height > 500  # bars above histograms
+        assert sum(1 for c in im.convert("L").histogram() if c) > 10
+    bad = _run(["eval", "--model", "model.safetensors", "--data", "data/test.csv", "--plot", tmp_path / "e.jpg"])
+    assert bad.exit_code == 1 and "--plot" in bad.stderr

@@ -50,6 +50,16 @@ def test_quick_demo_reports_every_strategy(demo_run):
     assert paired_row.count("—") == 4 and "/1" in paired_row
     assert "| opposite criterion, same k (control) |" in report and "![selection, seed 0](selection-seed0.png)" in report
     assert "seed 0: " in report and "per block stem " in report
+    from PIL import Image
+
+    for figure in ("metrics.png", "cells.png", "curves.png", "samples.png"):  # the report's figures, non-empty
+        assert f"]({figure})" in report, figure
+        with Image.open(out / figure) as im:
+            assert im.width > 200 and im.height > 200 and sum(1 for c in im.convert("L").histogram() if c) > 10, figure
+    assert "| strategy | not smiling · female | not smiling · male | smiling · female | smiling · male |" in report
+    with Image.open(out / "samples.png") as im:  # 4 groups × (real, synthetic) rows of 72 px
+        assert im.height == 8 * (72 + 4) + 4
+    assert (out / "seed0" / "aimfair.history.csv").read_text().startswith("epoch,lr,loss,acc,val_acc,val_wst")
     commands = (out / "commands.sh").read_text()
     assert "aimfair mask --model seed0/pretrain.safetensors" in commands
     assert "aimfair finetune --model seed0/pretrain.safetensors" in commands and "--mask seed0/mask.safetensors" in commands

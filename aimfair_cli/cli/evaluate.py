@@ -75,7 +75,7 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
     from ..stages.evaluate import compare_to_reference, evaluate_many
 
     kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
-              allow_duplicates=cfg.allow_duplicates, progress=console.make_progress())
+              allow_duplicates=cfg.allow_duplicates, progress=console.make_progress(), plot=cfg.plot)
     if cfg.reference:
         cmp = compare_to_reference(cfg.model, cfg.reference, cfg.data, **kw)
         if json_out:

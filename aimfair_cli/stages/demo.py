@@ -455,27 +455,75 @@ def distinguishable_text(strategies: list[StrategyRuns]) -> str:
             "excludes 0): " + "; ".join(found) + ". Every other interval contains 0.")
 
 
+def _training_curves(out: Path, strategies: list[StrategyRuns]) -> list[str]:
+    """Validation accuracy per epoch of seed 0's pretraining and fine-tunings, from their history files."""
+    import csv
+
+    from ..plots import line_chart
+
+    series = {}
+    for name in ["pretrain", *(s.name for s in strategies if s.name not in ("pretrained", "freeze"))]:
+        path = out / "seed0" / f"{name}.history.csv"
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as fh:
+                series[name] = [100 * float(r["val_acc"]) for r in csv.DictReader(fh) if r["val_acc"]]
+    if not series:
+        return []
+    line_chart(out / "curves.png", title="Seed 0: validation accuracy per epoch (from <checkpoint>.history.csv)",
+               series=series, ylabel="val acc %")
+    return ["## Training curves", "", "![training curves](curves.png)", ""]
+
+
+def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
+    """Real training images against synthetic ones, one pair of rows per group: the domain gap at a glance."""
+    from ..manifest import read_manifest
+    from ..plots import image_grid
+
+    real, synth = out / "data" / "train.csv", out / "synth" / "metadata.jsonl"
+    if not (real.is_file() and synth.is_file()):
+        return []
+    real_m, synth_m = read_manifest(real), read_manifest(synth)
+    rows = []
+    for g in task.groups:
+        def first(m):
+            return [m.image_path(r) for r in m.rows
+                    if int(r["target"]) == g.target and int(r["protected"]) == g.protected][:per_row]
+        name = task.cell_name(g.target, g.protected)
+        rows += [(f"real · {name}", first(real_m)), (f"synthetic · {name}", first(synth_m))]
+    image_grid(out / "samples.png", rows)
+    return ["## Real and synthetic images", "",
+            "The first training images of each group, real (rendered photo style) above synthetic (procedural, "
+            "from the contextual prompts): the domain gap the mask's Δ1 measures.", "",
+            "![real and synthetic images per group](samples.png)", ""]
+
+
 def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_summary: list[str],
                  seconds: float, *, reused: int = 0) -> Path:
     from ..bias import CELLS
     from ..fsio import atomic_write_text
     from ..metrics import cell_key
-    from ..plots import bar_chart
+    from ..plots import bar_chart, bar_panels
+    from ..tasks import get_task
 
     rows = summary_rows(strategies)
     prows = paired_rows(strategies)
     aggs = {s.name: s.aggregate() for s in strategies}
-    bar_chart(out / "metrics.png", title="Real test set: metrics per strategy (mean over seeds)",
-              groups=["ACC", "WST", "EO", "STD"],
-              series={s.name: [100 * aggs[s.name][k]["mean"] for k in ("acc", "wst_mean_of_runs", "eo", "std")]
-                      for s in strategies},
-              errors={s.name: [100 * aggs[s.name][k]["std"] for k in ("acc", "wst_mean_of_runs", "eo", "std")]
-                      for s in strategies})
-    cell_names = [f"y={y} s={s}" for y, s in CELLS]
-    bar_chart(out / "cells.png", title="Real test set: accuracy per (target y, protected s) cell",
-              groups=cell_names,
+    task = get_task(TASK)
+
+    def panel(title: str, keys: dict[str, str]) -> dict[str, Any]:
+        return dict(title=title, groups=list(keys),
+                    series={s.name: [100 * aggs[s.name][k]["mean"] for k in keys.values()] for s in strategies},
+                    errors={s.name: [100 * aggs[s.name][k]["std"] for k in keys.values()] for s in strategies})
+
+    bar_panels(out / "metrics.png", [
+        panel("Higher is better (mean ± std over seeds)", {"ACC": "acc", "WST": "wst_mean_of_runs"}),
+        panel("Lower is better (mean ± std over seeds)", {"EO": "eo", "STD": "std"}),
+    ], size=(620, 420))
+    cell_names = [task.cell_name(y, s) for y, s in CELLS]
+    bar_chart(out / "cells.png", title="Real test set: accuracy per cell (target · protected)", groups=cell_names,
               series={s.name: [100 * aggs[s.name]["cells"][cell_key(y, p)]["acc"] for y, p in CELLS]
-                      for s in strategies})
+                      for s in strategies}, line=50.0)
+    figures = _training_curves(out, strategies) + _sample_grid(out, task)
     cols = list(rows[0])
     lines = [
         "# aimfair demo report", "",
@@ -495,11 +543,12 @@ def write_report(out: Path, c: DemoConfig, strategies: list[StrategyRuns], mask_
         "| " + " | ".join(prows[0]) + " |", "|" + "---|" * len(prows[0]),
         *("| " + " | ".join(r.values()) + " |" for r in prows), "",
         distinguishable_text(strategies), "",
-        "![metrics per strategy](metrics.png)", "", "## Accuracy per cell", "",
+        "![metrics per strategy](metrics.png)", "", *figures, "## Accuracy per cell", "",
         "| strategy | " + " | ".join(cell_names) + " |", "|---|" + "---|" * len(cell_names),
         *(f"| {s.label} | " + " | ".join(f"{100 * aggs[s.name]['cells'][cell_key(y, p)]['acc']:.2f}"
                                           for y, p in CELLS) + " |" for s in strategies), "",
-        "![accuracy per cell](cells.png)", "", "## What was fine-tuned", "",
+        "![accuracy per cell](cells.png)", "", "The dashed line is chance (50 %).", "",
+        "## What was fine-tuned", "",
         *(f"- {m}" for m in mask_summary),
         *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail),
         f"- The best single-block freeze is chosen per seed among {', '.join(c.freeze_blocks)} by worst-group accuracy "

@@ -56,6 +56,9 @@ class EvalConfig:
                                          "sorted): adds the mean difference, its 95 % CI (Student t over seeds) and the "
                                          "wins for ACC, WST, EO and STD.")
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    plot: Path | None = option(None, path="file", help="Also draw a PNG: accuracy per cell for every --model (and "
+                               "--reference) with the 50 % chance line, and the first model's score histogram per "
+                               "group.")
 
 
 def expand_models(patterns: Sequence[str | os.PathLike]) -> list[Path]:
@@ -148,6 +151,55 @@ def _check_predictions(predictions: str | os.PathLike | None, data: str | os.Pat
         check_outputs({"--predictions": predictions}, {"--data": data, "--model": models})
 
 
+def _check_plot(plot: str | os.PathLike | None, data: str | os.PathLike, models: list[Path]) -> None:
+    if plot is not None:
+        check_suffix(plot, (".png",), "--plot")
+        check_outputs({"--plot": plot}, {"--data": data, "--model": models})
+
+
+def _cell_names(model: Path) -> list[str]:
+    """The cells in words when the checkpoint names attributes of a known task, else y=…/s=…."""
+    from ..checkpoint import read_meta
+    from ..tasks import TASKS
+
+    meta = read_meta(model)
+    for task in TASKS.values():
+        if (task.target.name, task.protected.name) == (meta.get("target"), meta.get("protected")):
+            return [task.cell_name(y, s) for y, s in CELLS]
+    return [f"y={y} · s={s}" for y, s in CELLS]
+
+
+def plot_eval(path: str | os.PathLike, runs: list[tuple[Path, GroupMetrics]], preds: Any, first: Path) -> Path:
+    """One PNG: accuracy per cell for every run (the dashed line is chance, 50 %) above the first model's score
+    histogram per cell (the dashed line is the 0.5 decision threshold)."""
+    import tempfile
+
+    from PIL import Image
+
+    from ..fsio import atomic_path
+    from ..plots import bar_chart, histograms
+
+    names = _cell_names(first)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+        bars = bar_chart(Path(tmp) / "bars.png", title="Accuracy per cell (target · protected)", groups=names,
+                         series={_short(p): [100 * m.cell_acc(y, s) for y, s in CELLS] for p, m in runs}, line=50.0)
+        hist = histograms(Path(tmp) / "hist.png", title=f"{first.name}: score per cell (sigmoid of the logit)",
+                          groups={name: preds.scores[(preds.targets == y) & (preds.protected == s)]
+                                  for name, (y, s) in zip(names, CELLS)})
+        with Image.open(bars) as a, Image.open(hist) as b:
+            out = Image.new("RGB", (max(a.width, b.width), a.height + b.height), "white")
+            out.paste(a.convert("RGB"), (0, 0))
+            out.paste(b.convert("RGB"), (0, a.height))
+    with atomic_path(path) as tmp_path:
+        out.save(tmp_path, format="PNG")
+    return path
+
+
+def _short(path: Path) -> str:
+    return "/".join(path.parts[-2:]) if len(path.parts) > 1 else path.name
+
+
 def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, workers: int, device: str,
              allow_duplicates: bool, progress: Progress) -> tuple[Manifest, Any]:
     """Every check that can fail cheaply, before any checkpoint is scored."""
@@ -165,10 +217,14 @@ def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, wor
 
 
 def _score_all(paths: list[Path], manifest: Manifest, data: str | os.PathLike, *, batch_size: int, workers: int,
-               device: Any, predictions: str | os.PathLike | None, progress: Progress) -> list[tuple[Path, GroupMetrics]]:
+               device: Any, predictions: str | os.PathLike | None, progress: Progress,
+               scores: list | None = None) -> list[tuple[Path, GroupMetrics]]:
+    """Metrics per checkpoint; `scores`, if given, receives each checkpoint's Predictions."""
     runs: list[tuple[Path, GroupMetrics]] = []
     for p in paths:
         preds = _score(p, manifest, batch_size=batch_size, workers=workers, device=device, progress=progress)
+        if scores is not None:
+            scores.append(preds)
         metrics = group_metrics(preds.targets, preds.protected, preds.preds)
         log.info("%s on %s: acc %.4f  wst %.4f  eo %.4f", p, Path(data).name, metrics.acc, metrics.wst, metrics.eo)
         if predictions is not None and dist.is_main():  # every rank holds all predictions; one writes
@@ -188,17 +244,22 @@ def evaluate_many(
     predictions: str | os.PathLike | None = None,
     allow_duplicates: bool = False,  # --allow-duplicates: keep rows that repeat an image (warn instead of refusing)
     progress: Progress = NULL,
+    plot: str | os.PathLike | None = None,
 ) -> tuple[list[tuple[Path, GroupMetrics]], dict[str, Any]]:
     """Evaluate each checkpoint on `data`; returns the per-run metrics and their aggregate (mean ± sample std,
-    WST and STD also from the mean cells). `models` may hold glob patterns."""
+    WST and STD also from the mean cells). `models` may hold glob patterns. `plot`: see plot_eval."""
     paths = expand_models(models)
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
     _check_predictions(predictions, data, paths)
+    _check_plot(plot, data, paths)
     manifest, dev = _prepare(paths, data, batch_size=batch_size, workers=workers, device=device,
                              allow_duplicates=allow_duplicates, progress=progress)
+    scores: list = []
     runs = _score_all(paths, manifest, data, batch_size=batch_size, workers=workers, device=dev,
-                      predictions=predictions, progress=progress)
+                      predictions=predictions, progress=progress, scores=scores)
+    if plot is not None and dist.is_main():
+        plot_eval(plot, runs, scores[0], paths[0])
     return runs, aggregate([m for _, m in runs])
 
 
@@ -213,6 +274,7 @@ def compare_to_reference(
     predictions: str | os.PathLike | None = None,
     allow_duplicates: bool = False,
     progress: Progress = NULL,
+    plot: str | os.PathLike | None = None,
 ) -> Comparison:
     """Evaluate `models` and `references` (each a list of paths or glob patterns, globs sorted) on `data` and pair
     them by position: model i and reference i should share a seed. Both lists must hold as many checkpoints.
@@ -223,11 +285,15 @@ def compare_to_reference(
     if predictions is not None and len(paths) > 1:
         raise UsageError(MSG_PREDICTIONS_MANY.format(n=len(paths)))
     _check_predictions(predictions, data, paths + ref_paths)
+    _check_plot(plot, data, paths + ref_paths)
     manifest, dev = _prepare(paths + ref_paths, data, batch_size=batch_size, workers=workers, device=device,
                              allow_duplicates=allow_duplicates, progress=progress)
     kw = dict(batch_size=batch_size, workers=workers, device=dev, progress=progress)
-    runs = _score_all(paths, manifest, data, predictions=predictions, **kw)
+    scores: list = []
+    runs = _score_all(paths, manifest, data, predictions=predictions, scores=scores, **kw)
     ref_runs = _score_all(ref_paths, manifest, data, predictions=None, **kw)
+    if plot is not None and dist.is_main():
+        plot_eval(plot, runs + [(Path(f"reference: {p}"), m) for p, m in ref_runs], scores[0], paths[0])
     a, b = [m for _, m in runs], [m for _, m in ref_runs]
     return Comparison(runs=runs, aggregate=aggregate(a), reference_runs=ref_runs, reference_aggregate=aggregate(b),
                       paired=paired(a, b))
