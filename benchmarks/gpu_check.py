@@ -34,41 +34,12 @@ def log(msg: str) -> None:
 
 
 def build_tiny_sd(folder: Path) -> Path:
-    """A random-weight SD pipeline: tiny UNet/VAE/CLIP text encoder and a 514-token byte-level CLIP tokenizer."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """A random-weight SD pipeline (tiny UNet/VAE/CLIP text encoder, byte-level CLIP tokenizer), as
+    synth_throughput.py --tiny builds it."""
+    from synth_throughput import build_pipeline  # benchmarks/ is on sys.path when this script runs
 
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
-    vocab_dir = folder / "vocab"
-    vocab_dir.mkdir(parents=True)
-    (vocab_dir / "vocab.json").write_text(json.dumps(vocab))
-    (vocab_dir / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer.from_pretrained(str(vocab_dir), model_max_length=77)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=2,
-    )
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                                        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
-                                   scheduler=sched, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    out = folder / "pipeline"
-    pipe.save_pretrained(out)
-    return out
+    build_pipeline("tiny", folder)
+    return folder / "pipeline"
 
 
 def sync(device: str) -> None:
