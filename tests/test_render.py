@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 
 from aimfair_cli.errors import UsageError
 from aimfair_cli.generators.base import ImageRequest, image_seed, make_generator
+from aimfair_cli.generators.diffusion import DiffusersOptions
 from aimfair_cli.generators.procedural import (
-    DIFFUSERS_ONLY,
     MSG_DIFFUSERS_ONLY,
     MSG_DIFFUSERS_ONLY_MANY,
     MSG_UNKNOWN_OPTIONS,
@@ -144,7 +145,10 @@ def test_diffusers_options_are_refused_by_name():
     with pytest.raises(UsageError) as exc:
         make_generator("procedural", colour="red")
     assert str(exc.value) == MSG_UNKNOWN_OPTIONS.format(names="--colour")
-    assert "save_size" in DIFFUSERS_ONLY and "model" in DIFFUSERS_ONLY
+    for f in dataclasses.fields(DiffusersOptions):  # every diffusers option but --device is refused by name
+        if f.name != "device":
+            with pytest.raises(UsageError, match="applies to --generator diffusers only"):
+                make_generator("procedural", **{f.name: f.default if f.default is not None else 1})
 
 
 def test_describe_names_the_vocabulary_it_read():
