@@ -26,8 +26,8 @@ def test_training_throughput_states_each_phase_against_the_raw_loop():
     assert r["device"].startswith("cpu") and r["amp"] is False and r["channels_last"] is False
     for key in ("raw", "train", "mask", "files"):
         assert r[key] > 0
-    assert r["train_ratio"] == pytest.approx(r["train"] / r["raw"], abs=0.002)
-    assert r["mask_ratio"] == pytest.approx(r["mask"] / r["raw"], abs=0.002)
+    assert r["train_ratio"] == pytest.approx(r["train"] / r["raw"], rel=0.03)  # from the unrounded rates
+    assert r["mask_ratio"] == pytest.approx(r["mask"] / r["raw"], rel=0.03)
 
 
 @pytest.mark.slow

@@ -359,7 +359,7 @@ def test_allow_duplicates_reaches_every_training_command(run_dir, monkeypatch, t
                                  "--weights", "none", "--allow-duplicates", *FAST])
     assert result.exit_code == 0, result.output
     assert "kept because of --allow-duplicates" in " ".join(result.stderr.split())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.config.yaml", "p.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.config.yaml", "p.history.csv", "p.safetensors"]
     assert "allow_duplicates: true" in (tmp_path / "p.config.yaml").read_text()
     too_few = {"mask": MSG_TOO_FEW.format(group="?", y=0, s=0, have=6, which="biased", need=50),
                "finetune": MSG_TOO_FEW.format(group="?", y=0, s=0, have=6, which="balanced", need=250)}
