@@ -231,8 +231,9 @@ def _limit_file_size():  # runs in the child: files may not grow past 1 MB; EFBI
 
 
 def test_pretrain_save_that_fails_midway_is_one_line(ws):
-    """A real failed write: the 45 MB checkpoint cannot grow past the 1 MB file-size limit (EFBIG, as a full
-    disk gives ENOSPC). The error names the file, and no partial checkpoint or temporary file remains."""
+    """A real failed write: the first large file, the resumable state written after epoch 1 (two 45 MB models),
+    cannot grow past the 1 MB file-size limit (EFBIG, as a full disk gives ENOSPC). The error names the file,
+    and no partial checkpoint, state or temporary file remains."""
     before = snapshot(ws)
     env = {**os.environ, "AIMFAIR_DEBUG": ""}
     proc = subprocess.run([sys.executable, "-m", "aimfair_cli", "pretrain", "--train", "data/train.csv", "--val",
@@ -240,6 +241,6 @@ def test_pretrain_save_that_fails_midway_is_one_line(ws):
                           text=True, preexec_fn=_limit_file_size, timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    assert proc.stderr.splitlines()[-1] == "Error: " + MSG_CANNOT_WRITE.format(path="m.safetensors",
+    assert proc.stderr.splitlines()[-1] == "Error: " + MSG_CANNOT_WRITE.format(path="m.resume.safetensors",
                                                                                reason=os.strerror(27))
     assert snapshot(ws) == before

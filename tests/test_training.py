@@ -113,7 +113,7 @@ def test_train_one_epoch_and_predict(data):
     train_loader, val_loader = _loaders(data)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     stats = train_one_epoch(model, train_loader, opt, device="cpu", amp=False)
-    assert set(stats) == {"loss", "acc"} and stats["loss"] > 0 and 0 <= stats["acc"] <= 1
+    assert set(stats) == {"loss", "acc", "n"} and stats["n"] == 16 and stats["loss"] > 0 and 0 <= stats["acc"] <= 1
     p = predict(model, val_loader, device="cpu")
     assert isinstance(p, Predictions)
     assert p.indices.tolist() == list(range(16))

@@ -87,7 +87,7 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
     # progress lines: on stderr only where no bar is drawn; always in the log file
     progress_log = logging.getLogger(PROGRESS_LOGGER)
     progress_log.handlers[:] = [*([] if interactive() else [screen]), *files]
-    progress_log.setLevel(logging.INFO)
+    progress_log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)
     progress_log.propagate = False
 
 
@@ -221,6 +221,8 @@ class TeeProgress:
 def make_progress() -> Any:
     """What a command reports its progress to: live bars on a terminal (and plain lines in the --log-file when
     there is one); plain lines when stderr is a file or a pipe."""
+    if not dist.is_main():
+        return NULL  # under torchrun only rank 0 reports progress
     if not interactive():
         return PlainProgress()
     if _log_file is not None:
