@@ -25,7 +25,7 @@ BASE = ["--train", "data/train.csv", "--val", "data/val.csv", "--epochs", "3", "
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    make_dataset(root / "data", n=400)  # 200 training images: an epoch lasts long enough to be killed in
+    make_dataset(root / "data", n=240)  # 120 training images: an epoch lasts long enough to be killed in
     return root
 
 
