@@ -225,7 +225,8 @@ class EpochSampler:
     """The batches of indices one rank reads in an epoch. Shuffled: a permutation seeded by seed + epoch (the
     same on every rank); under torchrun padded to equal shards (as DistributedSampler), so every rank takes the
     same number of steps. With `order`: one fixed pass in that order, unpadded (each image counted once), a last
-    single-image batch merged into the one before (see PassBatches). Nothing here keeps state between epochs,
+    single-image batch merged into the one before (BatchNorm in training mode cannot normalise one
+    image whose feature map is 1×1, layer4 at 32 px). Nothing here keeps state between epochs,
     so epoch k's batches are the same whether or not epochs 1..k-1 ran in this process (resume).
 
     `keys=True` yields (index, seed) pairs: a per-image augmentation seed from (seed, epoch, index), for
@@ -309,42 +310,6 @@ def pass_order(keys: Sequence[str], seed: int | str) -> list[int]:
     order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
     random.Random(str(seed)).shuffle(order)
     return order
-
-
-class PassBatches:
-    """Batches of one pass over the items of `order`, each item exactly once over all ranks: under torchrun
-    rank r takes every world_size-th item of the order (unpadded, so a sum over ranks counts each image once).
-    A last batch of a single image is merged into the one before: BatchNorm in training mode cannot normalise
-    one image whose feature map is 1×1 (layer4 at 32 px)."""
-
-    def __init__(self, order: Sequence[int], *, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
-        mine = list(order)[rank::world_size]
-        self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
-        if len(self.batches) > 1 and len(self.batches[-1]) == 1:
-            self.batches[-2].extend(self.batches.pop())
-
-    def __iter__(self):
-        return iter([list(b) for b in self.batches])
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def make_pass_loader(dataset: Any, *, order: Sequence[int], batch_size: int, workers: int, seed: int,
-                     pin_memory: bool = False) -> "DataLoader":
-    """A loader that reads `dataset` once in the given order (mask gradients: mixed batches, every image
-    counted). Augmentations in worker processes follow `seed`; with workers=0 they follow torch's global RNG,
-    which the caller seeds."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from . import dist
-
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    sampler = PassBatches(order, batch_size=batch_size, rank=dist.rank(), world_size=dist.world_size())
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      generator=generator, worker_init_fn=_seed_worker)
 
 
 def _clean(exc: AimfairError) -> AimfairError:
