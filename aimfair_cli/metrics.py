@@ -107,8 +107,15 @@ class GroupMetrics:
         out: dict[str, Any] = {k: getattr(self, k) for k in HEADLINE}
         out["positive_rate"] = self.positive_rate
         out["degenerate"] = self.degenerate
-        out["cells"] = {cell_key(*c): {"n": self.cells[c][0], "acc": self.cell_acc(*c)} for c in CELLS}
+        out["cells"] = {cell_key(*c): {"n": self.cells[c][0], "correct": self.cells[c][1], "acc": self.cell_acc(*c)}
+                        for c in CELLS}
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GroupMetrics":
+        """Back from `to_dict` (its per-cell counts)."""
+        return cls(cells={c: (int(d["cells"][cell_key(*c)]["n"]), int(d["cells"][cell_key(*c)]["correct"]))
+                          for c in CELLS})
 
 
 def _binary(values: Any, what: str):

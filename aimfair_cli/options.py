@@ -136,6 +136,37 @@ def show_default(field: dataclasses.Field) -> str | None:
     return str(value)
 
 
+def to_argv(cfg: Any, *, base: Path | None = None) -> list[str]:
+    """The flags that give the options dataclass `cfg` on the command line: every path (relative to `base` when
+    inside it) and every other option that differs from its default, in field order. `build` of these flags gives
+    `cfg` back; the study pipeline runs a step's `cfg` and writes these flags to commands.sh from the same value."""
+    argv: list[str] = []
+    for f, _ in fields_of(type(cfg)):
+        value = getattr(cfg, f.name)
+        if value is None or (value == default_of(f) and not isinstance(value, Path)):
+            continue
+        flag = flag_name(f)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            argv += [flag, ",".join(map(str, value))]
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, _relative(item, base)]
+        else:
+            argv += [flag, _relative(value, base) if isinstance(value, Path) else str(value)]
+    return argv
+
+
+def _relative(value: Any, base: Path | None) -> str:
+    if base is not None and Path(value).is_absolute():
+        try:
+            return str(Path(value).relative_to(base))
+        except ValueError:
+            pass
+    return str(value)
+
+
 def is_optional(tp: Any) -> bool:
     return _union_args(tp) is not None and type(None) in typing.get_args(tp)
 

@@ -375,3 +375,86 @@ def score_scatter(
     draw.ellipse([lx, ly + 22, lx + 10, ly + 32], outline="#8C8C8C", width=2)
     draw.text((lx + 18, ly + 20), "not selected", fill="black", font=small)
     return _save(img, path)
+
+
+def _frame(draw, box, xr, yr, *, xlabel, ylabel, title, font, small):
+    """Axes with 5 ticks per side over the ranges xr, yr in the box (left, top, width, height); returns the maps."""
+    left, top, pw, ph = box
+    fx = lambda v: left + pw * (v - xr[0]) / ((xr[1] - xr[0]) or 1)  # noqa: E731
+    fy = lambda v: top + ph - ph * (v - yr[0]) / ((yr[1] - yr[0]) or 1)  # noqa: E731
+    draw.text((left, top - 40), title, fill="black", font=font)
+    draw.rectangle([left, top, left + pw, top + ph], outline="black")
+    for i in range(6):
+        vx, vy = xr[0] + (xr[1] - xr[0]) * i / 5, yr[0] + (yr[1] - yr[0]) * i / 5
+        draw.line([(fx(vx), top + ph), (fx(vx), top + ph + 4)], fill="black")
+        draw.text((fx(vx) - 10, top + ph + 6), f"{vx:.3g}", fill="black", font=small)
+        draw.line([(left - 4, fy(vy)), (left, fy(vy))], fill="black")
+        draw.text((left - 40, fy(vy) - 6), f"{vy:.3g}", fill="black", font=small)
+    draw.text((left + pw / 2 - 40, top + ph + 22), xlabel, fill="black", font=small)
+    draw.text((left, top - 18), ylabel, fill="black", font=small)
+    return fx, fy
+
+
+def _span(values: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    lo, hi = min(v - e for v, e in values), max(v + e for v, e in values)
+    pad = 0.08 * (hi - lo) or 1.0
+    return lo - pad, hi + pad
+
+
+def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (1100, 470)) -> Path:
+    """Side-by-side panels, each one point per name at (x, y) with interval bars in both directions (the paper's
+    Fig. 1: utility against fairness). A panel: {"title", "xlabel", "ylabel", "points": {name: (x, dx, y, dy)}};
+    the names share colours across panels and one legend on the right (Pillow)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
+    names = list(dict.fromkeys(n for p in panels for n in p["points"]))
+    colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    legend_w = 250
+    pw = (width - legend_w - 70 * len(panels)) // len(panels)
+    for k, panel in enumerate(panels):
+        pts = panel["points"]
+        xr = _span([(x, dx) for x, dx, _, _ in pts.values()])
+        yr = _span([(y, dy) for _, _, y, dy in pts.values()])
+        fx, fy = _frame(draw, (70 + k * (pw + 70), 70, pw, height - 130), xr, yr, xlabel=panel["xlabel"],
+                        ylabel=panel["ylabel"], title=panel["title"], font=font, small=small)
+        for name, (x, dx, y, dy) in pts.items():
+            c = colour[name]
+            draw.line([(fx(x - dx), fy(y)), (fx(x + dx), fy(y))], fill=c, width=2)
+            draw.line([(fx(x), fy(y - dy)), (fx(x), fy(y + dy))], fill=c, width=2)
+            draw.ellipse([fx(x) - 5, fy(y) - 5, fx(x) + 5, fy(y) + 5], fill=c, outline="black")
+    lx = width - legend_w + 10
+    for i, n in enumerate(names):
+        draw.ellipse([lx, 72 + i * 20, lx + 10, 82 + i * 20], fill=colour[n], outline="black")
+        draw.text((lx + 16, 70 + i * 20), n, fill="black", font=small)
+    return _save(img, path)
+
+
+def interval_lines(path: str | os.PathLike, *, title: str, x: Sequence[float], series: dict[str, Sequence[tuple[float, float]]],
+                   xlabel: str, ylabel: str = "%", size: tuple[int, int] = (900, 440)) -> Path:
+    """One line per series over the given x, each point (mean, half-width) with its interval bar (Fig. 5 of the
+    paper: metrics against k); each series on its own scale would hide nothing, so all share one axis (Pillow)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
+    xr = (min(x) - 0.05 * ((max(x) - min(x)) or 1), max(x) + 0.05 * ((max(x) - min(x)) or 1))
+    yr = _span([p for ps in series.values() for p in ps])
+    fx, fy = _frame(draw, (70, 70, width - 300, height - 130), xr, yr, xlabel=xlabel, ylabel=ylabel, title=title,
+                    font=font, small=small)
+    for i, (name, points) in enumerate(series.items()):
+        c = PALETTE[i % len(PALETTE)]
+        xy = [(fx(xv), fy(m)) for xv, (m, _) in zip(x, points)]
+        if len(xy) > 1:
+            draw.line(xy, fill=c, width=2)
+        for xv, (m, e) in zip(x, points):
+            draw.line([(fx(xv), fy(m - e)), (fx(xv), fy(m + e))], fill=c, width=2)
+            draw.ellipse([fx(xv) - 4, fy(m) - 4, fx(xv) + 4, fy(m) + 4], fill=c)
+        draw.rectangle([width - 215, 72 + i * 20, width - 203, 84 + i * 20], fill=c)
+        draw.text((width - 195, 70 + i * 20), name, fill="black", font=small)
+    return _save(img, path)

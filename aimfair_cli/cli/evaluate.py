@@ -72,19 +72,14 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
     """Evaluate checkpoints on a real test manifest: per-cell accuracy and counts, ACC, WST, EO, worst-case EO and
     STD (percent in the table, fractions in --json). With several checkpoints also mean ± sample std over runs;
     with --reference also paired differences against the reference runs."""
-    from ..stages.evaluate import compare_to_reference, evaluate_many
+    from ..stages.evaluate import run_eval
 
-    kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
-              allow_duplicates=cfg.allow_duplicates, progress=console.make_progress(), plot=cfg.plot)
-    if cfg.reference:
-        cmp = compare_to_reference(cfg.model, cfg.reference, cfg.data, **kw)
-        if json_out:
-            console.out.print_json(json.dumps({
-                "runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.runs], "aggregate": cmp.aggregate,
-                "reference": {"runs": [{"model": str(p), **m.to_dict()} for p, m in cmp.reference_runs],
-                              "aggregate": cmp.reference_aggregate},
-                "paired": cmp.paired}))
-            return
+    result = run_eval(cfg, progress=console.make_progress())
+    if json_out:
+        console.out.print_json(json.dumps(result.to_dict()))
+        return
+    cmp = result.comparison
+    if cmp is not None:
         console.print_wide(render_table(cmp.runs, cmp.aggregate, cfg.data, title="model: "))
         console.print_wide(render_table(cmp.reference_runs, cmp.reference_aggregate, cfg.data, title="reference: "))
         console.print_wide(render_paired(cmp.paired))
@@ -94,16 +89,8 @@ def evaluate(cfg: EvalConfig, *, json_out: bool) -> None:
         if len(cmp.runs) > 1:
             console.out.print(AGGREGATE_NOTE, markup=False)
         return
-    runs, agg = evaluate_many(cfg.model, cfg.data, **kw)
-    if json_out:
-        if len(runs) == 1:
-            payload: dict[str, Any] = runs[0][1].to_dict()
-        else:
-            payload = {"runs": [{"model": str(p), **m.to_dict()} for p, m in runs], "aggregate": agg}
-        console.out.print_json(json.dumps(payload))
-    else:
-        console.print_wide(render_table(runs, agg, cfg.data))
-        if any(m.degenerate for _, m in runs):
-            console.out.print(MSG_DEGENERATE_NOTE, markup=False)
-        if len(runs) > 1:
-            console.out.print(AGGREGATE_NOTE, markup=False)
+    console.print_wide(render_table(result.runs, result.aggregate, cfg.data))
+    if any(m.degenerate for _, m in result.runs):
+        console.out.print(MSG_DEGENERATE_NOTE, markup=False)
+    if len(result.runs) > 1:
+        console.out.print(AGGREGATE_NOTE, markup=False)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 
-from .. import layout
-from ..errors import UsageError
-from ..stages.prompts import WRITER_OPTIONS, PromptsConfig, write_prompts
+from ..stages.prompts import PromptsConfig, run_prompts
 from . import console
 from .options import command
 
-MSG_NO_TASK = "--task is required (smiling_male, smiling_young, young_male or female_white)"
 
 
 @command("prompts", PromptsConfig)
@@ -20,18 +17,7 @@ def prompts(cfg: PromptsConfig, *, json_out: bool) -> None:
 
     An interrupted run keeps its prompts in <out>.partial.yaml; rerunning the same command continues it.
     """
-    if not cfg.task:
-        raise UsageError(MSG_NO_TASK)
-    target = cfg.out or layout.PROMPTS_DIR / f"{cfg.task}.yaml"
-    pf = write_prompts(
-        task=cfg.task,
-        out=target,
-        per_group=cfg.per_group,
-        writer=cfg.writer,
-        writer_options={k: getattr(cfg, k) for k in WRITER_OPTIONS if getattr(cfg, k) is not None},
-        seed=cfg.seed,
-        progress=console.make_progress(),
-    )
+    pf, target = run_prompts(cfg, progress=console.make_progress())
     counts = {name: len(ps) for name, ps in pf.groups.items()}
     if json_out:
         console.out.print_json(json.dumps({"out": str(target), "task": pf.task.name, "groups": counts,

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 
 from .. import dist
-from ..errors import UsageError
-from ..stages.synth import GENERATOR_OPTIONS, SynthConfig, resolve_inputs, synthesize
+from ..stages.synth import SynthConfig, run_synth
 from . import console
 from .options import command
 
-MSG_NO_GROUP = "--group is required (a group such as smiling_male, several separated by commas, or all)"
-MSG_NO_N = "--n is required (images per group)"
 
 
 @command("synth", SynthConfig)
@@ -22,25 +19,7 @@ def synth(cfg: SynthConfig, *, json_out: bool) -> None:
     Interrupted runs (Ctrl-C, kill -9) resume where they stopped with no duplicate and no gap. Short form in a
     run folder: `aimfair synth --group smiling_male --n 10000` finds the task and its prompt file by itself.
     """
-    if not cfg.group:
-        raise UsageError(MSG_NO_GROUP)
-    if cfg.n is None:
-        raise UsageError(MSG_NO_N)
-    prompt_file, groups = resolve_inputs(group=cfg.group, prompts=cfg.prompts, task=cfg.task)
-    result = synthesize(
-        prompts=prompt_file,
-        groups=groups,
-        n=cfg.n,
-        out=cfg.out,
-        generator=cfg.generator,
-        generator_options={k: getattr(cfg, k) for k in GENERATOR_OPTIONS if getattr(cfg, k) is not None},
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        prompt_kind=cfg.prompt_kind,
-        prompt_order=cfg.prompt_order,
-        shard=cfg.shard,
-        progress=console.make_progress(),
-    )
+    result, prompt_file, groups = run_synth(cfg, progress=console.make_progress())
     if not dist.is_main():
         return
     if json_out:

@@ -56,6 +56,8 @@ class EvalConfig:
                                          "sorted): adds the mean difference, its 95 % CI (Student t over seeds) and the "
                                          "wins for ACC, WST, EO and STD.")
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
+    out: Path | None = option(None, short=("-o",), path="file", help="Also write what --json prints to this JSON "
+                              "file (atomically; the study pipeline reads its runs from it).")
     plot: Path | None = option(None, path="file", help="Also draw a PNG: accuracy per cell for every --model (and "
                                "--reference) with the 50 % chance line, and the first model's score histogram per "
                                "group.")
@@ -316,3 +318,57 @@ def evaluate_checkpoint(
     runs, _ = evaluate_many([model], data, batch_size=batch_size, workers=workers, device=device,
                             predictions=predictions, allow_duplicates=allow_duplicates, progress=progress)
     return runs[0][1]
+
+
+@dataclass
+class EvalResult:
+    """What `aimfair eval` computed: the runs and their aggregate, and the comparison when --reference was given."""
+
+    runs: list[tuple[Path, GroupMetrics]]
+    aggregate: dict[str, Any]
+    comparison: Comparison | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `--json` prints: one run's metrics alone, several runs with their aggregate, and the reference and
+        the paired differences with --reference."""
+        def listed(runs: list[tuple[Path, GroupMetrics]]) -> list[dict[str, Any]]:
+            return [{"model": str(p), **m.to_dict()} for p, m in runs]
+
+        cmp = self.comparison
+        if cmp is not None:
+            return {"runs": listed(cmp.runs), "aggregate": cmp.aggregate,
+                    "reference": {"runs": listed(cmp.reference_runs), "aggregate": cmp.reference_aggregate},
+                    "paired": cmp.paired}
+        if len(self.runs) == 1:
+            return self.runs[0][1].to_dict()
+        return {"runs": listed(self.runs), "aggregate": self.aggregate}
+
+
+def run_eval(cfg: EvalConfig, *, progress: Progress = NULL) -> EvalResult:
+    """`aimfair eval` from its options; writes `cfg.out` (the --json payload) when given."""
+    import json
+
+    from ..fsio import atomic_write_text
+
+    if cfg.out is not None:
+        check_suffix(cfg.out, (".json",), "--out")
+        check_outputs({"--out": cfg.out}, {"--data": cfg.data, **{f"--model {m}": m for m in cfg.model}})
+    kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
+              allow_duplicates=cfg.allow_duplicates, progress=progress, plot=cfg.plot)
+    if cfg.reference:
+        cmp = compare_to_reference(cfg.model, cfg.reference, cfg.data, **kw)
+        result = EvalResult(runs=cmp.runs, aggregate=cmp.aggregate, comparison=cmp)
+    else:
+        result = EvalResult(*evaluate_many(cfg.model, cfg.data, **kw))
+    if cfg.out is not None and dist.is_main():
+        atomic_write_text(cfg.out, json.dumps(result.to_dict(), indent=1) + "\n")
+    return result
+
+
+def read_eval_runs(path: str | os.PathLike) -> list[GroupMetrics]:
+    """The per-run metrics of a file written by `eval --out` (one run, or several)."""
+    import json
+
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    runs = payload["runs"] if "runs" in payload else [payload]
+    return [GroupMetrics.from_dict(r) for r in runs]

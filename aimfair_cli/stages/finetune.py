@@ -1,15 +1,8 @@
 """`aimfair finetune`: fine-tune a pretrained (biased) model on balanced synthetic data, updating only some
 parameter tensors.
 
-Strategies (which tensors receive updates; all others stay bit-identical):
-- `mask`      AIM-Fair, Eq. 8: the tensors selected by `aimfair mask`;
-- `full`      every tensor (full fine-tuning);
-- `linear`    the fc layer only (linear probing);
-- `random:R`  a random R fraction of the tensors (seeded; the names are recorded);
-- `update:B`  one block only, `freeze:B` every block but one (sub-tuning; B in stem, layer1..layer4, fc);
-- `opposite`  a control the paper lacks, with `--mask`: the mask's opposite criterion at the same k (the k
-              tensors most sensitive to the domain gap ∩ the k least sensitive to the bias), to see whether the
-              gradient ranking matters beyond how many tensors are updated.
+The strategies (which tensors receive updates; all others stay bit-identical) are the registry in
+`aimfair_cli/strategies.py`: mask (AIM-Fair, Eq. 8), full, linear, random:R, update:B, freeze:B and opposite.
 
 Training from scratch on synthetic data, supplementing real with synthetic data and repairing the real data
 (paper Tab. 3) start from random weights rather than from the biased model, so they are `aimfair pretrain`
@@ -19,13 +12,11 @@ runs on the corresponding manifests, not fine-tuning strategies.
 from __future__ import annotations
 
 import logging
-import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist, layout
+from .. import dist, layout, strategies
 from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..fsio import check_outputs, check_suffix
@@ -41,76 +32,16 @@ from ..synthsets import draw_balanced
 
 log = logging.getLogger(__name__)
 
-BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
 BN_MODES = ("update", "freeze")
-MSG_BAD_STRATEGY = (
-    "unknown strategy '{value}' (use full, linear, random:RATIO, update:BLOCK, freeze:BLOCK or opposite; "
-    "blocks: stem, layer1..layer4, fc)"
-)
-MSG_MASK_AND_STRATEGY = "give either --mask or --strategy, not both (only --strategy opposite reads a --mask)"
+MSG_MASK_AND_STRATEGY = "give either --mask or --strategy, not both (only a strategy that reads the mask, such as " \
+    "opposite, takes --mask)"
 MSG_NO_STRATEGY = "give --mask FILE (AIM-Fair) or --strategy"
 MSG_MASK_OTHER_MODEL = ("--mask {mask} was computed on a model with SHA-256 {made_on}…, not on --model {model} "
                         "({sha}…): compute the mask on the model you fine-tune")
-MSG_OPPOSITE_NEEDS_MASK = "--strategy opposite needs --mask FILE: it ranks the mask's Δ1/Δ2 scores at the mask's k"
-MSG_MASK_WITHOUT_SCORES = "{path}: the mask holds no Δ1/Δ2 scores, so its opposite cannot be computed"
+MSG_NEEDS_MASK = "--strategy {strategy} needs --mask FILE: it reads the mask's selection or its Δ1/Δ2 scores"
 # The released runner.sh fine-tunes at 0.06 (main.py's own default is 0.05). The paper's text says the rate was
 # searched in {0.4, 0.5, 0.6}: ten times the released value, with momentum 0.9 on a pretrained ResNet-18.
 DEFAULT_LR = 0.06
-
-
-@dataclass(frozen=True)
-class Strategy:
-    kind: str  # mask | full | linear | random | update | freeze | opposite
-    arg: str | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.arg is None else f"{self.kind}:{self.arg}"
-
-
-def parse_strategy(text: str) -> Strategy:
-    text = text.strip().lower()
-    if text in ("full", "linear", "opposite"):
-        return Strategy(text)
-    m = re.fullmatch(r"random:(\d*\.?\d+)(%?)", text)
-    if m:
-        ratio = float(m.group(1)) / (100 if m.group(2) else 1)
-        if 0 < ratio <= 1:
-            return Strategy("random", f"{ratio:g}")
-    m = re.fullmatch(r"(update|freeze):(\w+)", text)
-    if m and m.group(2) in BLOCKS:
-        return Strategy(m.group(1), m.group(2))
-    raise UsageError(MSG_BAD_STRATEGY.format(value=text))
-
-
-def trainable_names(names: list[str], strategy: Strategy, *, selected: list[str] | None = None, seed: int = 0) -> list[str]:
-    """The parameter names that receive updates, in parameter order."""
-    from ..models import block_of
-
-    if strategy.kind in ("mask", "opposite"):  # `selected`: the mask's selection, or its opposite
-        chosen = set(selected or [])
-    elif strategy.kind == "full":
-        chosen = set(names)
-    elif strategy.kind == "linear":
-        chosen = {n for n in names if block_of(n) == "fc"}
-    elif strategy.kind == "random":
-        count = max(1, round(float(strategy.arg) * len(names)))
-        chosen = set(random.Random(f"{seed}:random-tensors").sample(names, count))
-    elif strategy.kind == "update":
-        chosen = {n for n in names if block_of(n) == strategy.arg}
-    else:  # freeze
-        chosen = {n for n in names if block_of(n) != strategy.arg}
-    return [n for n in names if n in chosen]
-
-
-def opposite_selection(mask, path: Path) -> list[str]:
-    """The opposite criterion at the mask's k, from the Δ1/Δ2 scores stored in the mask file."""
-    from ..selection import select_opposite
-    from .mask import mask_scores
-
-    scores = mask_scores(mask)
-    if not scores or "k" not in mask.meta:
-        raise UsageError(MSG_MASK_WITHOUT_SCORES.format(path=path))
-    return select_opposite(scores, int(mask.meta["k"]))
 
 
 @dataclass
@@ -122,10 +53,8 @@ class FinetuneConfig:
     val: Path = option(layout.VAL, help="Real validation manifest; the best epoch by accuracy is kept.", path="file")
     out: Path = option(layout.FINETUNE, short=("-o",), help="Output checkpoint (.safetensors).", path="file")
     mask: Path | None = option(None, help="Mask from `aimfair mask`: update only its tensors (AIM-Fair).", path="file")
-    strategy: str | None = option(None, help="Instead of --mask: full, linear, random:RATIO (e.g. random:0.5), "
-                                  "update:BLOCK or freeze:BLOCK (BLOCK: stem, layer1..layer4, fc); or, with --mask, "
-                                  "opposite: the k tensors most sensitive to the domain gap ∩ the k least sensitive to "
-                                  "the bias (a control).")
+    strategy: str | None = option(None, help="Which tensors to update instead of --mask's (with --mask, only a "
+                                  "strategy that reads the mask): " + strategies.help_text())
     epochs: int = option(10, help="Epochs.", min=1, max=MAX_EPOCHS)
     lr: float = option(DEFAULT_LR, above=0, max=MAX_LR,
                        help="SGD learning rate (momentum 0.9). The released runner.sh uses 0.06 (its code's default "
@@ -174,10 +103,10 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     cfg = check(cfg)
     if cfg.mask is None and cfg.strategy is None:
         raise UsageError(MSG_NO_STRATEGY)
-    strategy = Strategy("mask") if cfg.strategy is None else parse_strategy(cfg.strategy)
-    if strategy.kind == "opposite" and cfg.mask is None:
-        raise UsageError(MSG_OPPOSITE_NEEDS_MASK)
-    if cfg.mask is not None and strategy.kind not in ("mask", "opposite"):
+    strategy = strategies.parse_strategy(cfg.strategy or "mask")
+    if strategy.entry.needs_mask and cfg.mask is None:
+        raise UsageError(MSG_NEEDS_MASK.format(strategy=strategy))
+    if cfg.mask is not None and not strategy.entry.needs_mask:
         raise UsageError(MSG_MASK_AND_STRATEGY)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     check_suffix(cfg.out, (".safetensors",), "--out")
@@ -199,12 +128,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
             raise UsageError(MSG_MASK_OTHER_MODEL.format(mask=cfg.mask, made_on=made_on[:12], model=cfg.model,
                                                          sha=sha256_file(cfg.model)[:12]))
     names = [n for n, _ in model.named_parameters()]
-    selected = None
-    if strategy.kind == "mask":
-        selected = mask.selected
-    elif strategy.kind == "opposite":
-        selected = opposite_selection(mask, Path(cfg.mask))
-    trainable = trainable_names(names, strategy, selected=selected, seed=cfg.seed)
+    trainable = strategies.trainable_names(names, strategy, mask=mask, mask_path=cfg.mask, seed=cfg.seed)
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
 

@@ -59,6 +59,7 @@ PromptsConfig = dataclasses.make_dataclass("PromptsConfig", _WRITER_FIELDS, base
                                            namespace={"__doc__": _PromptsCore.__doc__, "__module__": __name__})
 WRITER_OPTIONS = tuple(name for name, _, _ in _WRITER_FIELDS)  # forwarded to make_writer when given
 
+MSG_NO_TASK = "--task is required (smiling_male, smiling_young, young_male or female_white)"
 PARTIAL_SUFFIX = ".partial.yaml"
 
 PROMPT_SUFFIXES = (".yaml", ".yml")
@@ -203,3 +204,14 @@ def write_prompts(
         "writer_options": _scrub(dict(writer_options or {})), "seed": seed, "groups": names, "out": str(out),
     })
     return pf
+
+
+def run_prompts(cfg: Any, *, progress: Progress = NULL) -> tuple[PromptFile, Path]:
+    """`aimfair prompts` from its options (a `PromptsConfig`): (the prompt file, where it was written)."""
+    if not cfg.task:
+        raise UsageError(MSG_NO_TASK)
+    target = Path(cfg.out or layout.PROMPTS_DIR / f"{cfg.task}.yaml")
+    pf = write_prompts(task=cfg.task, out=target, per_group=cfg.per_group, writer=cfg.writer,
+                       writer_options={k: getattr(cfg, k) for k in WRITER_OPTIONS if getattr(cfg, k) is not None},
+                       seed=cfg.seed, progress=progress)
+    return pf, target

@@ -104,6 +104,8 @@ SynthConfig = dataclasses.make_dataclass("SynthConfig", _GENERATOR_FIELDS, bases
 GENERATOR_OPTIONS = tuple(name for name, _, _ in _GENERATOR_FIELDS)  # forwarded to make_generator when given
 
 
+MSG_NO_GROUP = "--group is required (a group such as smiling_male, several separated by commas, or all)"
+MSG_NO_N = "--n is required (images per group)"
 MSG_BAD_SHARD = "--shard must look like i/n with 0 <= i < n (got {value!r})"
 MSG_BAD_N = "--n must be at least 1 (got {n})"
 MSG_BAD_BATCH = "--batch-size must be at least 1 (got {value})"
@@ -575,6 +577,20 @@ def synthesize(
                            generator_options=generator_options, seed=seed, batch_size=batch_size,
                            prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard, mine=mine,
                            progress=progress)
+
+
+def run_synth(cfg: Any, *, progress: Progress = NULL) -> tuple[SynthResult, Path, list[str]]:
+    """`aimfair synth` from its options (a `SynthConfig`): (result, the prompt file used, the groups)."""
+    if not cfg.group:
+        raise UsageError(MSG_NO_GROUP)
+    if cfg.n is None:
+        raise UsageError(MSG_NO_N)
+    prompt_file, groups = resolve_inputs(group=cfg.group, prompts=cfg.prompts, task=cfg.task)
+    result = synthesize(prompts=prompt_file, groups=groups, n=cfg.n, out=cfg.out, generator=cfg.generator,
+                        generator_options={k: getattr(cfg, k) for k in GENERATOR_OPTIONS if getattr(cfg, k) is not None},
+                        seed=cfg.seed, batch_size=cfg.batch_size, prompt_kind=cfg.prompt_kind,
+                        prompt_order=cfg.prompt_order, shard=cfg.shard, progress=progress)
+    return result, prompt_file, groups
 
 
 def _synthesize(pf: PromptFile, *, prompts: Any, groups: list[str], n: int, out: Path, generator: str,

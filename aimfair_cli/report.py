@@ -1,0 +1,333 @@
+"""The study report: Markdown tables (mean ± std over seeds, paired differences against full fine-tuning with 95 %
+intervals), figures (utility against fairness, metrics, cells, curves, samples, the mask's selection) and the
+`--json` payload. The runs come from `aimfair_cli/studies.py`; nothing here trains or evaluates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
+
+REFERENCE = "full"  # every row is compared, seed by seed, with full fine-tuning
+TASK = "smiling_male"
+
+
+def _pm(agg: dict[str, Any], key: str) -> str:
+    v = agg[key]
+    if not isinstance(v, dict):
+        return f"{100 * v:.2f}"
+    if agg["n_runs"] == 1:
+        return f"{100 * v['mean']:.2f}"
+    return f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}"
+
+
+def summary_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict[str, str]]:
+    """One row per strategy: mean ± std over seeds (percent; no ± for one seed). WST and STD are shown both ways
+    when there are several seeds (mean of per-seed values, and from the mean cell accuracies as the paper does)."""
+    rows = []
+    for s in strategies:
+        agg = s.aggregate()
+        name = s.label if labels else s.name
+        if agg["degenerate_runs"]:  # a constant predictor must never read as "perfectly fair"
+            name += f" {DEGENERATE_MARK} ({agg['degenerate_runs']}/{agg['n_runs']} seeds)"
+        row = {"strategy": name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
+        if agg["n_runs"] > 1:
+            row["WST (min of mean cells)"] = _pm(agg, "wst_of_mean_cells")
+        row.update({"EO": _pm(agg, "eo"), "EO worst": _pm(agg, "eo_worst"), "STD": _pm(agg, "std")})
+        if agg["n_runs"] > 1:
+            row["STD (std of mean cells)"] = _pm(agg, "std_of_mean_cells")
+        rows.append(row)
+    return rows
+
+
+def paired_vs_reference(strategies: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """`metrics.paired` of every strategy but the reference against full fine-tuning, seed by seed."""
+    from .metrics import paired
+
+    ref = next(s for s in strategies if s.name == REFERENCE)
+    return {s.name: paired(s.metrics, ref.metrics) for s in strategies if s.name != REFERENCE}
+
+
+def paired_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict[str, str]]:
+    """One row per strategy: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against full fine-tuning, in
+    percentage points ("—" for the interval with one seed)."""
+    from .metrics import PAIRED, format_paired
+
+    comparisons = paired_vs_reference(strategies)
+    rows = []
+    for s in strategies:
+        if s.name not in comparisons:
+            continue
+        row = {"strategy": s.label if labels else s.name}
+        for key, _ in PAIRED:
+            t = format_paired(comparisons[s.name][key])
+            row[key.upper()] = f"{t['diff']} {t['ci95']} {t['wins']}"
+        rows.append(row)
+    return rows
+
+
+def distinguishable_text(strategies: Sequence[Any]) -> str:
+    """In words: which paired differences against full fine-tuning have a 95 % interval that excludes 0."""
+    from .metrics import PAIRED, excludes_zero
+
+    comparisons = paired_vs_reference(strategies)
+    n = len(next(s for s in strategies if s.name == REFERENCE).metrics)
+    if n == 1:
+        return ("With one seed there is no interval, so no difference can be told from seed-to-seed noise; "
+                "run more seeds (--seeds) for that.")
+    found = []
+    for s in strategies:
+        for key, better in PAIRED:
+            entry = comparisons.get(s.name, {}).get(key)
+            if entry is not None and excludes_zero(entry):
+                verdict = "better" if entry["mean_diff"] * better > 0 else "worse"
+                found.append(f"{s.label}: {key.upper()} {100 * entry['mean_diff']:+.2f} points ({verdict})")
+    if not found:
+        return (f"At {n} seeds no difference against full fine-tuning is distinguishable from zero: every 95 % "
+                "interval contains 0.")
+    return (f"At {n} seeds these differences against full fine-tuning are distinguishable from zero (95 % interval "
+            "excludes 0): " + "; ".join(found) + ". Every other interval contains 0.")
+
+
+def _training_curves(out: Path, strategies: Sequence[Any]) -> list[str]:
+    """Validation accuracy per epoch of seed 0's pretraining and fine-tunings, from their history files."""
+    import csv
+
+    from .plots import line_chart
+
+    series = {}
+    for name in ["pretrain", *(s.name for s in strategies if s.name not in ("pretrained", "freeze"))]:
+        path = out / "seed0" / f"{name}.history.csv"
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as fh:
+                series[name] = [100 * float(r["val_acc"]) for r in csv.DictReader(fh) if r["val_acc"]]
+    if not series:
+        return []
+    line_chart(out / "curves.png", title="Seed 0: validation accuracy per epoch (from <checkpoint>.history.csv)",
+               series=series, ylabel="val acc %")
+    return ["## Training curves", "", "![training curves](curves.png)", ""]
+
+
+def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
+    """Real training images against synthetic ones, one pair of rows per group: the domain gap at a glance."""
+    from .manifest import read_manifest
+    from .plots import image_grid
+
+    real, synth = out / "data" / "train.csv", out / "synth" / "metadata.jsonl"
+    if not (real.is_file() and synth.is_file()):
+        return []
+    real_m, synth_m = read_manifest(real), read_manifest(synth)
+    rows = []
+    for g in task.groups:
+        def first(m):
+            return [m.image_path(r) for r in m.rows
+                    if int(r["target"]) == g.target and int(r["protected"]) == g.protected][:per_row]
+        name = task.cell_name(g.target, g.protected)
+        rows += [(f"real · {name}", first(real_m)), (f"synthetic · {name}", first(synth_m))]
+    image_grid(out / "samples.png", rows)
+    return ["## Real and synthetic images", "",
+            "The first training images of each group, real (rendered photo style) above synthetic (procedural, "
+            "from the contextual prompts): the domain gap the mask's Δ1 measures.", "",
+            "![real and synthetic images per group](samples.png)", ""]
+
+
+def _ci_half(values: Sequence[float]) -> float:
+    """Half-width of the 95 % Student-t interval of the mean (0 with one value)."""
+    from .stats import mean_ci
+
+    mean, ci = mean_ci(list(values))
+    return 0.0 if ci is None else (ci[1] - ci[0]) / 2
+
+
+def utility_fairness(out: Path, rows: Sequence[Any], *, name: str = "utility-fairness.png") -> list[str]:
+    """The paper's Fig. 1 for these runs: ACC against WST and ACC against EO, one point per row, bars = 95 %
+    intervals over seeds."""
+    from .plots import interval_scatter
+
+    def point(r: Any, key: str) -> tuple[float, float, float, float]:
+        acc = [100 * m.acc for m in r.metrics]
+        other = [100 * getattr(m, key) for m in r.metrics]
+        return sum(other) / len(other), _ci_half(other), sum(acc) / len(acc), _ci_half(acc)
+
+    interval_scatter(out / name, [
+        {"title": "Utility against worst-group accuracy", "xlabel": "WST % (higher is fairer)", "ylabel": "ACC %",
+         "points": {r.label: point(r, "wst") for r in rows}},
+        {"title": "Utility against equalized odds", "xlabel": "EO % (lower is fairer)", "ylabel": "ACC %",
+         "points": {r.label: point(r, "eo") for r in rows}},
+    ])
+    return ["## Utility against fairness", "",
+            "One point per strategy (mean over seeds; bars: 95 % Student-t intervals over seeds, none with one seed), "
+            "as the paper's Fig. 1: up is more accurate, right (WST) or left (EO) is fairer.", "",
+            f"![utility against fairness]({name})", ""]
+
+
+def table_lines(rows: Sequence[Any]) -> list[str]:
+    """The summary table, then the paired table and its reading, for one study's rows."""
+    from .bias import CELLS
+    from .metrics import cell_key
+    from .tasks import get_task
+
+    summary, prows = summary_rows(rows), paired_rows(rows)
+    task = get_task(TASK)
+    for row, r in zip(summary, rows):
+        cells = r.aggregate()["cells"]
+        row.update({task.cell_name(y, p): f"{100 * cells[cell_key(y, p)]['acc']:.2f}" for y, p in CELLS})
+    cols = list(summary[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+             *("| " + " | ".join(r[c] for c in cols) + " |" for r in summary), ""]
+    if prows:
+        lines += ["Paired against full fine-tuning (mean difference [95 % interval] wins/seeds, percentage points):",
+                  "", "| " + " | ".join(prows[0]) + " |", "|" + "---|" * len(prows[0]),
+                  *("| " + " | ".join(r.values()) + " |" for r in prows), "", distinguishable_text(rows), ""]
+    return lines
+
+
+def topk_figure(out: Path, rows: Sequence[Any]) -> list[str]:
+    """ACC, WST and EO against k with 95 % intervals (the paper's Fig. 5), from rows named k40, k45, ..."""
+    from .plots import interval_lines
+
+    ks = [(int(r.name[1:]), r) for r in rows if r.name.startswith("k") and r.name[1:].isdigit()]
+    if not ks:
+        return []
+    series = {label: [(sum(v) / len(v), _ci_half(v)) for v in ([100 * getattr(m, key) for m in r.metrics]
+                                                               for _, r in ks)]
+              for label, key in (("ACC", "acc"), ("WST", "wst"), ("EO", "eo"))}
+    interval_lines(out / "topk.png", title="AIM-Fair against k (mean, 95 % interval over seeds)",
+                   x=[k for k, _ in ks], series=series, xlabel="k (tensors in each of K1 and K2)")
+    return ["![metrics against k](topk.png)", ""]
+
+
+def study_sections(out: Path, studies: Sequence[Any], results: dict[str, list[Any]]) -> list[str]:
+    """One section per study other than the main comparison: its table, paired table and figure."""
+    lines: list[str] = []
+    for study in studies:
+        if study.name == "main":
+            continue
+        rows = results[study.name]
+        lines += [f"## Study `{study.name}`: {study.title}", "", *table_lines(rows)]
+        if study.figure == "topk":
+            lines += topk_figure(out, rows)
+        details = [d for r in rows for d in r.detail]
+        if details:
+            lines += ["Chosen per seed on the validation set by worst-group accuracy (this uses group labels AIM-Fair "
+                      "does not need, so it flatters these baselines):", "",
+                      *(f"- {r.label}: " + "; ".join(r.detail) for r in rows if r.detail), ""]
+    return lines
+
+
+def study_json(studies: Sequence[Any], results: dict[str, list[Any]]) -> dict[str, Any]:
+    """`{"studies": {NAME: {"title": .., "rows": [{"name", "label", "acc": {"mean", "std"}, "wst", "wst_of_mean_cells",
+    "eo", "eo_worst", "std", "std_of_mean_cells", "cells", "paired_vs_full": {...}}]}}}` (fractions, not percent)."""
+    payload: dict[str, Any] = {}
+    for study in studies:
+        rows = results[study.name]
+        comparisons = paired_vs_reference(rows)
+        listed = []
+        for r in rows:
+            agg = r.aggregate()
+            entry = {"name": r.name, "label": r.label, "n_seeds": agg["n_runs"], "acc": agg["acc"],
+                     "wst": agg["wst_mean_of_runs"], "wst_of_mean_cells": agg["wst_of_mean_cells"], "eo": agg["eo"],
+                     "eo_worst": agg["eo_worst"], "std": agg["std"], "std_of_mean_cells": agg["std_of_mean_cells"],
+                     "cells": agg["cells"], "degenerate_runs": agg["degenerate_runs"]}
+            if r.name in comparisons:
+                entry["paired_vs_full"] = {k: {"mean_diff": v["mean_diff"], "ci95": v["ci95"], "wins": v["wins"],
+                                               "n": v["n"]} for k, v in comparisons[r.name].items()}
+            if r.detail:
+                entry["chosen"] = r.detail
+            listed.append(entry)
+        payload[study.name] = {"title": study.title, "rows": listed}
+    return {"studies": payload}
+
+
+def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -> list[str]:
+    """The quick comparison (`aimfair demo` without --study): tables, paired table, metric and cell figures."""
+    from .bias import CELLS
+    from .metrics import cell_key
+    from .plots import bar_chart, bar_panels
+    from .tasks import get_task
+
+    rows = summary_rows(strategies)
+    prows = paired_rows(strategies)
+    aggs = {s.name: s.aggregate() for s in strategies}
+    task = get_task(TASK)
+
+    def panel(title: str, keys: dict[str, str]) -> dict[str, Any]:
+        return dict(title=title, groups=list(keys),
+                    series={s.name: [100 * aggs[s.name][k]["mean"] for k in keys.values()] for s in strategies},
+                    errors={s.name: [100 * aggs[s.name][k]["std"] for k in keys.values()] for s in strategies})
+
+    bar_panels(out / "metrics.png", [
+        panel("Higher is better (mean ± std over seeds)", {"ACC": "acc", "WST": "wst_mean_of_runs"}),
+        panel("Lower is better (mean ± std over seeds)", {"EO": "eo", "STD": "std"}),
+    ], size=(620, 420))
+    cell_names = [task.cell_name(y, s) for y, s in CELLS]
+    bar_chart(out / "cells.png", title="Real test set: accuracy per cell (target · protected)", groups=cell_names,
+              series={s.name: [100 * aggs[s.name]["cells"][cell_key(y, p)]["acc"] for y, p in CELLS]
+                      for s in strategies}, line=50.0)
+    cols = list(rows[0])
+    lines = [
+        "## AIM-Fair against fine-tuning baselines", "",
+        "Metrics on the real test set in percent, mean ± sample std over seeds. WST and STD are shown as the mean "
+        "of each seed's value and, with several seeds, from the mean cell accuracies as the paper's released code "
+        "does (WST = lowest mean cell, STD = population std of the mean cells).", "",
+        "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+        *("| " + " | ".join(r[c_] for c_ in cols) + " |" for r in rows), "",
+        "## Paired against full fine-tuning", "",
+        "Every strategy ran on the same seeds as full fine-tuning, so each seed gives one difference (strategy − full "
+        "fine-tuning, percentage points). Each cell: mean difference, its 95 % interval (Student t over seeds, "
+        "n − 1 degrees of freedom; — with one seed), and the seeds on which the strategy beat full fine-tuning "
+        "(higher ACC and WST, lower EO and STD are better).", "",
+        "| " + " | ".join(prows[0]) + " |", "|" + "---|" * len(prows[0]),
+        *("| " + " | ".join(r.values()) + " |" for r in prows), "",
+        distinguishable_text(strategies), "",
+        "![metrics per strategy](metrics.png)", "",
+    ]
+    if any(a["degenerate_runs"] for a in aggs.values()):
+        lines[-2] = f"{MSG_DEGENERATE_NOTE}.\n\n" + lines[-2]
+    lines += [*_training_curves(out, strategies), "## Accuracy per cell", "",
+              "| strategy | " + " | ".join(cell_names) + " |", "|---|" + "---|" * len(cell_names),
+              *(f"| {s.label} | " + " | ".join(f"{100 * aggs[s.name]['cells'][cell_key(y, p)]['acc']:.2f}"
+                                                for y, p in CELLS) + " |" for s in strategies), "",
+              "![accuracy per cell](cells.png)", "", "The dashed line is chance (50 %).", "",
+              "## What was fine-tuned", "",
+              *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail),
+              f"- The best single-block freeze is chosen per seed among {', '.join(blocks)} by worst-group accuracy "
+              "on the validation set (this uses group labels AIM-Fair does not need, so it flatters the baseline).",
+              "- The opposite criterion, a control the paper lacks, fine-tunes at the same k the k tensors *most* "
+              "sensitive to the domain gap ∩ the k *least* sensitive to the bias (`finetune --mask mask.safetensors "
+              "--strategy opposite`). Where it does as well as AIM-Fair, the gradient ranking adds nothing beyond how "
+              "many tensors are updated.", ""]
+    return lines
+
+
+def write_report(out: Path, *, intro: str, studies: Sequence[Any], results: dict[str, list[Any]],
+                 mask_summary: Sequence[str], seeds: int, blocks: Sequence[str], commands: Sequence[str]) -> Path:
+    """report.md in `out`: Fig. 1 (utility against fairness) first, then the main comparison and each study, the
+    mask's selection and the commands that reproduce it all."""
+    from .fsio import atomic_write_text
+    from .tasks import get_task
+
+    seen: dict[str, Any] = {}
+    for study in studies:
+        for r in results[study.name]:
+            seen.setdefault(r.name, r)
+    lines = ["# aimfair demo report", "", intro, "", *utility_fairness(out, list(seen.values()))]
+    if "main" in results:
+        lines += _main_section(out, results["main"], blocks)
+    lines += study_sections(out, studies, results)
+    lines += _sample_grid(out, get_task(TASK))
+    lines += ["## Where the selection comes from", "",
+              *(f"- {m}" for m in mask_summary), "",
+              "One point per parameter tensor: Δ1 = mean |g_R − g_S1| (sensitivity to the real/synthetic domain gap) "
+              "against Δ2 = mean |g_S1 − g_S2| (sensitivity to the bias). K1 = the k tensors left of the vertical line "
+              "(smallest Δ1), K2 = the k above the horizontal line (largest Δ2); filled points are selected (K1 ∩ K2, "
+              "the shaded corner). The legend counts the selected tensors per block.", "",
+              *(f"![selection, seed {i}](selection-seed{i}.png)" for i in range(seeds)), "",
+              "## Reproduce", "",
+              "Every step above is one `aimfair` command; `commands.sh` in this folder lists them in order, made from "
+              "the same step data that ran (each step's `<output>.step.json` records its command and inputs).", "",
+              "```sh", *commands, "```", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

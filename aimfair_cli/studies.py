@@ -1,0 +1,372 @@
+"""The paper's experiments (§4.5) as studies: named sets of rows, each row a way to get a model, run per seed.
+
+    main        the quick comparison `aimfair demo` runs by default: AIM-Fair against the fine-tuning baselines;
+    strategies  Tab. 3: ERM on biased real, balanced synthetic only, supplementation, repairing, linear probing,
+                full fine-tuning, AIM-Fair;
+    partial     Tab. 4: best random selection (40/55/70/85 %), best update-one-block, best freeze-one-block,
+                AIM-Fair with the cosine score, AIM-Fair, the opposite criterion (a control);
+    prompts     Tab. 5: trained on balanced synthetic only, from 1 plain prompt, 25 or 50 contextual prompts per group;
+    topk        Fig. 5: AIM-Fair for k in 40, 45, 50, 55, 60;
+    bias-ratio  Tab. 6: the synthetic-biased set of the mask at 4:6, 3:7, 2:8, 1:9 and auto.
+
+Every study also runs full fine-tuning, the reference each row is paired with seed by seed. A row is a function
+of a `Bench` (one seed's steps: pretrain, compose, mask, finetune, evaluate), so rows shared by several studies
+(ERM, AIM-Fair, full fine-tuning) are one step each, run once. "Best" rows choose on the validation set by
+worst-group accuracy, which uses group labels AIM-Fair does not need. A new study is a `STUDIES` entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import UsageError
+from .pipeline import Pipeline, Step
+
+REFERENCE = "full"
+MSG_UNKNOWN_STUDY = "unknown study '{name}' (known: {known}, or all)"
+
+
+@dataclass
+class Sizes:
+    """What every training of a study uses (from `aimfair demo`'s or `aimfair study`'s options)."""
+
+    image_size: int
+    batch_size: int
+    crop_scale: float
+    pretrain_epochs: int
+    pretrain_lr: float
+    pretrain_milestones: tuple[int, ...]
+    finetune_epochs: int
+    finetune_lr: float
+    topk: str
+    n_train: int  # real training images
+    n_synth: int  # balanced synthetic images of each fine-tuning and from-scratch synthetic set
+    blocks: tuple[str, ...]  # tried by the best single-block baselines
+    weights: str = "none"
+    workers: int = 0
+    device: str = "auto"
+    n_eval: int = 1000  # images in val and test, for the estimate
+
+
+@dataclass
+class Sources:
+    """The files every seed reads: real manifests, the prompt file and the synthetic pool (with the steps that
+    make more synthetic sets, for the prompts study; None where a study cannot make them)."""
+
+    train: Path
+    val: Path
+    test: Path
+    prompts: Path
+    synth: Path  # the synthetic pool's manifest
+    make_synth: Callable[[str], Path] | None = None  # variant name ("plain", "25") -> its manifest, via steps
+
+
+class Bench:
+    """One seed's steps. Each method returns the file a step writes, running the step through the pipeline (which
+    reuses it when its record matches)."""
+
+    def __init__(self, pipe: Pipeline, src: Sources, sizes: Sizes, folder: Path, seed: int) -> None:
+        self.pipe, self.src, self.z, self.folder, self.seed = pipe, src, sizes, folder, seed
+        self.details: dict[str, str] = {}
+
+    def _common(self) -> dict[str, Any]:
+        return dict(batch_size=self.z.batch_size, workers=self.z.workers, device=self.z.device, seed=self.seed)
+
+    def pretrain(self, name: str = "pretrain", train: Path | None = None, n: int | None = None) -> Path:
+        """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate)."""
+        from .stages.pretrain import PretrainConfig
+
+        train, n = train or self.src.train, n or self.z.n_train
+        cfg = PretrainConfig(train=train, val=self.src.val, out=self.folder / f"{name}.safetensors",
+                             epochs=self.z.pretrain_epochs, lr=self.z.pretrain_lr,
+                             milestones=tuple(self.z.pretrain_milestones), image_size=self.z.image_size,
+                             crop_scale=self.z.crop_scale, weights=self.z.weights, **self._common())
+        self.pipe.run(Step(("pretrain",), cfg, (train, self.src.val), (cfg.out,), f"pretrain {name} seed {self.seed}",
+                           cost=self.z.pretrain_epochs * (n + self.z.n_eval / 3)))
+        return cfg.out
+
+    def compose(self, kind: str, synth: Path | None = None, name: str | None = None) -> Path:
+        from .data.compose import ComposeConfig
+
+        name = name or kind
+        cfg = ComposeConfig(kind=kind, real=self.src.train, synth=synth or self.src.synth,
+                            out=self.folder / "sets" / f"{name}.csv", n=self.z.n_synth, seed=self.seed)
+        inputs = (cfg.synth,) if kind == "synthetic" else (cfg.real, cfg.synth)
+        self.pipe.run(Step(("data", "compose"), cfg, inputs, (cfg.out,), f"compose {name} seed {self.seed}", cost=1))
+        return cfg.out
+
+    def mask(self, **options: Any) -> Path:
+        """The mask at the study's k with the mask stage's defaults, or with `options` (topk, score, bias_ratio);
+        options equal to those are dropped, so the same mask is one step."""
+        from .options import default_of
+        from .stages.mask import MaskConfig
+
+        base = {"topk": self.z.topk, **{f.name: default_of(f) for f in dataclasses.fields(MaskConfig)
+                                         if f.name in ("score", "bias_ratio")}}
+        options = {k: v for k, v in options.items() if str(v) != str(base[k])}
+        cfg = MaskConfig(model=self.pretrain(), real=self.src.train, synth=self.src.synth,
+                         out=self.folder / f"mask{_suffix(options)}.safetensors", crop_scale=self.z.crop_scale,
+                         **{**base, **self._common(), **options})
+        self.pipe.run(Step(("mask",), cfg, (cfg.model, cfg.real, cfg.synth), (cfg.out,),
+                           f"{cfg.out.stem} seed {self.seed}", cost=3 * self.z.n_train))
+        return cfg.out
+
+    def aimfair(self, **options: Any) -> Path:
+        """AIM-Fair: fine-tune the tensors of `mask(**options)`."""
+        mask = self.mask(**options)
+        return self.finetune("aimfair" + mask.stem.removeprefix("mask"), mask=mask)
+
+    def finetune(self, name: str, *, strategy: str | None = None, mask: Path | None = None) -> Path:
+        from .stages.finetune import FinetuneConfig
+
+        cfg = FinetuneConfig(model=self.pretrain(), synth=self.src.synth, val=self.src.val,
+                             out=self.folder / f"{name}.safetensors", mask=mask, strategy=strategy,
+                             epochs=self.z.finetune_epochs, lr=self.z.finetune_lr, n_synth=self.z.n_synth,
+                             crop_scale=self.z.crop_scale, **self._common())
+        inputs = (cfg.model, cfg.synth, cfg.val) + ((mask,) if mask is not None else ())
+        self.pipe.run(Step(("finetune",), cfg, inputs, (cfg.out,), f"finetune {name} seed {self.seed}",
+                           cost=self.z.finetune_epochs * (self.z.n_synth + self.z.n_eval / 3)))
+        return cfg.out
+
+    def evaluate(self, model: Path, data: Path | None = None) -> Any:
+        """The model's metrics on the test set (or `data`), through an `eval --out` step."""
+        from .metrics import GroupMetrics
+        from .stages.evaluate import EvalConfig, read_eval_runs
+
+        data = data or self.src.test
+        out = model.with_name(f"{model.stem}.{data.stem}.json")
+        cfg = EvalConfig(model=[str(model)], data=data, out=out, workers=self.z.workers, device=self.z.device)
+        self.pipe.run(Step(("eval",), cfg, (model, data), (out,), f"eval {model.stem} on {data.stem} seed {self.seed}",
+                           cost=self.z.n_eval / 3))
+        if self.pipe.plan:  # nothing ran: a stand-in, so rows that choose among candidates can be planned
+            return GroupMetrics(cells={c: (1, 1) for c in ((0, 0), (0, 1), (1, 0), (1, 1))})
+        return read_eval_runs(out)[0]
+
+    def best(self, candidates: Sequence[tuple[str, Callable[[], Path]]]) -> tuple[str, Path]:
+        """The candidate with the best worst-group accuracy on the validation set (ties: the first)."""
+        scored = []
+        for label, make in candidates:
+            path = make()
+            scored.append((self.evaluate(path, self.src.val).wst, -len(scored), label, path))
+        _, _, label, path = max(scored)
+        return label, path
+
+    def selection_ratio(self, mask: Path) -> float:
+        """The share of tensors the mask selects (0.5 while planning)."""
+        if self.pipe.plan:
+            return 0.5
+        from .maskfile import load_mask
+
+        m = load_mask(mask)
+        return len(m.selected) / m.total
+
+
+def _suffix(options: dict[str, Any]) -> str:
+    """{"topk": "40"} -> "-topk-40"; {"bias_ratio": "2:8"} -> "-bias_ratio-2-8": a file-name part per option."""
+    return "".join(f"-{k}-{str(v).replace(':', '-').replace('%', 'pct')}" for k, v in sorted(options.items()))
+
+
+# ---- rows ------------------------------------------------------------------------------------------------------
+
+RowFn = Callable[[Bench], Path]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    make: RowFn
+
+
+
+
+def _random_same_ratio(b: Bench) -> Path:
+    ratio = b.selection_ratio(b.mask())
+    b.details["random"] = f"{ratio:.2f} of the tensors"
+    return b.finetune("random", strategy=f"random:{ratio:.4f}")
+
+
+def _best_of(key: str, what: str, candidates: Callable[[Bench], list[tuple[str, Callable[[], Path]]]]) -> RowFn:
+    def make(b: Bench) -> Path:
+        label, path = b.best(candidates(b))
+        b.details[key] = f"{what} {label}"
+        return path
+    return make
+
+
+def _freeze_candidates(b: Bench) -> list[tuple[str, Callable[[], Path]]]:
+    return [(blk, lambda blk=blk: b.finetune(f"freeze-{blk}", strategy=f"freeze:{blk}")) for blk in b.z.blocks]
+
+
+def _update_candidates(b: Bench) -> list[tuple[str, Callable[[], Path]]]:
+    return [(blk, lambda blk=blk: b.finetune(f"update-{blk}", strategy=f"update:{blk}")) for blk in b.z.blocks]
+
+
+RANDOM_RATIOS = (40, 55, 70, 85)
+
+
+def _random_candidates(b: Bench) -> list[tuple[str, Callable[[], Path]]]:
+    return [(f"{r} %", lambda r=r: b.finetune(f"random-{r}", strategy=f"random:{r}%")) for r in RANDOM_RATIOS]
+
+
+def _from_scratch(kind: str) -> RowFn:
+    def make(b: Bench) -> Path:  # sizes for the estimate; repair fills the minority cells up to the largest
+        n = {"synthetic": b.z.n_synth, "supplement": b.z.n_train + b.z.n_synth, "repair": 2 * b.z.n_train}[kind]
+        return b.pretrain(f"scratch-{kind}", b.compose(kind), n)
+    return make
+
+
+def _prompts_row(variant: str) -> RowFn:
+    def make(b: Bench) -> Path:
+        if variant == "50":
+            synth = b.src.synth
+        elif b.src.make_synth is None:
+            raise UsageError("the prompts study needs synthetic images from other prompt files; it runs on the offline "
+                             "benchmark (aimfair demo --study prompts)")
+        else:
+            synth = b.src.make_synth(variant)
+        return b.pretrain(f"prompts-{variant}", b.compose("synthetic", synth, name=f"synthetic-{variant}"), b.z.n_synth)
+    return make
+
+
+def _topk_row(k: int) -> Row:
+    return Row(f"k{k}", f"AIM-Fair k={k}", lambda b: b.aimfair(topk=str(k)))
+
+
+def _ratio_row(ratio: str) -> Row:
+    return Row(f"bias-{ratio.replace(':', '-')}", f"synthetic-biased {ratio}", lambda b: b.aimfair(bias_ratio=ratio))
+
+
+ERM = Row("pretrained", "pretrained (ERM, biased real)", lambda b: b.pretrain())
+AIMFAIR = Row("aimfair", "AIM-Fair (mask k={k})", lambda b: b.aimfair())
+FULL = Row(REFERENCE, "full fine-tuning", lambda b: b.finetune("full", strategy="full"))
+LINEAR = Row("linear", "linear probing (fc)", lambda b: b.finetune("linear", strategy="linear"))
+OPPOSITE = Row("opposite", "opposite criterion, same k (control)",
+               lambda b: b.finetune("opposite", strategy="opposite", mask=b.mask()))
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str  # the paper's table or figure
+    rows: tuple[Row, ...]
+    figure: str | None = None  # "topk": metrics against k
+
+
+STUDIES: dict[str, Study] = {s.name: s for s in (
+    Study("main", "AIM-Fair against fine-tuning baselines", (
+        ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE,
+        Row("freeze", "best single-block freeze", _best_of("freeze", "freeze", _freeze_candidates)))),
+    Study("strategies", "Tab. 3: training strategies", (
+        ERM, Row("synthetic", "balanced synthetic only (from scratch)", _from_scratch("synthetic")),
+        Row("supplement", "data supplementation: real + balanced synthetic", _from_scratch("supplement")),
+        Row("repair", "data repairing: real, minority cells filled with synthetic", _from_scratch("repair")),
+        LINEAR, FULL, AIMFAIR)),
+    Study("partial", "Tab. 4: partial fine-tuning", (
+        ERM, FULL,
+        Row("random-best", "best random selection (40/55/70/85 %)", _best_of("random-best", "ratio", _random_candidates)),
+        Row("update-best", "best update-one-block", _best_of("update-best", "update", _update_candidates)),
+        Row("freeze-best", "best freeze-one-block", _best_of("freeze-best", "freeze", _freeze_candidates)),
+        Row("cosine", "AIM-Fair, cosine score", lambda b: b.aimfair(score="cosine")),
+        AIMFAIR, OPPOSITE)),
+    Study("prompts", "Tab. 5: prompt types (trained on balanced synthetic only)", (
+        ERM, FULL, Row("plain", "1 plain prompt per group", _prompts_row("plain")),
+        Row("contextual-25", "25 contextual prompts per group", _prompts_row("25")),
+        Row("contextual-50", "50 contextual prompts per group", _prompts_row("50")))),
+    Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk"),
+    Study("bias-ratio", "Tab. 6: bias ratio of the synthetic-biased set", (
+        ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto")))),
+)}
+
+
+def parse_studies(text: str | None) -> list[Study]:
+    """"topk,partial" -> those studies in the given order; "all" -> every study; None -> main."""
+    if not text:
+        return [STUDIES["main"]]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(STUDIES.values())
+    for n in names:
+        if n not in STUDIES:
+            raise UsageError(MSG_UNKNOWN_STUDY.format(name=n, known=", ".join(STUDIES)))
+    return [STUDIES[n] for n in dict.fromkeys(names)]
+
+
+@dataclass
+class RowRuns:
+    """One row's test metrics over seeds (and what was chosen or fine-tuned, per seed)."""
+
+    name: str
+    label: str
+    metrics: list[Any] = field(default_factory=list)
+    detail: list[str] = field(default_factory=list)
+
+    def aggregate(self) -> dict[str, Any]:
+        from .metrics import aggregate
+
+        return aggregate(self.metrics)
+
+
+def run_seed(pipe: Pipeline, studies: Sequence[Study], src: Sources, sizes: Sizes, folder: Path, seed: int,
+             results: dict[str, list[RowRuns]]) -> Bench:
+    """Every row of every study for one seed; appends the test metrics to `results[study]`."""
+    bench = Bench(pipe, src, sizes, folder, seed)
+    for study in studies:
+        runs = results.setdefault(study.name, [RowRuns(r.name, r.label.format(k=sizes.topk)) for r in study.rows])
+        for row, rr in zip(study.rows, runs):
+            rr.metrics.append(bench.evaluate(row.make(bench)))
+            if row.name in bench.details:
+                rr.detail.append(f"seed {seed}: {bench.details[row.name]}")
+    return bench
+
+
+def trainings(pipe: Pipeline) -> dict[str, int]:
+    """How many pretrainings and fine-tunings the pipeline holds to run."""
+    return {"pretrain": sum(s.command == ("pretrain",) for s in pipe.ran),
+            "finetune": sum(s.command == ("finetune",) for s in pipe.ran)}
+
+
+def measure_throughput(*, image_size: int, batch_size: int, device: str, steps: int = 3) -> float:
+    """Training images per second of a ResNet-18 at this size on this device (a few random batches)."""
+    import time
+
+    import torch
+
+    from .models import build_model, resolve_device
+
+    dev = resolve_device(device)
+    model = build_model(weights="none").to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batch = max(1, min(batch_size, 32))
+    x = torch.randn(batch, 3, image_size, image_size, device=dev)
+    y = torch.rand(batch, device=dev).round()
+    started = None
+    for i in range(steps + 1):
+        if i == 1:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / max(time.perf_counter() - started, 1e-9)
+
+
+def estimate_text(plan: Pipeline, images_per_s: float, render_s: float = 0.0) -> str:
+    """"12 trainings (3 pretrainings, 9 fine-tunings) and 20 evaluations to run, 4 steps reused; about 18 min at
+    140 img/s (measured)"."""
+    count = trainings(plan)
+    n_eval = sum(s.command == ("eval",) for s in plan.ran)
+    work = sum(s.cost for s in plan.ran if s.command in {("pretrain",), ("finetune",), ("mask",), ("eval",)})
+    seconds = work / max(images_per_s, 1e-9) + render_s
+    total = count["pretrain"] + count["finetune"]
+    return (f"{total} trainings ({count['pretrain']} pretrainings, {count['finetune']} fine-tunings) and {n_eval} "
+            f"evaluations to run, {len(plan.reused)} steps reused; about {max(1, math.ceil(seconds / 60))} min at "
+            f"{images_per_s:.0f} training images/s (measured now)")
