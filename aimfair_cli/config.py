@@ -24,8 +24,8 @@ T = TypeVar("T")
 
 CONFIG_FILE = "aimfair.yaml"
 # One section per command (its options dataclass); tests check this matches the commands of the CLI.
-SECTIONS = ("data_celeba", "data_utkface", "data_demo", "prompts", "synth", "pretrain", "mask", "finetune", "eval",
-            "demo")
+SECTIONS = ("data_celeba", "data_utkface", "data_demo", "data_compose", "prompts", "synth", "pretrain", "mask",
+            "finetune", "eval", "demo", "study")
 # A real config file uses no YAML aliases; a few are harmless, thousands are a "billion laughs" bomb.
 MAX_ALIASES = 20
 
@@ -174,19 +174,3 @@ def write_resolved_config(output: str | os.PathLike, stage: str, config: Any) ->
 
 def to_json(config: Any) -> str:
     return json.dumps(_jsonable(config), sort_keys=True)
-
-
-def is_done(output: str | os.PathLike, stage: str, config: Any) -> bool:
-    """True when `output` exists and was made with exactly `config` (its saved resolved config matches), so a
-    rerun can reuse it; any change of options makes the stage run again."""
-    import yaml
-
-    output, saved = Path(output), config_path_for(output, stage)
-    if not output.exists() or not saved.is_file():
-        return False
-    try:
-        previous = read_yaml(saved)
-    except AimfairError:
-        return False
-    current = yaml.safe_load(yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False))
-    return previous == current

@@ -24,6 +24,7 @@ import logging
 import shlex
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -187,7 +188,8 @@ class Pipeline:
         started = time.perf_counter()
         _runners()[step.command](step.cfg, self.progress)
         key = self.key(step)  # inputs are files that exist now
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        # a fresh digest per run, not a function of the key: whatever a rerun wrote, what reads it is stale
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode() + uuid.uuid4().bytes).hexdigest()
         atomic_write_text(record, json.dumps({**key, "digest": digest}, indent=1) + "\n")
         self._digests.update({p: digest for p in outputs})
         log.info("%s: done in %.0fs", step.title, time.perf_counter() - started)

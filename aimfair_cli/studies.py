@@ -62,7 +62,7 @@ class Sources:
     test: Path
     prompts: Path
     synth: Path  # the synthetic pool's manifest
-    make_synth: Callable[[str], Path] | None = None  # variant name ("plain", "25") -> its manifest, via steps
+    make_synth: Callable[[Pipeline, str], Path] | None = None  # (pipe, "plain" or "25") -> its manifest, via steps
 
 
 class Bench:
@@ -228,7 +228,7 @@ def _prompts_row(variant: str) -> RowFn:
             raise UsageError("the prompts study needs synthetic images from other prompt files; it runs on the offline "
                              "benchmark (aimfair demo --study prompts)")
         else:
-            synth = b.src.make_synth(variant)
+            synth = b.src.make_synth(b.pipe, variant)
         return b.pretrain(f"prompts-{variant}", b.compose("synthetic", synth, name=f"synthetic-{variant}"), b.z.n_synth)
     return make
 
@@ -370,3 +370,68 @@ def estimate_text(plan: Pipeline, images_per_s: float, render_s: float = 0.0) ->
     return (f"{total} trainings ({count['pretrain']} pretrainings, {count['finetune']} fine-tunings) and {n_eval} "
             f"evaluations to run, {len(plan.reused)} steps reused; about {max(1, math.ceil(seconds / 60))} min at "
             f"{images_per_s:.0f} training images/s (measured now)")
+
+
+@dataclass
+class Executed:
+    pipe: Pipeline
+    results: dict[str, list[RowRuns]]
+    mask_summary: list[str]
+    plan: str
+
+
+def execute(root: Path, studies: Sequence[Study], shared: Sequence[Step], src: Sources, sizes: Sizes, seeds: int, *,
+            progress: Any, announce: Callable[[str], None] | None = None, title: str = "aimfair study") -> Executed:
+    """Plan every step (counting what is to run), announce the work and its estimated time, then run it: the shared
+    steps, then every study's rows for each seed into `root/seed<k>`."""
+    import logging
+
+    def walk(pipe: Pipeline) -> tuple[dict[str, list[RowRuns]], list[str]]:
+        for step in shared:
+            pipe.run(step)
+        results: dict[str, list[RowRuns]] = {}
+        summary = []
+        for seed in range(seeds):
+            bench = run_seed(pipe, studies, src, sizes, root / f"seed{seed}", seed, results)
+            if not pipe.plan:
+                summary.append(selection_summary(root, bench, seed))
+        return results, summary
+
+    plan = Pipeline(root, plan=True)
+    walk(plan)
+    render_s = sum(s.cost for s in plan.ran if s.command in {("data", "demo"), ("synth",)}) / 300
+    if plan.ran:
+        ips = measure_throughput(image_size=sizes.image_size, batch_size=sizes.batch_size, device=sizes.device)
+        text = estimate_text(plan, ips, render_s)
+    else:
+        text = f"nothing to run: all {len(plan.reused)} steps reused"
+    if announce is not None:
+        announce(text)
+    logging.getLogger(__name__).info("%s", text)
+    with progress.task(title, total=sum(s.cost for s in plan.ran) or 1) as bar:
+        pipe = Pipeline(root, progress=progress, advance=lambda cost, step: bar.advance(cost, stage=step))
+        results, summary = walk(pipe)
+    return Executed(pipe=pipe, results=results, mask_summary=summary, plan=text)
+
+
+def selection_summary(root: Path, bench: Bench, seed: int) -> str:
+    """Draw the seed's Δ1/Δ2 figure (selection-seed<k>.png) and say in a line what its mask selected."""
+    from .maskfile import load_mask
+    from .models import block_of
+    from .stages.mask import plot_selection
+    from .strategies import parse_strategy, trainable_names
+
+    path = bench.mask()
+    mask = load_mask(path)
+    plot_selection(root / f"selection-seed{seed}.png", mask,
+                   title=f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (k={mask.meta['k']})")
+    opposite = trainable_names(list(mask.shapes), parse_strategy("opposite"), mask=mask, mask_path=path)
+    counts: dict[str, list[int]] = {}
+    for name in mask.shapes:
+        row = counts.setdefault(block_of(name), [0, 0])
+        row[0] += name in set(mask.selected)
+        row[1] += 1
+    per_block = ", ".join(f"{b} {k}/{n}" for b, (k, n) in counts.items())
+    return (f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (ratio "
+            f"{len(mask.selected) / mask.total:.2f}); per block {per_block}; the opposite criterion keeps "
+            f"{len(opposite)}, {len(set(mask.selected) & set(opposite))} of them also in AIM-Fair's mask")

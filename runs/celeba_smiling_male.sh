@@ -49,6 +49,10 @@ PRETRAIN_LR=${PRETRAIN_LR:-0.01}
 TOPK=${TOPK:-55}                                   # tensors selected of 62 (the paper's best)
 FT_EPOCHS=${FT_EPOCHS:-10}
 FT_LR=${FT_LR:-0.06}                               # the released runner.sh; the paper's text says 0.4-0.6 (10x)
+
+# 8. (optional) the paper's experiments on this run: e.g. STUDY=all or STUDY=strategies,partial,topk,bias-ratio
+STUDY=${STUDY:-}                                   # empty: skip; runs over STUDY_SEEDS seeds into $RUN/studies
+STUDY_SEEDS=${STUDY_SEEDS:-3}
 # ----------------------------------------------------------------------------------------------------------------
 
 command -v aimfair >/dev/null || { echo "aimfair is not installed (pip install -e '.[all]')" >&2; exit 1; }
@@ -109,3 +113,13 @@ for m in pretrain finetune; do
   stage eval --model $m.safetensors --data data/test.csv --json > eval_$m.json
 done
 echo "done: $RUN/eval_pretrain.json, $RUN/eval_finetune.json" >&2
+
+# 8. the paper's studies (Tab. 3, 4, 6, Fig. 5) on this run's data and synthetic pool, one process (each training
+# of a study is a separate step; steps already done are reused on rerun)
+if [ -n "$STUDY" ]; then
+  [ "$STUDY" = all ] && STUDY=main,strategies,partial,topk,bias-ratio   # `prompts` needs the offline benchmark
+  aimfair study --run "$RUN" --study "$STUDY" --seeds "$STUDY_SEEDS" --weights "$WEIGHTS" \
+    --pretrain-epochs "$PRETRAIN_EPOCHS" --pretrain-lr "$PRETRAIN_LR" --finetune-epochs "$FT_EPOCHS" \
+    --finetune-lr "$FT_LR" --topk "$TOPK"
+  echo "studies: $RUN/studies/report.md" >&2
+fi

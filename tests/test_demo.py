@@ -64,7 +64,16 @@ def test_quick_demo_reports_every_strategy(demo_run):
     assert "aimfair mask --model seed0/pretrain.safetensors" in commands
     assert "aimfair finetune --model seed0/pretrain.safetensors" in commands and "--mask seed0/mask.safetensors" in commands
     assert "--mask seed0/mask.safetensors --strategy opposite" in commands
-    assert "aimfair pretrain --train data/train.csv --val data/val.csv --out seed0/pretrain.safetensors --weights none" in commands
+    assert ("aimfair pretrain --train data/train.csv --val data/val.csv --out seed0/pretrain.safetensors --epochs 2 "
+            "--lr 0.02 --milestones ''") in commands and "--weights none" in commands
+    assert "aimfair eval --model seed0/aimfair.safetensors --data data/test.csv" in commands
+    assert "![utility against fairness](utility-fairness.png)" in report
+    assert summary["plan"].startswith("7 trainings (1 pretrainings, 6 fine-tunings) and 8 evaluations to run, 0 steps "
+                                      "reused; about ")
+    rows = summary["studies"]["main"]["rows"]
+    assert [r["name"] for r in rows] == STRATEGIES
+    assert rows[1]["paired_vs_full"]["acc"]["mean_diff"] == pytest.approx(summary["paired_vs_full"]["aimfair"]["acc"]["mean_diff"])
+    assert "paired_vs_full" not in rows[2] and rows[6]["chosen"] == ["seed 0: freeze fc"]
 
 
 @pytest.mark.slow
@@ -75,7 +84,7 @@ def test_rerun_reuses_finished_steps(demo_run):
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed0/*.safetensors")} == before
     assert json.loads(result.stdout)["strategies"] == summary["strategies"]
-    assert "reused" in result.stderr
+    assert "reused" in result.stderr and "aimfair demo: nothing to run: all 19 steps reused" in result.stderr
     assert "steps reused from an earlier run, their time not counted" in (out / "report.md").read_text()
 
 
@@ -94,7 +103,7 @@ def test_table_is_printed_whole_on_a_narrow_console(demo_run):
 def _fake_strategies(n_seeds):
     """Demo results without training: full fine-tuning and two strategies, cells with 100 images each."""
     from aimfair_cli.metrics import CELLS, GroupMetrics
-    from aimfair_cli.stages.demo import StrategyRuns
+    from aimfair_cli.studies import RowRuns as StrategyRuns
 
     def runs(accs):
         return [GroupMetrics(cells={c: (100, a + seed % 2) for c, a in zip(CELLS, accs)}) for seed in range(n_seeds)]
@@ -107,7 +116,7 @@ def _fake_strategies(n_seeds):
 
 
 def test_paired_rows_and_the_words_for_several_seeds():
-    from aimfair_cli.stages.demo import distinguishable_text, paired_rows
+    from aimfair_cli.report import distinguishable_text, paired_rows
 
     strategies = _fake_strategies(3)
     rows = paired_rows(strategies)
@@ -121,7 +130,7 @@ def test_paired_rows_and_the_words_for_several_seeds():
 
 
 def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
-    from aimfair_cli.stages.demo import distinguishable_text, paired_rows
+    from aimfair_cli.report import distinguishable_text, paired_rows
 
     one = _fake_strategies(1)
     assert distinguishable_text(one).startswith("With one seed there is no interval")
@@ -137,20 +146,124 @@ def test_demo_rejects_bad_seeds(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "Error: --seeds: must be at least 1, got 0"
 
 
-def test_demo_data_from_another_renderer_is_stale(tmp_path):
-    from PIL import Image
+def test_the_data_steps_fingerprint_follows_the_renderers_pixels(monkeypatch):
+    """The demo renderer decides the data without being an option: its drawing of a probe image is part of the
+    data step's record, so a renderer that draws differently makes the data (and everything after it) stale."""
+    import numpy as np
 
-    from aimfair_cli.data.demo import make_demo_dataset
-    from aimfair_cli.stages.demo import _same_renderer
+    from aimfair_cli.data import demo as data_demo
+    from aimfair_cli.stages.demo import _renderer_fingerprint
 
-    result = make_demo_dataset(out=tmp_path / "data", n_train=8, n_val=4, n_test=4, size=32, seed=3)
-    train = result.paths["train"]
-    assert _same_renderer(train, size=32, seed=3)
-    assert not _same_renderer(train, size=32, seed=4)  # other seed: other pixels
-    first = tmp_path / "data" / "images" / "train" / "000000.png"
-    img = Image.open(first).convert("RGB")
-    img.putpixel((0, 0), tuple(255 - v for v in img.getpixel((0, 0))))  # as an older renderer would differ
-    img.save(first)
-    assert not _same_renderer(train, size=32, seed=3)
-    first.unlink()
-    assert not _same_renderer(train, size=32, seed=3)
+    before = _renderer_fingerprint(32)
+    assert before == _renderer_fingerprint(32) != _renderer_fingerprint(16)
+    drawn = data_demo.render_demo_image
+
+    def changed(**kw):
+        img, info = drawn(**kw)
+        pixels = np.asarray(img).copy()
+        pixels[0, 0] = 255 - pixels[0, 0]
+        from PIL import Image
+
+        return Image.fromarray(pixels), info
+
+    monkeypatch.setattr(data_demo, "render_demo_image", changed)
+    assert _renderer_fingerprint(32) != before
+
+
+@pytest.mark.slow
+def test_commands_sh_replayed_in_a_fresh_folder_gives_the_same_checkpoints(demo_run, tmp_path):
+    """commands.sh is made from the steps that ran, so running it elsewhere gives the same models, bit for bit."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    out, _ = demo_run
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    shutil.copy(out / "commands.sh", replay)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(replay / "commands.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoints = sorted(p.relative_to(out) for p in out.glob("seed0/*.safetensors"))
+    assert len(checkpoints) == 8  # pretrain, mask and six fine-tunings
+    for rel in checkpoints:
+        a, b = load_file(out / rel), load_file(replay / rel)
+        assert a.keys() == b.keys(), rel
+        for name in a:
+            assert a[name].dtype == b[name].dtype and bool((a[name] == b[name]).all()), (rel, name)
+    for rel in ("seed0/aimfair.test.json", "seed0/freeze-fc.val.json", "data/train.csv", "synth/metadata.jsonl"):
+        assert (out / rel).read_bytes() == (replay / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_every_study_runs_on_quick_sizes(demo_run):
+    """The paper's studies on top of the quick demo's folder: the shared steps are reused, each study reports its
+    rows with paired differences against full fine-tuning, and the report holds their tables and figures."""
+    out, summary = demo_run
+    studies = "strategies,partial,prompts,topk,bias-ratio"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu", "--study", studies, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload["studies"]) == studies.split(",")
+    expected = {
+        "strategies": ["pretrained", "synthetic", "supplement", "repair", "linear", "full", "aimfair"],
+        "partial": ["pretrained", "full", "random-best", "update-best", "freeze-best", "cosine", "aimfair", "opposite"],
+        "prompts": ["pretrained", "full", "plain", "contextual-25", "contextual-50"],
+        "topk": ["pretrained", "full", "k40", "k45", "k50", "k55", "k60"],
+        "bias-ratio": ["pretrained", "full", "bias-4-6", "bias-3-7", "bias-2-8", "bias-1-9", "bias-auto"],
+    }
+    for name, rows in expected.items():
+        got = payload["studies"][name]["rows"]
+        assert [r["name"] for r in got] == rows, name
+        for r in got:
+            assert 0 <= r["acc"]["mean"] <= 1 and set(r["cells"]) == {"0,0", "0,1", "1,0", "1,1"}, (name, r["name"])
+            assert ("paired_vs_full" in r) == (r["name"] != "full"), (name, r["name"])
+    rows = {r["name"]: r for r in payload["studies"]["topk"]["rows"]}
+    main = {r["name"]: r for r in summary["studies"]["main"]["rows"]}
+    assert rows["k55"]["acc"] == main["aimfair"]["acc"]  # k = 55 is the main comparison's mask: one step, reused
+    assert payload["plan"].startswith("23 trainings (6 pretrainings, 17 fine-tunings)")
+    assert payload["studies"]["partial"]["rows"][2]["chosen"][0].startswith("seed 0: ratio ")
+    report = (out / "report.md").read_text()
+    for name in expected:
+        assert f"## Study `{name}`" in report, name
+    assert "![metrics against k](topk.png)" in report and (out / "topk.png").is_file()
+    manifest = (out / "seed0" / "sets" / "repair.csv").read_text().splitlines()
+    counts = {}
+    for line in manifest[1:]:
+        _, y, s, _source = line.split(",")
+        counts[(y, s)] = counts.get((y, s), 0) + 1
+    assert len(set(counts.values())) == 1  # repairing balances the four cells
+
+
+@pytest.mark.slow
+def test_study_on_a_run_folder_writes_only_into_its_output(demo_run, tmp_path):
+    """`aimfair study --run DIR`: the demo's folder stands in for a user's run (data/ and synth/); the run's files
+    are inputs only, and the output holds the report, commands.sh and the runs."""
+    out, _ = demo_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")} | \
+        {p: p.stat().st_mtime_ns for p in (out / "synth").rglob("*")}
+    target = tmp_path / "studies"
+    args = ["study", "--run", str(out), "--out", str(target), "--study", "main", "--seeds", "1", "--image-size", "32",
+            "--batch-size", "32", "--crop-scale", "0.6", "--weights", "none", "--pretrain-epochs", "1",
+            "--pretrain-milestones", "", "--finetune-epochs", "1", "--blocks", "fc", "--workers", "0", "--device", "cpu",
+            "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [r["name"] for r in payload["studies"]["main"]["rows"]] == STRATEGIES
+    assert "aimfair study: 7 trainings (1 pretrainings, 6 fine-tunings)" in result.stderr
+    after = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")} | \
+        {p: p.stat().st_mtime_ns for p in (out / "synth").rglob("*")}
+    assert after == before
+    commands = (target / "commands.sh").read_text()
+    assert f"aimfair pretrain --train {out / 'data' / 'train.csv'}" in commands and "--out seed0/pretrain.safetensors" in commands
+    assert (target / "report.md").is_file() and (target / "seed0" / "aimfair.test.json").is_file()
+    rerun = runner.invoke(app, args)
+    assert rerun.exit_code == 0 and "nothing to run" in rerun.stderr
+    refused = runner.invoke(app, ["study", "--run", str(out), "--out", str(target), "--study", "prompts"])
+    assert refused.exit_code == 1 and refused.stderr.strip().splitlines()[-1].startswith("Error: --study prompts needs")
+    missing = runner.invoke(app, ["study", "--run", str(tmp_path / "nowhere"), "--out", str(target)])
+    assert missing.exit_code == 1 and "data/train.csv not found" in missing.stderr

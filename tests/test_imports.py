@@ -5,8 +5,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aimfair_cli"
-# `aimfair demo` runs `data demo` as its first step, as it runs every other stage
-DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.stages.demo")
+# `aimfair demo` runs `data demo` as its first step, as it runs every other stage, through the study pipeline
+DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.stages.demo", "aimfair_cli.pipeline",
+              "aimfair_cli.studies")
 
 
 def module_name(path: Path) -> str:

@@ -162,12 +162,13 @@ def test_random_strategy_records_its_tensors(in_run, tmp_path):
 def test_finetune_errors(in_run, tmp_path):
     out = tmp_path / "ft.safetensors"
     cases = [
-        (["--strategy", "half"], "Error: unknown strategy 'half' (use full, linear, random:RATIO, update:BLOCK, "
-         "freeze:BLOCK or opposite; blocks: stem, layer1..layer4, fc)"),
+        (["--strategy", "half"], "Error: unknown strategy 'half' (use mask, full, linear, random:RATIO, update:BLOCK, "
+         "freeze:BLOCK, opposite; blocks: stem, layer1, layer2, layer3, layer4, fc)"),
         (["--mask", "mask.safetensors", "--strategy", "full"],
-         "Error: give either --mask or --strategy, not both (only --strategy opposite reads a --mask)"),
+         "Error: give either --mask or --strategy, not both (only a strategy that reads the mask, such as opposite, "
+         "takes --mask)"),
         (["--strategy", "opposite"],
-         "Error: --strategy opposite needs --mask FILE: it ranks the mask's Δ1/Δ2 scores at the mask's k"),
+         "Error: --strategy opposite needs --mask FILE: it reads the mask's selection or its Δ1/Δ2 scores"),
         ([], "Error: give --mask FILE (AIM-Fair) or --strategy"),
         (["--mask", tmp_path / "none.safetensors"], f"Error: mask not found: {tmp_path / 'none.safetensors'}"),
     ]

@@ -52,8 +52,8 @@ def _options_class(cmd):
 
 def test_every_command_is_declared_by_an_options_dataclass():
     names = {" ".join(path) for path, _ in COMMANDS}
-    assert names == {"data celeba", "data utkface", "data demo", "prompts", "synth", "pretrain", "mask", "finetune",
-                     "eval", "demo"}
+    assert names == {"data celeba", "data utkface", "data demo", "data compose", "prompts", "synth", "pretrain", "mask",
+                     "finetune", "eval", "demo", "study"}
     sections = {_options_class(cmd)[1] for _, cmd in COMMANDS}
     assert sections == set(config.SECTIONS)
 

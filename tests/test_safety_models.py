@@ -135,7 +135,8 @@ def test_degenerate_threshold_is_99_percent():
 
 
 def test_demo_report_marks_degenerate_strategies(tmp_path):
-    from aimfair_cli.stages.demo import DemoConfig, StrategyRuns, summary_rows, write_report
+    from aimfair_cli.report import summary_rows, write_report
+    from aimfair_cli.studies import STUDIES, RowRuns as StrategyRuns
 
     ok = _metrics({(0, 0): 20, (0, 1): 30, (1, 0): 80, (1, 1): 70})
     const = _metrics({c: 100 for c in [(0, 0), (0, 1), (1, 0), (1, 1)]})
@@ -143,7 +144,7 @@ def test_demo_report_marks_degenerate_strategies(tmp_path):
     rows = summary_rows(runs)
     assert rows[0]["strategy"] == "full fine-tuning"
     assert rows[1]["strategy"] == f"AIM-Fair {DEGENERATE_MARK} (1/2 seeds)"
-    (tmp_path / "commands.sh").write_text("#!/bin/sh\ncd .\naimfair demo\n")
-    report = write_report(tmp_path, DemoConfig(quick=True).resolved(), runs, [], 1.0).read_text()
+    report = write_report(tmp_path, intro="", studies=[STUDIES["main"]], results={"main": runs}, mask_summary=[],
+                          seeds=2, blocks=["fc"], commands=["aimfair demo"]).read_text()
     assert f"| AIM-Fair {DEGENERATE_MARK} (1/2 seeds) |" in report and MSG_DEGENERATE_NOTE in report
     assert aggregate([const, ok])["degenerate_runs"] == 1

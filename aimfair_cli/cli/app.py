@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import data, demo, evaluate, finetune, mask, pretrain, prompts, synth
+from . import data, demo, evaluate, finetune, mask, pretrain, prompts, study, synth
 from .errors import handle_errors
 
 app = typer.Typer(
@@ -13,7 +13,8 @@ app = typer.Typer(
     help=(
         "Repair an unfair image classifier with balanced synthetic data and selective fine-tuning (AIM-Fair).\n\n"
         "Stages talk through files: data -> prompts -> synth -> pretrain -> mask -> finetune -> eval. "
-        "`aimfair demo` runs them all on the built-in offline benchmark."
+        "`aimfair demo` runs them all on the built-in offline benchmark; `aimfair study` runs the paper's "
+        "experiments on a run folder."
     ),
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
@@ -44,6 +45,7 @@ for _name, _fn in (
     ("finetune", finetune.finetune),
     ("eval", evaluate.evaluate),
     ("demo", demo.demo),
+    ("study", study.study),
 ):
     app.command(_name)(handle_errors(_fn))
 

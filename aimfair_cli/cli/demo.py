@@ -21,14 +21,8 @@ def _table(title: str, rows: list[dict[str, str]]):
     return table
 
 
-@command("demo", DemoConfig)
-def demo(cfg: DemoConfig, *, json_out: bool) -> None:
-    """Run data -> prompts -> synth -> pretrain -> mask -> finetune (AIM-Fair and baselines) -> eval on the
-    built-in offline benchmark, print one table per study and write report.md with figures and commands.sh. Before
-    it starts it says how many trainings it will run and about how long they take; finished steps are reused on
-    rerun. --study picks the paper's experiments (Tab. 3-6, Fig. 5)."""
-    result = run_demo(cfg, progress=console.make_progress(),
-                      announce=lambda text: console.err.print(f"aimfair demo: {text}", markup=False))
+def print_result(result, *, seeds: int, json_out: bool) -> None:
+    """The tables of every study (or one JSON object) on stdout; shared by `aimfair demo` and `aimfair study`."""
     if json_out:
         first = result.strategies
         console.out.print_json(json.dumps({"out": str(result.out), "report": str(result.report),
@@ -37,7 +31,6 @@ def demo(cfg: DemoConfig, *, json_out: bool) -> None:
                                            "paired_vs_full": paired_vs_reference(first),
                                            **study_json(result.studies, result.results)}))
         return
-    seeds = result.config.seeds
     for study in result.studies:
         runs = result.results[study.name]
         console.print_wide(_table(f"{study.title}: real test set, % (mean ± std over {seeds} seed(s))",
@@ -48,3 +41,14 @@ def demo(cfg: DemoConfig, *, json_out: bool) -> None:
     for line in result.mask_summary:
         console.out.print(line)
     console.out.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")
+
+
+@command("demo", DemoConfig)
+def demo(cfg: DemoConfig, *, json_out: bool) -> None:
+    """Run data -> prompts -> synth -> pretrain -> mask -> finetune (AIM-Fair and baselines) -> eval on the
+    built-in offline benchmark, print one table per study and write report.md with figures and commands.sh. Before
+    it starts it says how many trainings it will run and about how long they take; finished steps are reused on
+    rerun. --study picks the paper's experiments (Tab. 3-6, Fig. 5)."""
+    result = run_demo(cfg, progress=console.make_progress(),
+                      announce=lambda text: console.err.print(f"aimfair demo: {text}", markup=False))
+    print_result(result, seeds=result.config.seeds, json_out=json_out)

@@ -143,24 +143,22 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
         Step(("prompts",), prompts, (), (prompts.out,), "prompts", cost=1, code={"vocabulary": vocabulary}),
         synth_step("synth", prompts.out, per_group),
     ]
-    extra: dict[str, Any] = {}
-
-    def make_synth(variant: str) -> Path:
+    def make_synth(pipe: Any, variant: str) -> Path:
         """"plain": the plain prompt per group; "25": 25 contextual prompts per group."""
         if variant == "plain":
             step = synth_step("synth-plain", prompts.out, math.ceil(c.n_train / 4), kind="plain")
         else:
             pf = PromptsConfig(task=TASK, per_group=int(variant), writer="template", seed=0,
                                out=out / "prompts" / f"{TASK}-{variant}.yaml")
-            extra["pipe"].run(Step(("prompts",), pf, (), (pf.out,), f"prompts {variant}", cost=1,
+            pipe.run(Step(("prompts",), pf, (), (pf.out,), f"prompts {variant}", cost=1,
                                    code={"vocabulary": vocabulary}))
             step = synth_step(f"synth-{variant}", pf.out, math.ceil(c.n_train / 4))
-        extra["pipe"].run(step)
+        pipe.run(step)
         return step.outputs[0] / "metadata.jsonl"
 
     src = Sources(train=data / "train.csv", val=data / "val.csv", test=data / "test.csv", prompts=prompts.out,
                   synth=synth / "metadata.jsonl", make_synth=make_synth)
-    return steps, (src, extra)
+    return steps, src
 
 
 def _sha256(path: Path) -> str:
@@ -191,28 +189,10 @@ def _sizes(c: DemoConfig) -> Any:
                  blocks=tuple(c.freeze_blocks), weights="none", workers=c.workers, device=c.device, n_eval=c.n_eval)
 
 
-def _walk(pipe: Any, c: DemoConfig, out: Path, studies: list[Any]) -> tuple[dict[str, list[RowRuns]], list[str]]:
-    """Every step, in order, through `pipe` (planning or running)."""
-    from ..studies import run_seed
-
-    shared, (src, extra) = _sources(c, out)
-    extra["pipe"] = pipe
-    for step in shared:
-        pipe.run(step)
-    results: dict[str, list[RowRuns]] = {}
-    summary = []
-    for seed in range(c.seeds):
-        bench = run_seed(pipe, studies, src, _sizes(c), out / f"seed{seed}", seed, results)
-        if not pipe.plan:
-            summary.append(_selection(out, bench, seed))
-    return results, summary
-
-
 def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None) -> DemoResult:
     """Plan the chosen studies, say how much work they are (`announce(text)`), run them, write the report."""
-    from ..pipeline import Pipeline
     from ..report import write_report
-    from ..studies import estimate_text, measure_throughput, parse_studies
+    from ..studies import execute, parse_studies
 
     c = check(cfg).resolved()
     studies = parse_studies(c.study)
@@ -220,58 +200,19 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
     out = Path(c.out).resolve()
     check_writable(out, folder=True)  # a read-only or misplaced folder is found before minutes of work
     out.mkdir(parents=True, exist_ok=True)
-    plan = Pipeline(out, plan=True)
-    _walk(plan, c, out, studies)
-    render_s = sum(s.cost for s in plan.ran if s.command in {("data", "demo"), ("synth",)}) / 300
-    ips = measure_throughput(image_size=c.size, batch_size=c.batch_size, device=c.device) if plan.ran else 0.0
-    text = estimate_text(plan, ips, render_s) if plan.ran else f"nothing to run: all {len(plan.reused)} steps reused"
-    if announce is not None:
-        announce(text)
-    log.info("%s", text)
-    with progress.task("aimfair demo", total=sum(s.cost for s in plan.ran) or 1) as bar:
-        pipe = Pipeline(out, progress=progress, advance=lambda cost, title: bar.advance(cost, stage=title))
-        results, summary = _walk(pipe, c, out, studies)
+    shared, src = _sources(c, out)
+    run = execute(out, studies, shared, src, _sizes(c), c.seeds, progress=progress, announce=announce,
+                  title="aimfair demo")
     write_resolved_config(out, "demo", c)
     seconds = time.perf_counter() - started
-    pipe.write_commands(out / "commands.sh", "The shell commands equivalent to this demo run (made from the steps "
-                        "that ran).")
-    reused = len(pipe.reused)
+    run.pipe.write_commands(out / "commands.sh", "The shell commands equivalent to this demo run (made from the steps "
+                            "that ran).")
+    reused = len(run.pipe.reused)
     intro = (f"Offline benchmark (task {TASK}: target Smiling, protected Male, train bias 1:9), {c.seeds} seed(s), "
              f"{c.n_train} real training images at {c.size} px, studies: {', '.join(s.name for s in studies)}; wall "
              f"time {seconds / 60:.1f} min" + (f" ({reused} steps reused from an earlier run, their time not counted)."
                                                 if reused else "."))
-    report = write_report(out, intro=intro, studies=studies, results=results, mask_summary=summary, seeds=c.seeds,
-                          blocks=c.freeze_blocks, commands=pipe.commands())
-    return DemoResult(out=out, config=c, studies=studies, results=results, report=report, seconds=seconds, plan=text,
-                      mask_summary=summary)
-
-
-def _selection(out: Path, bench: Any, seed: int) -> str:
-    """The Δ1/Δ2 figure of the seed's mask and a line on what it selected."""
-    from ..maskfile import load_mask
-    from ..stages.mask import plot_selection
-    from ..strategies import parse_strategy, trainable_names
-
-    path = bench.mask()
-    mask = load_mask(path)
-    plot_selection(out / f"selection-seed{seed}.png", mask,
-                   title=f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (k={mask.meta['k']})")
-    names = list(mask.shapes)
-    opposite = trainable_names(names, parse_strategy("opposite"), mask=mask, mask_path=path)
-    return (f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (ratio "
-            f"{len(mask.selected) / mask.total:.2f}); per block " + _per_block(mask.selected, mask.shapes)
-            + f"; the opposite criterion keeps {len(opposite)}, {len(set(mask.selected) & set(opposite))} of them "
-            "also in AIM-Fair's mask")
-
-
-def _per_block(selected: list[str], shapes: dict[str, Any]) -> str:
-    """"stem 3/3, layer1 12/15, ..." — selected/total tensors per block."""
-    from ..models import block_of
-
-    chosen = set(selected)
-    counts: dict[str, list[int]] = {}
-    for name in shapes:
-        row = counts.setdefault(block_of(name), [0, 0])
-        row[0] += name in chosen
-        row[1] += 1
-    return ", ".join(f"{b} {k}/{n}" for b, (k, n) in counts.items())
+    report = write_report(out, intro=intro, studies=studies, results=run.results, mask_summary=run.mask_summary,
+                          seeds=c.seeds, blocks=c.freeze_blocks, commands=run.pipe.commands())
+    return DemoResult(out=out, config=c, studies=studies, results=run.results, report=report, seconds=seconds,
+                      plan=run.plan, mask_summary=run.mask_summary)

@@ -1,0 +1,109 @@
+"""`aimfair study`: the paper's studies (`aimfair_cli/studies.py`) on a run folder that already holds real
+manifests and a synthetic pool (e.g. what `runs/celeba_smiling_male.sh` made), with the paper's training sizes.
+
+    <run>/data/{train,val,test}.csv, <run>/synth/metadata.jsonl  ->  <run>/studies/seed<k>/..., report.md, commands.sh
+
+The run folder's files are inputs only: nothing in it is written outside the output folder. The prompts study
+needs synthetic images from other prompt files and runs on the offline benchmark (`aimfair demo --study prompts`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import layout
+from ..errors import UsageError
+from ..fsio import check_writable
+from ..models import PARAM_BLOCKS
+from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_IMAGES, MAX_LR, MAX_WORKERS,
+                       MIN_IMAGE, check, option)
+from ..progress import NULL, Progress
+
+MSG_MISSING = "{path} not found: --run must hold data/train.csv, data/val.csv, data/test.csv and synth/metadata.jsonl"
+MSG_PROMPTS = "--study prompts needs synthetic images from other prompt files; run it on the offline benchmark " \
+    "(aimfair demo --study prompts)"
+
+
+@dataclass
+class StudyConfig:
+    """Options of `aimfair study` (defaults: the paper's CelebA set-up, §4.3)."""
+
+    run: Path = option(Path("."), path="dir", help="Run folder with data/{train,val,test}.csv and synth/metadata.jsonl.")
+    study: str = option("main", help="Studies, comma-separated, or all but prompts: main, strategies, partial, topk, "
+                        "bias-ratio.")
+    out: Path | None = option(None, short=("-o",), path="dir", help="Output folder.", default_text="<run>/studies")
+    seeds: int = option(3, help="Training seeds; tables show mean ± std and paired 95 % intervals over them.",
+                        min=1, max=100)
+    image_size: int = option(224, help="Side of the square input image in pixels.", min=MIN_IMAGE, max=MAX_IMAGE)
+    batch_size: int = option(128, help="Images per batch.", min=1, max=MAX_BATCH)
+    crop_scale: float = option(0.08, help=CROP_HELP, above=0, max=1)
+    weights: str = option("imagenet", choices=("imagenet", "none"), help="Initial weights of every pretraining.")
+    pretrain_epochs: int = option(15, help="Pretraining epochs.", min=1, max=MAX_EPOCHS)
+    pretrain_lr: float = option(0.01, help="Pretraining learning rate.", above=0, max=MAX_LR)
+    pretrain_milestones: tuple[int, ...] = option((10,), help="Pretraining epochs after which lr drops ×0.1.",
+                                                  min=1, max=MAX_EPOCHS)
+    finetune_epochs: int = option(10, help="Fine-tuning epochs of every strategy.", min=1, max=MAX_EPOCHS)
+    finetune_lr: float = option(0.06, help="Fine-tuning learning rate of every strategy.", above=0, max=MAX_LR)
+    topk: str = option("55", help="k of the mask, tensors or percent.")
+    n_synth: int | None = option(None, min=4, max=MAX_IMAGES, help="Balanced synthetic images of each fine-tuning.",
+                                 default_text="as many as the real training images")
+    blocks: tuple[str, ...] = option(PARAM_BLOCKS, choices=PARAM_BLOCKS,
+                                     help="Blocks tried by the best single-block baselines.")
+    workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
+    device: str = option("auto", help=DEVICE_HELP)
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    studies: list[Any]
+    results: dict[str, list[Any]]
+    report: Path
+    seconds: float
+    plan: str
+    mask_summary: list[str] = field(default_factory=list)
+
+    @property
+    def strategies(self) -> list[Any]:
+        return self.results[self.studies[0].name]
+
+
+def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> StudyResult:
+    from ..config import write_resolved_config
+    from ..report import write_report
+    from ..studies import Sizes, Sources, execute, parse_studies
+
+    c = check(cfg)
+    studies = parse_studies(c.study)
+    if any(s.name == "prompts" for s in studies):
+        raise UsageError(MSG_PROMPTS)
+    run = Path(c.run).resolve()
+    src = Sources(train=run / layout.TRAIN, val=run / layout.VAL, test=run / layout.TEST,
+                  prompts=run / layout.PROMPTS_DIR, synth=run / layout.SYNTH_MANIFEST)
+    for path in (src.train, src.val, src.test, src.synth):
+        if not path.is_file():
+            raise UsageError(MSG_MISSING.format(path=path))
+    out = Path(c.out or run / "studies").resolve()
+    check_writable(out, folder=True)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    n_train = max(0, sum(1 for _ in open(src.train, "rb")) - 1)
+    n_eval = max(0, sum(1 for _ in open(src.test, "rb")) - 1)
+    sizes = Sizes(image_size=c.image_size, batch_size=c.batch_size, crop_scale=c.crop_scale,
+                  pretrain_epochs=c.pretrain_epochs, pretrain_lr=c.pretrain_lr,
+                  pretrain_milestones=tuple(c.pretrain_milestones), finetune_epochs=c.finetune_epochs,
+                  finetune_lr=c.finetune_lr, topk=c.topk, n_train=n_train, n_synth=c.n_synth or n_train,
+                  blocks=tuple(c.blocks), weights=c.weights, workers=c.workers, device=c.device, n_eval=n_eval)
+    done = execute(out, studies, [], src, sizes, c.seeds, progress=progress, announce=announce, title="aimfair study")
+    write_resolved_config(out, "study", c)
+    done.pipe.write_commands(out / "commands.sh", f"The shell commands equivalent to `aimfair study` on {run}.")
+    seconds = time.perf_counter() - started
+    intro = (f"Run folder {run}: {n_train} real training images at {c.image_size} px, {c.seeds} seed(s), studies: "
+             f"{', '.join(s.name for s in studies)}; wall time {seconds / 60:.1f} min.")
+    report = write_report(out, intro=intro, studies=studies, results=done.results, mask_summary=done.mask_summary,
+                          seeds=c.seeds, blocks=c.blocks, commands=done.pipe.commands())
+    return StudyResult(out=out, studies=studies, results=done.results, report=report, seconds=seconds, plan=done.plan,
+                       mask_summary=done.mask_summary)
