@@ -133,6 +133,11 @@ class Pipeline:
             self._files[path] = f"sha256:{_sha256(path)}" if path.is_file() else "missing"
         return self._files[path]
 
+    def pending(self, path: Path) -> bool:
+        """In plan mode: whether `path` is written by a step that is still to run (so it cannot be read yet)."""
+        producer = self._producer(Path(path).resolve())
+        return producer is not None and self._digests[producer] is None
+
     def key(self, step: Step) -> dict[str, Any] | None:
         """What the record must hold for `step` to be reused (None: an input is not made yet, in plan mode)."""
         inputs = {}

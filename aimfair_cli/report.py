@@ -42,10 +42,13 @@ def summary_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict
 
 
 def paired_vs_reference(strategies: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """`metrics.paired` of every strategy but the reference against full fine-tuning, seed by seed."""
+    """`metrics.paired` of every strategy but the reference against full fine-tuning, seed by seed (nothing when a
+    study has no full fine-tuning row)."""
     from .metrics import paired
 
-    ref = next(s for s in strategies if s.name == REFERENCE)
+    ref = next((s for s in strategies if s.name == REFERENCE), None)
+    if ref is None:
+        return {}
     return {s.name: paired(s.metrics, ref.metrics) for s in strategies if s.name != REFERENCE}
 
 
@@ -72,6 +75,8 @@ def distinguishable_text(strategies: Sequence[Any]) -> str:
     from .metrics import PAIRED, excludes_zero
 
     comparisons = paired_vs_reference(strategies)
+    if not comparisons:
+        return "No full fine-tuning row: nothing is paired."
     n = len(next(s for s in strategies if s.name == REFERENCE).metrics)
     if n == 1:
         return ("With one seed there is no interval, so no difference can be told from seed-to-seed noise; "

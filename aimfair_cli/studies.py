@@ -142,7 +142,7 @@ class Bench:
         cfg = EvalConfig(model=[str(model)], data=data, out=out, workers=self.z.workers, device=self.z.device)
         self.pipe.run(Step(("eval",), cfg, (model, data), (out,), f"eval {model.stem} on {data.stem} seed {self.seed}",
                            cost=self.z.n_eval / 3))
-        if self.pipe.plan:  # nothing ran: a stand-in, so rows that choose among candidates can be planned
+        if self.pipe.pending(out):  # planning, not made yet: a stand-in, so rows that choose can be planned
             return GroupMetrics(cells={c: (1, 1) for c in ((0, 0), (0, 1), (1, 0), (1, 1))})
         return read_eval_runs(out)[0]
 
@@ -156,8 +156,8 @@ class Bench:
         return label, path
 
     def selection_ratio(self, mask: Path) -> float:
-        """The share of tensors the mask selects (0.5 while planning)."""
-        if self.pipe.plan:
+        """The share of tensors the mask selects (0.5 while planning a mask still to be made)."""
+        if self.pipe.pending(mask):
             return 0.5
         from .maskfile import load_mask
 
@@ -408,7 +408,7 @@ def execute(root: Path, studies: Sequence[Study], shared: Sequence[Step], src: S
     if announce is not None:
         announce(text)
     logging.getLogger(__name__).info("%s", text)
-    with progress.task(title, total=sum(s.cost for s in plan.ran) or 1) as bar:
+    with progress.task(title, total=sum(s.cost for s in plan.steps) or 1) as bar:
         pipe = Pipeline(root, progress=progress, advance=lambda cost, step: bar.advance(cost, stage=step))
         results, summary = walk(pipe)
     return Executed(pipe=pipe, results=results, mask_summary=summary, plan=text)

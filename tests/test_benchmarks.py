@@ -48,3 +48,14 @@ def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/synth_throughput.py"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "hours on a CPU" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_properties_prints_the_regime_rows_beside_the_papers(tmp_path):
+    r = run_json("demo_properties.py", "--regime", "--quick", "--seeds", "1", "--device", "cpu", "--work", str(tmp_path))
+    assert list(r["rows"]) == ["pretrained", "synthetic", "supplement", "repair"]
+    assert r["rows"]["pretrained"]["paper"] == {"acc": 89.2, "wst": 71.5, "eo": 23.8}
+    for row in r["rows"].values():
+        assert 0 <= row["ours"]["acc"] <= 100 and isinstance(row["holds"], bool)
+    erm = r["rows"]["pretrained"]["ours"]
+    assert r["rows"]["pretrained"]["holds"] == (erm["acc"] - erm["wst"] >= 12 and 15 <= erm["eo"] <= 30)

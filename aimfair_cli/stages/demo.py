@@ -189,13 +189,15 @@ def _sizes(c: DemoConfig) -> Any:
                  blocks=tuple(c.freeze_blocks), weights="none", workers=c.workers, device=c.device, n_eval=c.n_eval)
 
 
-def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None) -> DemoResult:
-    """Plan the chosen studies, say how much work they are (`announce(text)`), run them, write the report."""
+def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None,
+             studies: list[Any] | None = None) -> DemoResult:
+    """Plan the chosen studies (`cfg.study`, or `studies`: `studies.Study` values made by the caller), say how much
+    work they are (`announce(text)`), run them, write the report."""
     from ..report import write_report
     from ..studies import execute, parse_studies
 
     c = check(cfg).resolved()
-    studies = parse_studies(c.study)
+    studies = studies or parse_studies(c.study)
     started = time.perf_counter()
     out = Path(c.out).resolve()
     check_writable(out, folder=True)  # a read-only or misplaced folder is found before minutes of work
