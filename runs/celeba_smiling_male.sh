@@ -117,7 +117,6 @@ echo "done: $RUN/eval_pretrain.json, $RUN/eval_finetune.json" >&2
 # 8. the paper's studies (Tab. 3, 4, 6, Fig. 5) on this run's data and synthetic pool, one process (each training
 # of a study is a separate step; steps already done are reused on rerun)
 if [ -n "$STUDY" ]; then
-  [ "$STUDY" = all ] && STUDY=main,strategies,partial,topk,bias-ratio   # `prompts` needs the offline benchmark
   aimfair study --run "$RUN" --study "$STUDY" --seeds "$STUDY_SEEDS" --weights "$WEIGHTS" \
     --pretrain-epochs "$PRETRAIN_EPOCHS" --pretrain-lr "$PRETRAIN_LR" --finetune-epochs "$FT_EPOCHS" \
     --finetune-lr "$FT_LR" --topk "$TOPK"
