@@ -268,3 +268,7 @@ def test_prompts_flags_come_from_the_writers_own_options():
             assert params[f.name].default == f.default, (writer.__name__, f.name)
     text = " ".join(runner.invoke(app, ["prompts", "--help"]).output.split())
     assert "[default: openai 1.0, transformers 0.0]" in text and "--max-new-tokens" in text
+    assert "transformers: tokens generated per reply at most. LLM writers only. (1 <= x <= 1_000_000) " \
+           "[default: 80 per prompt asked + 32]" in text
+    assert "openai: requests sent at once (one per group still missing prompts). LLM writers only. " \
+           "(1 <= x <= 64) [default: 4]" in text
