@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import json
 import logging
 import os
 import queue
@@ -63,7 +64,11 @@ MSG_GAVE_UP = "request to {url} still failing after {attempts} attempts: {reason
 MSG_NOT_COMPLETION = "{url} answered with something that is not a chat completion ({what})"
 # The response_format forms tried in turn (see the module docstring); "none" sends no response_format.
 RESPONSE_FORMATS = ("json_schema", "json_object+schema", "json_object", "none")
-FALLBACK_STATUS = (400, 422)  # llama-cpp-python's server answers 422 to a response_format it does not know
+# Answers that make the next request ask with less: 400 and 422 (request validation), and any other error
+# whose message names the response_format field or its json_schema type (llama-cpp-python 0.3's server turns
+# its 422 into "HTTP 500: 1 validation error: ... response_format ... 'json_schema'").
+FALLBACK_STATUS = (400, 422)
+_NAMES_FORMAT = re.compile(r"response_format|json_schema")
 
 
 def response_format(form: str, want: int) -> dict[str, Any] | None:
@@ -312,7 +317,7 @@ class OpenAIWriter(ChatWriter):
                 self._count(completion)
                 return text
             except openai.APIStatusError as exc:
-                if exc.status_code in FALLBACK_STATUS:
+                if exc.status_code in FALLBACK_STATUS or (form != "none" and _NAMES_FORMAT.search(_error_text(exc))):
                     if self._downgrade(form, sends_seed, exc):
                         continue
                     raise self._fatal(exc) from None
@@ -379,6 +384,12 @@ class OpenAIWriter(ChatWriter):
 
     def __repr__(self) -> str:
         return f"OpenAIWriter(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+
+def _error_text(exc: Any) -> str:
+    """All the server said about an error (its JSON body, else the client's message)."""
+    body = getattr(exc, "body", None)
+    return json.dumps(body) if body is not None else str(getattr(exc, "message", None) or exc)
 
 
 def _describe_error(exc: Any) -> str:
