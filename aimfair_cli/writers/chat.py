@@ -28,7 +28,7 @@ from ..tasks import Attribute, Group, Task, check_prompt
 
 log = logging.getLogger(__name__)
 
-INSTRUCTION_VERSION = 1  # bump when the wording below changes: it is recorded in the prompt file
+INSTRUCTION_VERSION = 2  # bump when the wording below changes: it is recorded in the prompt file
 MAX_WORDS = 60  # tasks.check_prompt's bound, well inside CLIP's 77 tokens
 SHOWN_REJECTIONS = 5  # rejected prompts quoted back to the model per round
 MSG_NO_MODEL = "--writer {writer} needs --model (an LLM name{extra})"
@@ -95,7 +95,8 @@ def build_instruction(task: Task, group: Group, n: int) -> list[dict[str, str]]:
         "age, lighting and background. Nothing may contradict the target or protected attribute.",
         f"Prompt format: one sentence of at most {MAX_WORDS - 20} words, like \"Portrait face photo of a "
         f"{target} {protected} with ...\".",
-        f'Answer with only this JSON object: {{"prompts": ["<prompt 1>", "<prompt 2>", ...]}} holding {n} strings.',
+        # No placeholders such as "<prompt 1>" in the format: small models copy them verbatim.
+        f'Answer with only a JSON object {{"prompts": [...]}} whose list holds the {n} prompts as strings.',
     ])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -352,7 +353,9 @@ class ChatWriter:
                     continue
                 # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
                 # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
-                added, _ = c.take(self.scrub(reply or ""))
+                added, rejected = c.take(self.scrub(reply or ""))
+                for prompt, why in rejected:  # -v shows what the model wrote
+                    log.debug("%s round %d, %s rejected %r: %s", self.name, rounds, c.group.name, prompt, why)
                 top = collections.Counter(c.reasons).most_common(1)
                 report = RoundReport(group=c.group.name, round=rounds, max_rounds=self.max_rounds, added=added,
                                      rejected=len(c.reasons),  # rejected prompts, plus 1 for an unreadable reply
