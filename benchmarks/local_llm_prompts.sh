@@ -51,7 +51,7 @@ for line in open(log, encoding="utf-8"):
     m = re.search(rf"{writer} round \d+/\d+: (\d+) tokens in ([\d.]+) s", line)
     if m:
         tokens, gen_s = tokens + int(m[1]), gen_s + float(m[2])
-    m = re.search(r"using (.+) for the rest of the run", line)
+    m = re.search(r"using (?:response_format )?(.+) for the rest of the run", line)
     if m:
         forms.append(m[1])
 print(f"== {writer}: exit status {status}, {seconds:.0f} s in all")

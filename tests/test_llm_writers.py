@@ -619,7 +619,10 @@ def test_transformers_constrained_replies_parse_as_the_schema_in_one_batch(tiny_
     # parsed, then judged on content: no JSON error among the reasons
     assert "not valid JSON" not in str(err.value) and "does not state" in str(err.value)
     assert not any("not valid JSON" in r.getMessage() for r in caplog.records)
-    speed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transformers round 1/1: ")]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transformers round 1/1: ")]
+    assert said[0] == "transformers round 1/1: asking for 2 smiling_male, 2 smiling_female, 2 not_smiling_male, " \
+                      "2 not_smiling_female"
+    speed = said[1:]
     assert len(speed) == 1 and re.fullmatch(r"transformers round 1/1: \d+ tokens in [\d.]+ s \([\d.]+ tokens/s\) "
                                             r"for 4 group\(s\)", speed[0])
 

@@ -338,6 +338,9 @@ class ChatWriter:
             requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.missing)
                         for c in pending]
             self.last_generated = None
+            # said before the round's requests: a local model's round can take minutes
+            log.info("%s round %d/%d: asking for %s", self.name, rounds, self.max_rounds,
+                     ", ".join(f"{c.missing} {c.group.name}" for c in pending))
             # A backend may hand back an exception in place of a reply (one of several concurrent requests
             # failed): the other groups' replies are still used and saved before it is raised.
             replies = self._chat_many(requests)

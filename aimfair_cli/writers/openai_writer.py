@@ -281,8 +281,8 @@ class OpenAIWriter(ChatWriter):
         return replies
 
     def _downgrade(self, form: str, sends_seed: bool, exc: Any) -> bool:
-        """After a 400/422 to a request sent with (form, sends_seed): ask with less from now on (said once per
-        step). False when nothing is left to drop."""
+        """After a refusal (400/422, or an error naming response_format) of a request sent with (form,
+        sends_seed): ask with less from now on, saying so once per step. False when nothing is left to drop."""
         with self._lock:
             if (self._form, self._sends_seed) != (form, sends_seed):
                 return True  # a concurrent request already stepped down: just resend

@@ -104,6 +104,7 @@ class TransformersWriter(ChatWriter):
         if grammar.available():
             width = self.lm.get_output_embeddings().weight.shape[0]
             self.grammar = grammar.SchemaGrammar(self.tokenizer, vocab_size=width, stop_ids=self.stop_ids)
+            log.info("replies constrained to the prompts' JSON schema (xgrammar %s)", grammar.version())
         else:
             log.warning(grammar.HINT)
 
