@@ -164,7 +164,7 @@ def test_openai_recovers_from_bad_replies_and_keeps_partial_results(key):
     bodies = [r["body"] for r in server.requests]
     assert {r["path"] for r in server.requests} == {"/v1/chat/completions"}
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in server.requests)
-    assert all(b["model"] == "test-model" for b in bodies)
+    assert all(b["model"] == "test-model" and "max_tokens" not in b for b in bodies)  # the server's own bound
     # Structured output: the reply's JSON schema, strict, with exactly as many prompts as are still missing.
     formats = [b["response_format"] for b in bodies]
     assert all(f["type"] == "json_schema" and f["json_schema"]["strict"] is True for f in formats)
@@ -275,6 +275,13 @@ def test_openai_falls_back_to_json_object_with_schema_and_remembers_it(key, capl
     rounds = [r.getMessage() for r in caplog.records if re.match(r"openai round 1/5, \w+: ", r.getMessage())]
     assert rounds == [f"openai round 1/5, {g.name}: 1 accepted, 1 rejected (most often: does not state "
                       f"'{TASK.target.phrase(g.target)}' (1)); 1/2" for g in TASK.groups]
+
+
+def test_openai_max_new_tokens_is_sent_as_max_tokens(key):
+    with ScriptedServer([prompts_reply(P1)]) as server:
+        writer = writer_for(server, max_new_tokens=200)
+        assert writer.write(TASK, GROUP, 1) == [P1]
+    assert server.requests[0]["body"]["max_tokens"] == 200 and writer.describe()["max_new_tokens"] == 200
 
 
 def test_openai_sends_the_groups_concurrently_and_keeps_task_order(key):
@@ -413,8 +420,8 @@ def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
 def test_openai_option_errors():
     with pytest.raises(UsageError, match=r"^--writer openai needs --model"):
         make_writer("openai")
-    with pytest.raises(UsageError, match=r"^option\(s\) --max-new-tokens do not apply to --writer openai$"):
-        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_new_tokens=5)
+    with pytest.raises(UsageError, match=r"^option\(s\) --device do not apply to --writer openai$"):
+        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", device="cpu")
     with pytest.raises(UsageError, match="max-rounds must be at least 1"):
         make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_rounds=0)
 

@@ -183,6 +183,10 @@ class OpenAIOptions:
     timeout: float = option(60.0, above=0, max=86_400, help="seconds to wait for each reply; a request that times out "
                             "is tried once more, then the command stops.")
     concurrency: int = option(4, min=1, max=64, help="requests sent at once (one per group still missing prompts).")
+    # Opt-in: OpenAI's reasoning models refuse max_tokens, and count their hidden tokens in it.
+    max_new_tokens: int | None = option(None, min=1, max=1_000_000, help="tokens per reply at most, sent as max_tokens "
+                                        "(for servers that otherwise generate up to their context size).",
+                                        default_text="the server's")
 
 
 class OpenAIWriter(ChatWriter):
@@ -208,6 +212,7 @@ class OpenAIWriter(ChatWriter):
         max_rounds: int = OpenAIOptions.max_rounds,
         timeout: float = OpenAIOptions.timeout,
         concurrency: int = OpenAIOptions.concurrency,
+        max_new_tokens: int | None = OpenAIOptions.max_new_tokens,
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -230,6 +235,7 @@ class OpenAIWriter(ChatWriter):
         super().__init__(max_rounds=max_rounds, temperature=temperature)
         self.model, self.api_key_env, self.timeout = model, api_key_env, float(timeout)
         self.concurrency = int(concurrency)
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
         self._sleep, self._jitter = sleep, random.Random()
@@ -311,6 +317,8 @@ class OpenAIWriter(ChatWriter):
                 kwargs["response_format"] = response_format(form, want)
             if sends_seed:
                 kwargs["seed"] = seed % (2**31)
+            if self.max_new_tokens is not None:
+                kwargs["max_tokens"] = self.max_new_tokens
             try:
                 completion = self._client.chat.completions.create(**kwargs)
                 text = reply_text(completion, url=self._url, model=self.model)
@@ -379,6 +387,7 @@ class OpenAIWriter(ChatWriter):
             "json_mode": self.json_mode,
             "response_format": self._form,
             "sends_seed": self._sends_seed,
+            "max_new_tokens": self.max_new_tokens,
             "instruction_version": INSTRUCTION_VERSION,
         }
 
