@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install aimfair (editable). EXTRAS picks the optional dependencies: "test" (default: the
-# test suite, with diffusers, transformers and openai) or "" (just what the offline demo needs).
+# test suite, with diffusers, transformers, openai and xgrammar) or "" (just what the offline demo needs).
 # torch 2.14.1 / torchvision 0.29.1 is the pair known to work on the reference CPU machines; pyproject.toml
 # itself declares version ranges so you can bring your own CUDA build.
 set -euo pipefail

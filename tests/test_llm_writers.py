@@ -53,9 +53,10 @@ class ScriptedServer:
 
     `script` may also be a function request_body -> reply tuple. Once the script is used up it answers 500,
     so a writer that loops too long fails instead of hanging. Binds a random free port on 127.0.0.1.
+    `concurrent=True` calls a function script outside the server's lock, so replies may wait for each other.
     """
 
-    def __init__(self, script):
+    def __init__(self, script, concurrent: bool = False):
         self.script = script if callable(script) else list(script)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -67,9 +68,11 @@ class ScriptedServer:
                 with server.lock:
                     server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                     if callable(server.script):
-                        reply = server.script(body)
+                        reply = None if concurrent else server.script(body)
                     else:
                         reply = server.script.pop(0) if server.script else fail(500, "script exhausted")
+                if reply is None:
+                    reply = server.script(body)
                 status, headers, payload, delay = reply
                 time.sleep(delay)
                 data = json.dumps(payload).encode()
@@ -161,7 +164,13 @@ def test_openai_recovers_from_bad_replies_and_keeps_partial_results(key):
     bodies = [r["body"] for r in server.requests]
     assert {r["path"] for r in server.requests} == {"/v1/chat/completions"}
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in server.requests)
-    assert all(b["model"] == "test-model" and b["response_format"] == {"type": "json_object"} for b in bodies)
+    assert all(b["model"] == "test-model" and "max_tokens" not in b for b in bodies)  # the server's own bound
+    # Structured output: the reply's JSON schema, strict, with exactly as many prompts as are still missing.
+    formats = [b["response_format"] for b in bodies]
+    assert all(f["type"] == "json_schema" and f["json_schema"]["strict"] is True for f in formats)
+    wanted = [f["json_schema"]["schema"]["properties"]["prompts"] for f in formats]
+    assert [(w["minItems"], w["maxItems"]) for w in wanted] == [(4, 4), (4, 4), (3, 3), (3, 3), (2, 2), (2, 2)]
+    assert formats[0]["json_schema"]["schema"]["required"] == ["prompts"]
     # One conversation: each round adds the model's reply and our follow-up; a retried request is resent as is.
     assert [len(b["messages"]) for b in bodies] == [2, 4, 6, 6, 8, 8]
     assert bodies[2] == bodies[3] and bodies[4] == bodies[5]
@@ -200,6 +209,14 @@ def test_openai_gives_up_after_max_rounds_with_a_clear_error(key):
     assert len(server.requests) == 3
 
 
+def _form(body: dict) -> str:
+    """Which response_format form a request carried (openai_writer.RESPONSE_FORMATS)."""
+    rf = body.get("response_format")
+    if rf is None:
+        return "none"
+    return rf["type"] + ("+schema" if rf["type"] == "json_object" and "schema" in rf else "")
+
+
 def test_openai_drops_json_mode_and_seed_when_the_server_refuses_them(key):
     def reply(body):
         if "response_format" in body or "seed" in body:
@@ -209,9 +226,84 @@ def test_openai_drops_json_mode_and_seed_when_the_server_refuses_them(key):
     with ScriptedServer(reply) as server:
         writer = writer_for(server)
         assert writer.write(TASK, GROUP, 2) == [P1, P2]
-    sent = [("response_format" in r["body"], "seed" in r["body"]) for r in server.requests]
-    assert sent == [(True, True), (False, True), (False, False)]
+    sent = [(_form(r["body"]), "seed" in r["body"]) for r in server.requests]
+    assert sent == [("json_schema", True), ("json_object+schema", True), ("json_object", True), ("none", True),
+                    ("none", False)]
     assert writer.describe()["json_mode"] is False and writer.describe()["sends_seed"] is False
+
+
+LLAMA_CPP_REFUSAL = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                     "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}")
+
+
+@pytest.mark.parametrize("status, message, said", [
+    (400, "Input should be 'text' or 'json_object'", "HTTP 400: Input should be 'text' or 'json_object'"),
+    (422, "Input should be 'text' or 'json_object'", "HTTP 422: Input should be 'text' or 'json_object'"),
+    (500, LLAMA_CPP_REFUSAL, "HTTP 500: 1 validation error:"),  # what llama-cpp-python 0.3.36's server answers
+])
+def test_openai_falls_back_to_json_object_with_schema_and_remembers_it(key, caplog, status, message, said):
+    """Like llama-cpp-python's server: {"type": "json_schema"} is refused (400 or 422 from request validation;
+    that server's own error handler turns its 422 into a 500 naming the field), {"type": "json_object",
+    "schema": ...} is taken. The fallback is said once and kept for every later request, concurrent ones
+    included; a refusal is not retried like an overloaded server."""
+    def reply(body):
+        if _form(body) == "json_schema":
+            return fail(status, message)
+        assert body["response_format"]["schema"]["properties"]["prompts"]["minItems"] >= 1
+        ask = body["messages"][1]["content"]
+        target, protected = re.search(r"person who is (.+?) and (.+?)\.\n", ask).groups()
+        if len(body["messages"]) == 2:  # first round: one valid prompt, one that misses the target
+            return prompts_reply(f"Portrait face photo of a {target} {protected} with curly hair.",
+                                 f"Portrait face photo of a {protected} with glasses.")
+        return prompts_reply(f"A {target} {protected}, head turned left, studio light.")
+
+    caplog.set_level(logging.INFO, logger="aimfair_cli")
+    with ScriptedServer(reply) as server:
+        writer = writer_for(server, concurrency=4)
+        got = writer.write_groups(TASK, TASK.groups, 2, seed=1)
+    assert list(got) == [g.name for g in TASK.groups]
+    assert all(len(v) == 2 for v in got.values())
+    forms = [_form(r["body"]) for r in server.requests]
+    # every group's first request may race the first refusal, but never more than once each
+    assert 1 <= forms.count("json_schema") <= 4 and forms[-4:] == ["json_object+schema"] * 4
+    assert len(forms) == forms.count("json_schema") + 8  # 4 groups x 2 rounds
+    assert writer.response_format_form == "json_object+schema"
+    fallbacks = [r.getMessage() for r in caplog.records if "for the rest of the run" in r.getMessage()]
+    assert fallbacks == [f"{server.base_url} refused response_format json_schema ({said}); using response_format "
+                         "json_object+schema for the rest of the run"]
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+    rounds = [r.getMessage() for r in caplog.records if re.match(r"openai round 1/5, \w+: ", r.getMessage())]
+    assert rounds == [f"openai round 1/5, {g.name}: 1 accepted, 1 rejected (most often: does not state "
+                      f"'{TASK.target.phrase(g.target)}' (1)); 1/2" for g in TASK.groups]
+
+
+def test_openai_max_new_tokens_is_sent_as_max_tokens(key):
+    with ScriptedServer([prompts_reply(P1)]) as server:
+        writer = writer_for(server, max_new_tokens=200)
+        assert writer.write(TASK, GROUP, 1) == [P1]
+    assert server.requests[0]["body"]["max_tokens"] == 200 and writer.describe()["max_new_tokens"] == 200
+
+
+def test_openai_sends_the_groups_concurrently_and_keeps_task_order(key):
+    """Four groups, concurrency 4: all four requests of a round are in flight together (the server holds each
+    until it has seen all four), and results, callbacks and files follow the task's group order."""
+    seen, release = [], threading.Event()
+
+    def reply(body):
+        seen.append(body)
+        if len(seen) >= 4:
+            release.set()
+        assert release.wait(5), "the requests were not sent concurrently"
+        ask = body["messages"][1]["content"]
+        target, protected = re.search(r"person who is (.+?) and (.+?)\.\n", ask).groups()
+        return prompts_reply(f"Portrait face photo of a {target} {protected} with freckles.")
+
+    order: list[str] = []
+    with ScriptedServer(reply, concurrent=True) as server:
+        writer = writer_for(server, concurrency=4)
+        got = writer.write_groups(TASK, TASK.groups, 1, on_partial=lambda name, ps: order.append(name))
+    assert len(seen) == 4
+    assert list(got) == order == [g.name for g in TASK.groups]
 
 
 def test_openai_a_400_without_optional_fields_left_is_final(key):
@@ -249,11 +341,11 @@ def test_openai_rejected_key_is_reported_without_the_key(key):
 
 
 def test_openai_other_http_errors_are_scrubbed_of_the_key(key):
-    with ScriptedServer([fail(422, f"bad request from key {KEY}")]) as server:
+    with ScriptedServer([fail(413, f"bad request from key {KEY}")]) as server:
         with pytest.raises(PromptWriterError) as err:
             writer_for(server).write(TASK, GROUP, 1)
     assert KEY not in str(err.value)
-    assert str(err.value) == f"request to {server.base_url} failed: HTTP 422: bad request from key ***"
+    assert str(err.value) == f"request to {server.base_url} failed: HTTP 413: bad request from key ***"
 
 
 def test_openai_key_comes_from_the_environment_only(monkeypatch):
@@ -328,8 +420,8 @@ def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
 def test_openai_option_errors():
     with pytest.raises(UsageError, match=r"^--writer openai needs --model"):
         make_writer("openai")
-    with pytest.raises(UsageError, match=r"^option\(s\) --max-new-tokens do not apply to --writer openai$"):
-        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_new_tokens=5)
+    with pytest.raises(UsageError, match=r"^option\(s\) --device do not apply to --writer openai$"):
+        make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", device="cpu")
     with pytest.raises(UsageError, match="max-rounds must be at least 1"):
         make_writer("openai", model="m", base_url="http://127.0.0.1:9/v1", max_rounds=0)
 
@@ -408,6 +500,26 @@ def tiny_lm(tmp_path_factory) -> Path:
     return root
 
 
+def spy_replies(writer, into: list[str]) -> None:
+    """Record every reply the writer's backend returns."""
+    real = writer._chat_many
+    writer._chat_many = lambda requests: into.extend(real(requests)) or into[-len(requests):]
+
+
+def spy_generate(writer) -> list[dict]:
+    """Record the keyword arguments of every generate call (and the input batch)."""
+    calls: list[dict] = []
+    generate = writer.lm.generate
+
+    def spy(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        calls.append({**kwargs, "output": out})
+        return out
+
+    writer.lm.generate = spy
+    return calls
+
+
 def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
     writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12)
     calls = []
@@ -425,8 +537,7 @@ def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm
     replies = []
     for _ in range(2):
         writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8)
-        real_chat = writer._chat
-        writer._chat = lambda messages, seed: replies.append(real_chat(messages, seed=seed)) or replies[-1]
+        spy_replies(writer, replies)
         with pytest.raises(PromptWriterError):
             writer.write(TASK, GROUP, 1)
     assert replies[0] == replies[1]
@@ -437,10 +548,10 @@ def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm
 
 def test_transformers_seeded_sampling(tiny_lm):
     def first_reply(seed: int) -> str:
-        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=8)
-        got = []
-        real_chat = writer._chat
-        writer._chat = lambda messages, seed: got.append(real_chat(messages, seed=seed)) or got[-1]
+        # 24 tokens: the first 13 ('{"prompts": ["') are forced by the grammar, the rest are sampled
+        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=24)
+        got: list[str] = []
+        spy_replies(writer, got)
         with pytest.raises(PromptWriterError):
             writer.write(TASK, GROUP, 1, seed=seed)
         return got[0]
@@ -485,3 +596,125 @@ def test_transformers_unknown_model_offline_fails_fast(monkeypatch):
     )
     with pytest.raises(UsageError, match=r"^option\(s\) --base-url do not apply to --writer transformers$"):
         make_writer("transformers", model="x", base_url="http://127.0.0.1/v1")
+
+
+def test_transformers_constrained_replies_parse_as_the_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
+    """With xgrammar (the `grammar` extra, installed by the `test` extra) a random-weight model still answers
+    every group with {"prompts": [n strings]}, each within the schema's length bound; the four groups are one
+    left-padded batch; the replies then fail content validation, as random text must. The bound is lowered
+    to 12 characters so the random model, which always runs strings to the limit, finishes quickly."""
+    from aimfair_cli.writers import grammar
+
+    assert grammar.available()
+    monkeypatch.setattr(chat, "MAX_PROMPT_CHARS", 12)
+    caplog.set_level(logging.INFO, logger="aimfair_cli")
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1)
+    assert writer.describe()["constrained"].startswith("json schema (xgrammar ")
+    replies: list[str] = []
+    spy_replies(writer, replies)
+    calls = spy_generate(writer)
+    with pytest.raises(PromptWriterError) as err:
+        writer.write_groups(TASK, TASK.groups, 2, seed=0)
+    assert len(calls) == 1 and calls[0]["input_ids"].shape[0] == 4  # one batch for the four groups
+    mask = calls[0]["attention_mask"]
+    assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # padded on the left
+    assert len(replies) == 4
+    for reply in replies:
+        data = json.loads(reply, strict=False)
+        assert list(data) == ["prompts"] and len(data["prompts"]) == 2
+        assert all(isinstance(p, str) and 1 <= len(p) <= 12 for p in data["prompts"])
+    # parsed, then judged on content: no JSON error among the reasons
+    assert "not valid JSON" not in str(err.value) and "does not state" in str(err.value)
+    assert not any("not valid JSON" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transformers round 1/1: ")]
+    assert said[0] == "transformers round 1/1: asking for 2 smiling_male, 2 smiling_female, 2 not_smiling_male, " \
+                      "2 not_smiling_female"
+    speed = said[1:]
+    assert len(speed) == 1 and re.fullmatch(r"transformers round 1/1: \d+ tokens in [\d.]+ s \([\d.]+ tokens/s\) "
+                                            r"for 4 group\(s\)", speed[0])
+
+
+def test_transformers_generation_is_bounded_by_the_prompts_asked(tiny_lm, monkeypatch):
+    """Default budget: TOKENS_PER_PROMPT per prompt asked + TOKEN_MARGIN; --max-new-tokens overrides it; no row
+    generates more. (Short schema strings keep the random model's replies short.)"""
+    monkeypatch.setattr(chat, "MAX_PROMPT_CHARS", 12)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1)
+    assert writer.budget(3) == chat.token_budget(3) == 3 * chat.TOKENS_PER_PROMPT + chat.TOKEN_MARGIN
+    assert writer.describe()["max_new_tokens"] == f"{chat.TOKENS_PER_PROMPT} per prompt asked + {chat.TOKEN_MARGIN}"
+    calls = spy_generate(writer)
+    writer._chat_many([chat.ChatRequest(chat.build_instruction(TASK, GROUP, 1), 0, 1),
+                       chat.ChatRequest(chat.build_instruction(TASK, GROUP, 2), 0, 2)])
+    config = calls[0]["generation_config"]
+    assert config.max_new_tokens == chat.token_budget(2)  # the larger of the batch's rows
+    prompt_len = calls[0]["input_ids"].shape[1]
+    assert calls[0]["output"].shape[1] - prompt_len <= chat.token_budget(2)
+
+    capped = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=5)
+    calls = spy_generate(capped)
+    capped._chat_many([chat.ChatRequest(chat.build_instruction(TASK, GROUP, 4), 0, 4)])
+    assert calls[0]["generation_config"].max_new_tokens == 5
+    assert calls[0]["output"].shape[1] - calls[0]["input_ids"].shape[1] <= 5
+
+
+def test_transformers_without_xgrammar_hints_once_and_stops_at_the_end_of_the_json(tiny_lm, monkeypatch, caplog):
+    from aimfair_cli.writers import grammar
+
+    monkeypatch.setattr(grammar, "available", lambda: False)
+    caplog.set_level(logging.INFO, logger="aimfair_cli")
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=6)
+    assert writer.grammar is None and writer.describe()["constrained"] is None
+    assert [r.getMessage() for r in caplog.records if "xgrammar" in r.getMessage()] == [grammar.HINT]
+    calls = spy_generate(writer)
+    with pytest.raises(PromptWriterError, match="reply was not valid JSON"):
+        writer.write(TASK, GROUP, 1)
+    (stop,) = calls[0]["stopping_criteria"]
+    assert "logits_processor" not in calls[0]
+    # the criterion, on a batch of two rows after a 2-token prompt: done only where the JSON is closed
+    rows = [writer.tokenizer("xx" + t, add_special_tokens=False)["input_ids"] for t in ('{"p": ["a}"]}', '{"p": ["a}"] ')]
+    import torch
+
+    assert stop.__class__(writer.tokenizer, 2)(torch.tensor(rows), None).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("text, closed", [
+    ('{"prompts": ["a"]}', True), ('Sure: {"prompts": ["a", "b}"]} and more', True), ('{"prompts": ["a\\"}"', False),
+    ('{"prompts": [', False), ("no json", False), ('["x"]', True), ('"}"', False),
+])
+def test_json_closed(text, closed):
+    assert chat.json_closed(text) is closed
+
+
+def test_reply_schema_and_parsing_of_raw_control_characters():
+    schema = chat.reply_schema(3)
+    items = schema["properties"]["prompts"]
+    assert (items["minItems"], items["maxItems"], items["items"]["maxLength"]) == (3, 3, chat.MAX_PROMPT_CHARS)
+    assert schema["additionalProperties"] is False and schema["required"] == ["prompts"]
+    # grammar-bound small models may put raw newlines in strings: read, then judged on the words
+    assert chat.parse_reply('{"prompts": ["a smiling\nman"]}') == (["a smiling man"], None)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(key, tmp_path):
+    """`aimfair prompts` as a user runs it with stderr to a file: a line per round per group (accepted, rejected,
+    most common reason) and each group's progress line."""
+    import os
+    import subprocess
+    import sys
+
+    def reply(body):
+        ask = body["messages"][1]["content"]
+        target, protected = re.search(r"person who is (.+?) and (.+?)\.\n", ask).groups()
+        return prompts_reply(f"Portrait face photo of a {target} {protected} with curly hair.",
+                             f"Portrait face photo of a {protected} with glasses.")
+
+    out = tmp_path / "p.yaml"
+    with ScriptedServer(reply) as server:
+        run = subprocess.run([sys.executable, "-m", "aimfair_cli", "prompts", "--task", "smiling_male", "--per-group",
+                              "1", "--writer", "openai", "--model", "m", "--base-url", server.base_url, "--out", str(out)],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    for g in TASK.groups:
+        assert any(line.endswith(f"openai round 1/5, {g.name}: 1 accepted, 1 rejected (most often: does not state "
+                                 f"'{TASK.target.phrase(g.target)}' (1)); 1/1") for line in lines), run.stderr
+        assert any(re.search(rf"INFO prompts {g.name}: 1/1, \d+:\d\d", line) for line in lines), run.stderr
+    assert "\x1b[" not in run.stderr  # no live bar

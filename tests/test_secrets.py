@@ -123,25 +123,25 @@ def test_an_echoed_key_is_scrubbed_and_its_prompts_refused(tmp_path):
         text = '{"prompts": ["%s", "%s", "%s"]}' % (bad, bad_escaped, good[0])
         return ok(f"Your key is {KEY}.\n{text}"), prompts_reply(good[1])
 
-    state = {"calls": 0, "fail_second_group": True}
+    state = {"fail_last_group": True}
+    last = (TASK.target.phrase(0), TASK.protected.phrase(0))  # not_smiling_female, the task's last group
 
     def reply(body):
         target, protected = ask(body)
         first, second = leaky(target, protected)
         if len(body["messages"]) == 2:  # the first round of a group
-            state["calls"] += 1
-            if state["fail_second_group"] and state["calls"] == 2:
-                return fail(422, f"no more for key {KEY}")  # a fatal error: the run stops half-way
             return first
+        if state["fail_last_group"] and (target, protected) == last:
+            return fail(413, f"no more for key {KEY}")  # a fatal error in round 2: the run stops half-way
         return second
 
     out = tmp_path / "prompts" / "smiling_male.yaml"
     with ScriptedServer(reply) as server:
         result = invoke("--base-url", server.base_url, "--per-group", "2", "--out", str(out))
         assert result.exit_code == 1
-        assert error_line(result) == f"Error: request to {server.base_url} failed: HTTP 422: no more for key ***"
+        assert error_line(result) == f"Error: request to {server.base_url} failed: HTTP 413: no more for key ***"
         left = files(tmp_path)
-        assert sorted(left) == ["prompts/smiling_male.yaml.partial.yaml"]  # the first group's prompts, kept
+        assert sorted(left) == ["prompts/smiling_male.yaml.partial.yaml"]  # the prompts so far, kept
         assert all(KEY.encode() not in data for data in left.values())
         # What went back to the server: the reply with the key redacted, and the rejection reason.
         follow_ups = [r["body"]["messages"] for r in server.requests if len(r["body"]["messages"]) > 2]
@@ -149,7 +149,7 @@ def test_an_echoed_key_is_scrubbed_and_its_prompts_refused(tmp_path):
         assert chat.REDACTED in follow_ups[0][2]["content"]
         assert f"{chat.MSG_KEY_IN_PROMPT}" in follow_ups[0][3]["content"]
 
-        state.update(calls=0, fail_second_group=False)  # the rerun (same server: same options) continues
+        state.update(fail_last_group=False)  # the rerun (same server: same options) continues
         result = invoke("--base-url", server.base_url, "--per-group", "2", "--out", str(out))
     assert result.exit_code == 0, result.output
     written = files(tmp_path)
@@ -251,7 +251,7 @@ def test_a_server_that_never_answers_ends_the_command_in_bounded_time(tmp_path):
     assert result.exit_code == 1
     assert error_line(result) == (f"Error: no reply from {server.base_url} within 1 s (2 attempts); "
                                   "raise --timeout if the model is slow")
-    assert len(server.accepted) == 2  # one try and one retry, no more
+    assert len(server.accepted) == 8  # the four groups side by side, each: one try and one retry, no more
     assert 2 <= elapsed < 8, elapsed  # two 1-s timeouts and at most 1 s of backoff, plus start-up
     assert files(tmp_path) == {}
 

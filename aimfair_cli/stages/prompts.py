@@ -9,6 +9,7 @@ the count, never a secret.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -134,6 +135,42 @@ def _validate(prompts: list[str], *, task: Task, group, want: int, writer: str, 
         seen.add(key)
 
 
+def _write_side_by_side(w: Any, task: Task, chosen: list, per_group: int, *, seed: int, saved: dict[str, list[str]],
+                        result: dict[str, list[str]], progress: Progress, save: Any) -> None:
+    """An LLM writer asks for every group at once (a batch on a local model, concurrent requests to a server):
+    one progress bar per group (valid prompts / wanted) whose info shows the last round, rejections and speed."""
+    with contextlib.ExitStack() as stack:
+        bars = {g.name: stack.enter_context(progress.task(f"prompts {g.name}", total=per_group)) for g in chosen}
+        counted = {g.name: min(len(saved.get(g.name, [])), per_group) for g in chosen}
+        for name, k in counted.items():
+            bars[name].advance(k)
+
+        def on_partial(name: str, so_far: list[str]) -> None:
+            saved[name] = list(so_far)
+            save()
+            now = min(len(so_far), per_group)
+            bars[name].advance(max(0, now - counted[name]))
+            counted[name] = max(counted[name], now)
+
+        def on_round(r: Any) -> None:
+            info = {"round": f"{r.round}/{r.max_rounds}", "rejected": r.rejected}
+            if r.top_reason:
+                info["mostly"] = r.top_reason
+            if r.tokens_per_s:
+                info["tok/s"] = f"{r.tokens_per_s:.1f}"
+            bars[r.group].advance(0, **info)
+
+        existing = {g.name: saved.get(g.name, [])[:per_group] for g in chosen}
+        got = w.write_groups(task, chosen, per_group, seed=seed, existing=existing, on_partial=on_partial,
+                             on_round=on_round)
+        for group in chosen:
+            prompts = got[group.name]
+            _validate(prompts, task=task, group=group, want=per_group, writer=w.name, scrub=getattr(w, "scrub", None))
+            bars[group.name].advance(per_group - counted[group.name])
+            result[group.name] = saved[group.name] = prompts
+        save()
+
+
 def write_prompts(
     *,
     task: str | Task,
@@ -172,24 +209,29 @@ def write_prompts(
         if old.task.name == task.name:
             result.update({k: v for k, v in old.groups.items() if k not in names and v})
 
-    with progress.task(f"prompts {task.name}", total=per_group * len(chosen)) as bar:
-        for group in chosen:
-            existing = saved.get(group.name, [])[:per_group]
-            counted = [len(existing)]
-            bar.advance(len(existing))
+    if hasattr(w, "write_groups"):
+        _write_side_by_side(w, task, chosen, per_group, seed=seed, saved=saved, result=result, progress=progress,
+                            save=lambda: _save_partial(partial_file, task=task, made_by=made_by, groups=saved))
+    else:  # the template writer (and any writer without write_groups): one group after another
+        with progress.task(f"prompts {task.name}", total=per_group * len(chosen)) as bar:
+            for group in chosen:
+                existing = saved.get(group.name, [])[:per_group]
+                counted = [len(existing)]
+                bar.advance(len(existing))
 
-            def on_partial(so_far: list[str], group=group, counted=counted) -> None:
-                saved[group.name] = list(so_far)
+                def on_partial(so_far: list[str], group=group, counted=counted) -> None:
+                    saved[group.name] = list(so_far)
+                    _save_partial(partial_file, task=task, made_by=made_by, groups=saved)
+                    bar.advance(max(0, min(len(so_far), per_group) - counted[0]))
+                    counted[0] = max(counted[0], min(len(so_far), per_group))
+
+                prompts = w.write(task, group, per_group, seed=seed, existing=existing, on_partial=on_partial)
+                _validate(prompts, task=task, group=group, want=per_group, writer=w.name,
+                          scrub=getattr(w, "scrub", None))
+                bar.advance(per_group - counted[0])
+                result[group.name] = prompts
+                saved[group.name] = prompts
                 _save_partial(partial_file, task=task, made_by=made_by, groups=saved)
-                bar.advance(max(0, min(len(so_far), per_group) - counted[0]))
-                counted[0] = max(counted[0], min(len(so_far), per_group))
-
-            prompts = w.write(task, group, per_group, seed=seed, existing=existing, on_partial=on_partial)
-            _validate(prompts, task=task, group=group, want=per_group, writer=w.name, scrub=getattr(w, "scrub", None))
-            bar.advance(per_group - counted[0])
-            result[group.name] = prompts
-            saved[group.name] = prompts
-            _save_partial(partial_file, task=task, made_by=made_by, groups=saved)
 
     pf = PromptFile(
         task=task,

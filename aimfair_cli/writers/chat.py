@@ -7,7 +7,11 @@ same checks — `tasks.check_prompt` (states the group's target and protected va
 77 tokens) and a case/whitespace-insensitive duplicate check — and, in the same conversation, ask again for
 what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. Valid
 prompts are handed to `on_partial` as they arrive, so an interrupted run keeps them and a rerun continues.
-A backend only implements `_chat(messages, seed) -> reply text` (and `scrub` when it holds a secret).
+Several groups are written side by side (`write_groups`): each round, every group that still misses prompts
+sends its own conversation, and a backend may answer them together (`_chat_many`: one batch on a local model,
+concurrent requests to a server). A backend implements `_chat(messages, seed=, want=) -> reply text` or
+`_chat_many` (and `scrub` when it holds a secret). `want` is how many prompts the reply must hold: backends that
+can constrain decoding force the reply into `reply_schema(want)`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ import collections
 import json
 import logging
 import re
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import PromptWriterError, UsageError
 from ..tasks import Attribute, Group, Task, check_prompt
 
 log = logging.getLogger(__name__)
 
-INSTRUCTION_VERSION = 1  # bump when the wording below changes: it is recorded in the prompt file
+INSTRUCTION_VERSION = 2  # bump when the wording below changes: it is recorded in the prompt file
 MAX_WORDS = 60  # tasks.check_prompt's bound, well inside CLIP's 77 tokens
 SHOWN_REJECTIONS = 5  # rejected prompts quoted back to the model per round
 MSG_NO_MODEL = "--writer {writer} needs --model (an LLM name{extra})"
@@ -36,6 +41,28 @@ MSG_CAP = "writer produced {got} of {n} valid prompts for group {group} after {r
 MSG_REPLY_NOT_JSON = "reply was not valid JSON"
 MSG_REPLY_NO_LIST = 'reply had no "prompts" list'
 MSG_DUPLICATE = "duplicate"
+# Bounded generation: a reply of n prompts needs about n x TOKENS_PER_PROMPT tokens (a 40-word prompt is ~55
+# BPE tokens, plus quotes and commas), TOKEN_MARGIN covers the braces and the key. A schema-bound prompt holds
+# at most MAX_PROMPT_CHARS characters (60 words of ~5 characters), ~80 tokens for a usual BPE vocabulary.
+TOKENS_PER_PROMPT = 80
+TOKEN_MARGIN = 32
+MAX_PROMPT_CHARS = 320
+
+
+def token_budget(want: int) -> int:
+    """New tokens a reply of `want` prompts may take (the default --max-new-tokens)."""
+    return TOKENS_PER_PROMPT * max(1, want) + TOKEN_MARGIN
+
+
+def reply_schema(want: int) -> dict[str, Any]:
+    """The JSON schema of a reply holding exactly `want` prompts: {"prompts": [string x want]}."""
+    return {
+        "type": "object",
+        "properties": {"prompts": {"type": "array", "minItems": want, "maxItems": want,
+                                   "items": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS}}},
+        "required": ["prompts"],
+        "additionalProperties": False,
+    }
 
 
 def _quoted(phrases: Sequence[str]) -> str:
@@ -68,7 +95,8 @@ def build_instruction(task: Task, group: Group, n: int) -> list[dict[str, str]]:
         "age, lighting and background. Nothing may contradict the target or protected attribute.",
         f"Prompt format: one sentence of at most {MAX_WORDS - 20} words, like \"Portrait face photo of a "
         f"{target} {protected} with ...\".",
-        f'Answer with only this JSON object: {{"prompts": ["<prompt 1>", "<prompt 2>", ...]}} holding {n} strings.',
+        # No placeholders such as "<prompt 1>" in the format: small models copy them verbatim.
+        f'Answer with only a JSON object {{"prompts": [...]}} whose list holds the {n} prompts as strings.',
     ])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -100,11 +128,14 @@ def parse_reply(text: str | None) -> tuple[list[str], str | None]:
     if fenced:
         text = fenced.group(1).strip()
     data: Any = None
+    # strict=False: a raw newline or control character inside a string (small models write them) is read, and
+    # the prompt is then judged on its words like any other.
+    decoder = json.JSONDecoder(strict=False)
     for candidate in (text, _outermost(text, "{", "}"), _outermost(text, "[", "]")):
         if candidate is None:
             continue
         try:
-            data = json.loads(candidate)
+            data = decoder.decode(candidate)
             break
         except ValueError:
             continue
@@ -123,6 +154,29 @@ def parse_reply(text: str | None) -> tuple[list[str], str | None]:
     return out, None
 
 
+def json_closed(text: str) -> bool:
+    """Whether `text` holds a complete top-level JSON object or list (strings and escapes respected): where
+    unconstrained generation can stop."""
+    depth, in_string, escaped, started = 0, False, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = started
+        elif ch in "{[":
+            depth, started = depth + 1, True
+        elif ch in "}]" and started:
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
+
+
 def _outermost(text: str, open_: str, close: str) -> str | None:
     a, b = text.find(open_), text.rfind(close)
     return text[a : b + 1] if 0 <= a < b else None
@@ -139,8 +193,84 @@ def summarize(reasons: Sequence[str]) -> str:
     return ", ".join(f"{why} ({k})" for why, k in counts.most_common()) or "none"
 
 
+@dataclass
+class ChatRequest:
+    """One group's turn in a round: its conversation so far, its seed and how many prompts it still misses."""
+
+    messages: list[dict[str, str]]
+    seed: int
+    want: int
+
+
+@dataclass
+class RoundReport:
+    """What one round did for one group (handed to `on_round`, e.g. for a progress bar)."""
+
+    group: str
+    round: int
+    max_rounds: int
+    added: int
+    rejected: int
+    have: int
+    want: int
+    top_reason: str | None  # the most common rejection reason, None when nothing was rejected
+    tokens_per_s: float | None  # generation speed of the whole round, when the backend measured it
+
+
+class _Conversation:
+    """One group's side of the exchange: its valid prompts so far, the messages and the last round's reasons."""
+
+    def __init__(self, writer: "ChatWriter", task: Task, group: Group, n: int, existing: Sequence[str]) -> None:
+        self.writer, self.task, self.group, self.n = writer, task, group, n
+        self.prompts: list[str] = []
+        self.seen: set[str] = set()
+        for p in existing:  # a resumed run: keep what is still valid
+            if writer.scrub(p) != p or REDACTED in p:
+                continue  # a partial file written before replies were scrubbed
+            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and prompt_key(p) not in self.seen:
+                self.prompts.append(p)
+                self.seen.add(prompt_key(p))
+        self.messages = build_instruction(task, group, self.missing) if self.missing > 0 else []
+        self.reasons: list[str] = ["no reply"]
+
+    @property
+    def missing(self) -> int:
+        return self.n - len(self.prompts)
+
+    def take(self, reply: str) -> tuple[int, list[tuple[str, str]]]:
+        """Check a (scrubbed) reply, keep its valid prompts, add the follow-up; (added, rejected)."""
+        candidates, error = parse_reply(reply)
+        self.reasons, rejected, added = [], [], 0
+        if error:
+            self.reasons.append(error)
+        for p in candidates:
+            clean = self.writer.scrub(p)
+            if clean != p or REDACTED in p:
+                self.reasons.append(MSG_KEY_IN_PROMPT)
+                rejected.append((clean, MSG_KEY_IN_PROMPT))
+                continue
+            why = check_prompt(p, self.task, self.group, max_words=MAX_WORDS)
+            if why is None and prompt_key(p) in self.seen:
+                why = MSG_DUPLICATE
+            if why is not None:
+                self.reasons.append(why)
+                rejected.append((p, why))
+                continue
+            if len(self.prompts) < self.n:
+                self.prompts.append(p)
+                self.seen.add(prompt_key(p))
+                added += 1
+        self.messages = self.messages + [
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": follow_up(accepted=added, missing=self.missing, rejected=rejected,
+                                                  error=error)},
+        ]
+        return added, rejected
+
+
 class ChatWriter:
-    """The loop shared by every LLM writer; subclasses only implement `_chat(messages, seed) -> text`."""
+    """The loop shared by every LLM writer; subclasses implement `_chat(messages, seed=, want=) -> text` or, to
+    answer several groups at once, `_chat_many(requests) -> texts`."""
 
     name = "llm"
 
@@ -150,9 +280,16 @@ class ChatWriter:
         if temperature < 0:
             raise UsageError(MSG_BAD_TEMPERATURE.format(value=temperature))
         self.max_rounds, self.temperature = int(max_rounds), float(temperature)
+        # (tokens, seconds) generated by the last _chat_many, for backends that count them
+        self.last_generated: tuple[int, float] | None = None
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int) -> str:  # pragma: no cover - abstract
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
+        """One reply per request, in order (or the exception that request ended with, when the others should
+        still be used). Backends that can answer several at once override this."""
+        return [self._chat(r.messages, seed=r.seed, want=r.want) for r in requests]
 
     def scrub(self, text: str) -> str:
         """`text` with every secret this writer holds replaced by REDACTED (writers without secrets: as is)."""
@@ -168,57 +305,75 @@ class ChatWriter:
         existing: Sequence[str] = (),
         on_partial: Callable[[list[str]], None] | None = None,
     ) -> list[str]:
+        report = None if on_partial is None else (lambda _name, prompts: on_partial(prompts))
+        return self.write_groups(task, [group], n, seed=seed, existing={group.name: existing},
+                                 on_partial=report)[group.name]
+
+    def write_groups(
+        self,
+        task: Task,
+        groups: Sequence[Group],
+        n: int,
+        *,
+        seed: int = 0,
+        existing: Mapping[str, Sequence[str]] | None = None,
+        on_partial: Callable[[str, list[str]], None] | None = None,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> dict[str, list[str]]:
+        """`n` valid prompts for each of `groups`, asked side by side: each round sends the conversation of every
+        group still missing prompts (`_chat_many`), so a local model answers them in one batch and a server
+        concurrently. Replies are handled in the order of `groups`, so callbacks and results do not depend on
+        which reply arrived first. Group g's round r is seeded with image_seed(seed, "prompts/g", r)."""
         from ..generators.base import image_seed
 
-        prompts: list[str] = []
-        seen: set[str] = set()
-        for p in existing:  # a resumed run: keep what is still valid
-            if self.scrub(p) != p or REDACTED in p:
-                continue  # a partial file written before replies were scrubbed
-            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and prompt_key(p) not in seen:
-                prompts.append(p)
-                seen.add(prompt_key(p))
-        messages = build_instruction(task, group, n - len(prompts))
-        rounds, reasons = 0, ["no reply"]
-        while len(prompts) < n:
+        existing = existing or {}
+        convs = [_Conversation(self, task, g, n, existing.get(g.name, ())) for g in groups]
+        rounds = 0
+        while pending := [c for c in convs if c.missing > 0]:
             if rounds == self.max_rounds:
-                raise PromptWriterError(MSG_CAP.format(got=len(prompts), n=n, group=group.name, rounds=rounds,
-                                                       reasons=summarize(reasons)))
+                c = pending[0]
+                raise PromptWriterError(MSG_CAP.format(got=len(c.prompts), n=n, group=c.group.name, rounds=rounds,
+                                                       reasons=summarize(c.reasons)))
             rounds += 1
-            # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
-            # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
-            reply = self.scrub(self._chat(messages, seed=image_seed(seed, f"prompts/{group.name}", rounds)) or "")
-            candidates, error = parse_reply(reply)
-            reasons, rejected, added = [], [], 0
-            if error:
-                reasons.append(error)
-            for p in candidates:
-                clean = self.scrub(p)
-                if clean != p or REDACTED in p:
-                    reasons.append(MSG_KEY_IN_PROMPT)
-                    rejected.append((clean, MSG_KEY_IN_PROMPT))
+            requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.missing)
+                        for c in pending]
+            self.last_generated = None
+            # said before the round's requests: a local model's round can take minutes
+            log.info("%s round %d/%d: asking for %s", self.name, rounds, self.max_rounds,
+                     ", ".join(f"{c.missing} {c.group.name}" for c in pending))
+            # A backend may hand back an exception in place of a reply (one of several concurrent requests
+            # failed): the other groups' replies are still used and saved before it is raised.
+            replies = self._chat_many(requests)
+            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            speed = None
+            if self.last_generated is not None:
+                tokens, seconds = self.last_generated
+                speed = tokens / seconds if seconds > 0 else None
+                log.info("%s round %d/%d: %d tokens in %.1f s (%s tokens/s) for %d group(s)", self.name, rounds,
+                         self.max_rounds, tokens, seconds, f"{speed:.1f}" if speed else "?", len(pending))
+            for c, reply in zip(pending, replies):
+                if isinstance(reply, BaseException):
                     continue
-                why = check_prompt(p, task, group, max_words=MAX_WORDS)
-                if why is None and prompt_key(p) in seen:
-                    why = MSG_DUPLICATE
-                if why is not None:
-                    reasons.append(why)
-                    rejected.append((p, why))
-                    continue
-                if len(prompts) < n:
-                    prompts.append(p)
-                    seen.add(prompt_key(p))
-                    added += 1
-            log.info("%s round %d for %s: %d new, %d rejected, %d/%d", self.name, rounds, group.name, added,
-                     len(rejected), len(prompts), n)
-            if added and on_partial is not None:
-                on_partial(list(prompts))
-            messages = messages + [
-                {"role": "assistant", "content": reply or ""},
-                {"role": "user", "content": follow_up(accepted=added, missing=n - len(prompts), rejected=rejected,
-                                                      error=error)},
-            ]
-        return prompts[:n]
+                # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
+                # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
+                added, rejected = c.take(self.scrub(reply or ""))
+                for prompt, why in rejected:  # -v shows what the model wrote
+                    log.debug("%s round %d, %s rejected %r: %s", self.name, rounds, c.group.name, prompt, why)
+                top = collections.Counter(c.reasons).most_common(1)
+                report = RoundReport(group=c.group.name, round=rounds, max_rounds=self.max_rounds, added=added,
+                                     rejected=len(c.reasons),  # rejected prompts, plus 1 for an unreadable reply
+                                     have=len(c.prompts), want=n,
+                                     top_reason=f"{top[0][0]} ({top[0][1]})" if top else None, tokens_per_s=speed)
+                log.info("%s round %d/%d, %s: %d accepted, %d rejected%s; %d/%d", self.name, rounds, self.max_rounds,
+                         c.group.name, added, report.rejected,
+                         f" (most often: {report.top_reason})" if report.top_reason else "", report.have, n)
+                if added and on_partial is not None:
+                    on_partial(c.group.name, list(c.prompts))
+                if on_round is not None:
+                    on_round(report)
+            if failed is not None:
+                raise failed
+        return {c.group.name: c.prompts[:n] for c in convs}
 
 
 def reject_unknown(unknown: dict[str, Any], writer: str) -> None:

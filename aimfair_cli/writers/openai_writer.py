@@ -11,16 +11,25 @@ placeholder is sent when the variable is not set.
 Each request waits at most `timeout` seconds for the reply. A request that times out is tried once more (a
 server that never answers ends the run after about twice the timeout); refused connections, 408/409/429 and
 5xx answers are retried up to `max_retries` times with backoff.
+
+Structured output: each request carries the reply's JSON schema ({"prompts": [string x n]}) as
+`response_format={"type": "json_schema", ...}` (OpenAI, vLLM, llama.cpp's llama-server, Ollama). A server that
+answers HTTP 400 or 422 to it is asked with the next form instead, for the rest of the run: `{"type":
+"json_object", "schema": ...}` (llama-cpp-python's server), then plain `{"type": "json_object"}`, then no
+response_format (and, last, no `seed`). The groups' requests of a round are sent concurrently (`concurrency`).
 """
 
 from __future__ import annotations
 
 import email.utils
 import ipaddress
+import json
 import logging
 import os
+import queue
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,7 +37,7 @@ from urllib.parse import urlparse
 
 from ..errors import PromptWriterError, UsageError
 from ..options import option
-from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, REDACTED, ChatWriter, reject_unknown
+from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, REDACTED, ChatRequest, ChatWriter, reject_unknown, reply_schema
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +55,64 @@ MSG_BAD_KEY_ENV = (
 )
 MSG_BAD_TIMEOUT = "--timeout must be a positive number of seconds, got {value}"
 MSG_BAD_RETRIES = "max_retries must be at least 0, got {value}"  # a library argument (no flag)
+MSG_BAD_CONCURRENCY = "--concurrency must be at least 1, got {value}"
 MSG_NO_ANSWER = "no reply from {url} within {timeout:g} s ({attempts}); raise --timeout if the model is slow"
 MSG_AUTH = "{url} rejected the API key in ${var} (HTTP {status})"
 MSG_MODEL_NOT_FOUND = "model '{model}' not found at {url} (HTTP 404)"
 MSG_HTTP = "request to {url} failed: {reason}"
 MSG_GAVE_UP = "request to {url} still failing after {attempts} attempts: {reason}"
 MSG_NOT_COMPLETION = "{url} answered with something that is not a chat completion ({what})"
+# The response_format forms tried in turn (see the module docstring); "none" sends no response_format.
+RESPONSE_FORMATS = ("json_schema", "json_object+schema", "json_object", "none")
+# Answers that make the next request ask with less: 400 and 422 (request validation), and any other error
+# whose message names the response_format field or its json_schema type (llama-cpp-python 0.3's server turns
+# its 422 into "HTTP 500: 1 validation error: ... response_format ... 'json_schema'").
+FALLBACK_STATUS = (400, 422)
+_NAMES_FORMAT = re.compile(r"response_format|json_schema")
+
+
+def response_format(form: str, want: int) -> dict[str, Any] | None:
+    """The response_format field of form `form` for a reply of `want` prompts."""
+    # No string length bounds here: OpenAI's strict mode refuses minLength/maxLength (the length is checked later).
+    schema = reply_schema(want)
+    schema["properties"]["prompts"]["items"] = {"type": "string"}
+    if form == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "prompts", "strict": True, "schema": schema}}
+    if form == "json_object+schema":
+        return {"type": "json_object", "schema": schema}
+    if form == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def run_concurrently(calls: list[Callable[[], Any]], workers: int) -> list[Any]:
+    """The results of `calls` in order, at most `workers` running at a time; a call that raised gives its exception
+    in place of a result. Daemon threads, waited for with short joins: Ctrl-C reaches the main thread at once
+    and requests still in flight are abandoned with the process instead of holding up its exit."""
+    results: list[Any] = [None] * len(calls)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(calls)):
+        todo.put(i)
+
+    def work() -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[i] = calls[i]()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller in the call's place
+                results[i] = exc
+
+    threads = [threading.Thread(target=work, daemon=True, name=f"aimfair-openai-{k}")
+               for k in range(min(workers, len(calls)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+    return results
 
 
 def reply_text(completion: Any, *, url: str, model: str) -> str:
@@ -121,6 +182,11 @@ class OpenAIOptions:
     max_rounds: int = option(5, min=1, max=1000, help="requests per group before giving up on missing prompts.")
     timeout: float = option(60.0, above=0, max=86_400, help="seconds to wait for each reply; a request that times out "
                             "is tried once more, then the command stops.")
+    concurrency: int = option(4, min=1, max=64, help="requests sent at once (one per group still missing prompts).")
+    # Opt-in: OpenAI's reasoning models refuse max_tokens, and count their hidden tokens in it.
+    max_new_tokens: int | None = option(None, min=1, max=1_000_000, help="tokens per reply at most, sent as max_tokens "
+                                        "(for servers that otherwise generate up to their context size).",
+                                        default_text="the server's")
 
 
 class OpenAIWriter(ChatWriter):
@@ -128,9 +194,9 @@ class OpenAIWriter(ChatWriter):
 
     Requests that fail with 408/409/429/5xx or a lost connection are retried up to `max_retries` times (a
     timeout only TIMEOUT_RETRIES times) with capped, jittered exponential backoff, waiting as long as a Retry-After header asks (up to
-    `max_backoff` seconds). JSON mode (`response_format={"type": "json_object"}`) and a per-round `seed` are sent
-    where the server takes them: after an HTTP 400 the request is resent without them (JSON mode first), and
-    they stay off for the rest of the run.
+    `max_backoff` seconds). The reply's JSON schema (`response_format`) and a per-round `seed` are sent where the
+    server takes them: after an HTTP 400/422 the request is resent with the next RESPONSE_FORMATS form (the seed
+    is dropped last), which stays in use for the rest of the run. Up to `concurrency` groups are asked at once.
     """
 
     name = "openai"
@@ -145,6 +211,8 @@ class OpenAIWriter(ChatWriter):
         temperature: float = OpenAIOptions.temperature,
         max_rounds: int = OpenAIOptions.max_rounds,
         timeout: float = OpenAIOptions.timeout,
+        concurrency: int = OpenAIOptions.concurrency,
+        max_new_tokens: int | None = OpenAIOptions.max_new_tokens,
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -162,13 +230,21 @@ class OpenAIWriter(ChatWriter):
             raise UsageError(MSG_BAD_TIMEOUT.format(value=timeout))
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise UsageError(MSG_BAD_RETRIES.format(value=max_retries))
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise UsageError(MSG_BAD_CONCURRENCY.format(value=concurrency))
         super().__init__(max_rounds=max_rounds, temperature=temperature)
         self.model, self.api_key_env, self.timeout = model, api_key_env, float(timeout)
+        self.concurrency = int(concurrency)
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
         self._sleep, self._jitter = sleep, random.Random()
-        # Optional request fields, dropped one by one (in this order) if the server answers HTTP 400 to them.
-        self._optional = (["response_format"] if json_mode else []) + ["seed"]
+        # What the server has taken so far: the response_format form (RESPONSE_FORMATS) and whether it takes a
+        # seed. Downgraded after HTTP 400/422, under the lock: concurrent requests share them.
+        self._form = RESPONSE_FORMATS[0] if json_mode else "none"
+        self._sends_seed = True
+        self._lock = threading.Lock()
+        self._tokens: int | None = 0  # completion tokens of the current round (None: a reply did not say)
         self._key = os.environ.get(api_key_env) or None
         if client is None:
             if self._key is None:
@@ -192,26 +268,67 @@ class OpenAIWriter(ChatWriter):
     def scrub(self, text: str) -> str:
         return text.replace(self._key, REDACTED) if self._key else text
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int) -> str:
+    def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
+        started = time.monotonic()
+        self._tokens = 0
+        calls = [lambda r=r: self._chat(r.messages, seed=r.seed, want=r.want) for r in requests]
+        if self.concurrency == 1 or len(calls) == 1:
+            replies: list[Any] = []
+            for call in calls:  # one at a time: after a failure the rest are not sent
+                try:
+                    replies.append(call())
+                except Exception as exc:  # noqa: BLE001 - raised by write_groups once the others are saved
+                    replies += [exc] * (len(calls) - len(replies))
+                    break
+        else:
+            replies = run_concurrently(calls, self.concurrency)
+        if self._tokens:  # the server reported usage for every reply
+            self.last_generated = (self._tokens, time.monotonic() - started)
+        return replies
+
+    def _downgrade(self, form: str, sends_seed: bool, exc: Any) -> bool:
+        """After a refusal (400/422, or an error naming response_format) of a request sent with (form,
+        sends_seed): ask with less from now on, saying so once per step. False when nothing is left to drop."""
+        with self._lock:
+            if (self._form, self._sends_seed) != (form, sends_seed):
+                return True  # a concurrent request already stepped down: just resend
+            reason = self._scrub(_describe_error(exc))
+            if self._form != "none":
+                self._form = RESPONSE_FORMATS[RESPONSE_FORMATS.index(self._form) + 1]
+                now = "no response_format" if self._form == "none" else f"response_format {self._form}"
+                log.warning("%s refused response_format %s (%s); using %s for the rest of the run", self._url, form,
+                            reason, now)
+                return True
+            if self._sends_seed:
+                self._sends_seed = False
+                log.warning("%s refused the request (%s); sending no seed for the rest of the run", self._url, reason)
+                return True
+            return False
+
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:
         import openai
 
         retryable = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
         attempt = timeouts = 0
         while True:
-            optional = {"response_format": {"type": "json_object"}, "seed": seed % (2**31)}
-            kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature,
-                                          **{k: v for k, v in optional.items() if k in self._optional})
+            form, sends_seed = self._form, self._sends_seed
+            kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature)
+            if form != "none":
+                kwargs["response_format"] = response_format(form, want)
+            if sends_seed:
+                kwargs["seed"] = seed % (2**31)
+            if self.max_new_tokens is not None:
+                kwargs["max_tokens"] = self.max_new_tokens
             try:
                 completion = self._client.chat.completions.create(**kwargs)
-                return reply_text(completion, url=self._url, model=self.model)
-            except openai.BadRequestError as exc:
-                if self._optional:
-                    dropped = self._optional.pop(0)
-                    log.info("%s answered HTTP 400 (%s); asking without %s", self._url,
-                             self._scrub(_describe_error(exc)), dropped)
-                    continue
-                raise self._fatal(exc) from None
+                text = reply_text(completion, url=self._url, model=self.model)
+                self._count(completion)
+                return text
             except openai.APIStatusError as exc:
+                if exc.status_code in FALLBACK_STATUS or (form != "none" and _NAMES_FORMAT.search(_error_text(exc))):
+                    if self._downgrade(form, sends_seed, exc):
+                        continue
+                    raise self._fatal(exc) from None
                 if not (isinstance(exc, retryable) or exc.status_code in (408, 409)):
                     raise self._fatal(exc) from None
                 error: Exception = exc
@@ -234,9 +351,21 @@ class OpenAIWriter(ChatWriter):
             log.warning("%s: %s; retry %d/%d in %.1f s", self._url, reason, attempt, self.max_retries, delay)
             self._sleep(delay)
 
+    def _count(self, completion: Any) -> None:
+        """Add the reply's completion tokens to the round's count (which stays None once a reply lacks them)."""
+        tokens = getattr(getattr(completion, "usage", None), "completion_tokens", None)
+        with self._lock:
+            if self._tokens is not None:
+                self._tokens = self._tokens + tokens if isinstance(tokens, int) and tokens > 0 else None
+
     @property
     def json_mode(self) -> bool:
-        return "response_format" in self._optional
+        return self._form != "none"
+
+    @property
+    def response_format_form(self) -> str:
+        """The response_format form requests are sent with now (RESPONSE_FORMATS)."""
+        return self._form
 
     def _fatal(self, exc: Any) -> PromptWriterError:
         status = getattr(exc, "status_code", "?")
@@ -256,12 +385,20 @@ class OpenAIWriter(ChatWriter):
             "temperature": self.temperature,
             "max_rounds": self.max_rounds,
             "json_mode": self.json_mode,
-            "sends_seed": "seed" in self._optional,
+            "response_format": self._form,
+            "sends_seed": self._sends_seed,
+            "max_new_tokens": self.max_new_tokens,
             "instruction_version": INSTRUCTION_VERSION,
         }
 
     def __repr__(self) -> str:
         return f"OpenAIWriter(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+
+def _error_text(exc: Any) -> str:
+    """All the server said about an error (its JSON body, else the client's message)."""
+    body = getattr(exc, "body", None)
+    return json.dumps(body) if body is not None else str(getattr(exc, "message", None) or exc)
 
 
 def _describe_error(exc: Any) -> str:
