@@ -373,6 +373,25 @@ def estimate_text(plan: Pipeline, images_per_s: float, render_s: float = 0.0) ->
 
 
 @dataclass
+class StudiesResult:
+    """What `aimfair demo` and `aimfair study` ran: per study its rows' runs, the report, the plan's words."""
+
+    out: Path
+    studies: list[Study]
+    results: dict[str, list[RowRuns]]
+    report: Path
+    seconds: float
+    plan: str
+    mask_summary: list[str] = field(default_factory=list)
+    config: Any = None  # the command's resolved options
+
+    @property
+    def strategies(self) -> list[RowRuns]:
+        """The first study's rows (the main comparison by default)."""
+        return self.results[self.studies[0].name]
+
+
+@dataclass
 class Executed:
     pipe: Pipeline
     results: dict[str, list[RowRuns]]

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from ..models import PARAM_BLOCKS as BLOCKS
 from ..options import CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check, option
 from ..progress import NULL, Progress
 from ..report import TASK
-from ..studies import RowRuns
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +93,6 @@ class DemoConfig:
         values = {k: (preset[k] if getattr(self, k) is None and k in preset else getattr(self, k))
                   for k in (f.name for f in dataclasses.fields(self))}
         return DemoConfig(**values)
-
-
-@dataclass
-class DemoResult:
-    out: Path
-    config: DemoConfig
-    studies: list[Any]
-    results: dict[str, list[RowRuns]]
-    report: Path
-    seconds: float
-    plan: str
-    mask_summary: list[str] = field(default_factory=list)
-
-    @property
-    def strategies(self) -> list[RowRuns]:
-        """The first study's rows (the main comparison by default)."""
-        return self.results[self.studies[0].name]
 
 
 def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
@@ -190,11 +172,11 @@ def _sizes(c: DemoConfig) -> Any:
 
 
 def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None,
-             studies: list[Any] | None = None) -> DemoResult:
+             studies: list[Any] | None = None) -> Any:
     """Plan the chosen studies (`cfg.study`, or `studies`: `studies.Study` values made by the caller), say how much
     work they are (`announce(text)`), run them, write the report."""
     from ..report import write_report
-    from ..studies import execute, parse_studies
+    from ..studies import StudiesResult, execute, parse_studies
 
     c = check(cfg).resolved()
     studies = studies or parse_studies(c.study)
@@ -216,5 +198,5 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
                                                 if reused else "."))
     report = write_report(out, intro=intro, studies=studies, results=run.results, mask_summary=run.mask_summary,
                           seeds=c.seeds, blocks=c.freeze_blocks, commands=run.pipe.commands())
-    return DemoResult(out=out, config=c, studies=studies, results=run.results, report=report, seconds=seconds,
-                      plan=run.plan, mask_summary=run.mask_summary)
+    return StudiesResult(out=out, studies=studies, results=run.results, report=report, seconds=seconds, plan=run.plan,
+                         mask_summary=run.mask_summary, config=c)

@@ -10,7 +10,7 @@ needs synthetic images from other prompt files and runs on the offline benchmark
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +56,10 @@ class StudyConfig:
     device: str = option("auto", help=DEVICE_HELP)
 
 
-@dataclass
-class StudyResult:
-    out: Path
-    studies: list[Any]
-    results: dict[str, list[Any]]
-    report: Path
-    seconds: float
-    plan: str
-    mask_summary: list[str] = field(default_factory=list)
-
-    @property
-    def strategies(self) -> list[Any]:
-        return self.results[self.studies[0].name]
-
-
-def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> StudyResult:
+def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> Any:
     from ..config import write_resolved_config
     from ..report import write_report
-    from ..studies import Sizes, Sources, execute, parse_studies
+    from ..studies import Sizes, Sources, StudiesResult, execute, parse_studies
 
     c = check(cfg)
     # `all` here: every study that needs no new synthetic images
@@ -106,5 +91,5 @@ def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = No
              f"{', '.join(s.name for s in studies)}; wall time {seconds / 60:.1f} min.")
     report = write_report(out, intro=intro, studies=studies, results=done.results, mask_summary=done.mask_summary,
                           seeds=c.seeds, blocks=c.blocks, commands=done.pipe.commands())
-    return StudyResult(out=out, studies=studies, results=done.results, report=report, seconds=seconds, plan=done.plan,
-                       mask_summary=done.mask_summary)
+    return StudiesResult(out=out, studies=studies, results=done.results, report=report, seconds=seconds, plan=done.plan,
+                         mask_summary=done.mask_summary, config=c)
