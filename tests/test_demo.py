@@ -199,16 +199,18 @@ def test_commands_sh_replayed_in_a_fresh_folder_gives_the_same_checkpoints(demo_
 
 
 @pytest.mark.slow
-def test_every_study_runs_on_quick_sizes(demo_run):
-    """The paper's studies on top of the quick demo's folder: the shared steps are reused, each study reports its
-    rows with paired differences against full fine-tuning, and the report holds their tables and figures."""
-    out, summary = demo_run
-    studies = "strategies,partial,prompts,topk,bias-ratio"
-    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu", "--study", studies, "--json"])
+def test_every_study_runs_on_quick_sizes(tmp_path):
+    """`--study all` at the quick preset, shrunk further (160 images at 16 px): each study reports its rows with
+    paired differences against full fine-tuning, rows shared by studies run once, and the report holds their
+    tables and figures."""
+    out = tmp_path / "all"
+    result = runner.invoke(app, ["demo", "--quick", "--n-train", "160", "--n-eval", "160", "--size", "16", "--out",
+                                 str(out), "--device", "cpu", "--study", "all", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert list(payload["studies"]) == studies.split(",")
+    assert list(payload["studies"]) == ["main", "strategies", "partial", "prompts", "topk", "bias-ratio"]
     expected = {
+        "main": STRATEGIES,
         "strategies": ["pretrained", "synthetic", "supplement", "repair", "linear", "full", "aimfair"],
         "partial": ["pretrained", "full", "random-best", "update-best", "freeze-best", "cosine", "aimfair", "opposite"],
         "prompts": ["pretrained", "full", "plain", "contextual-25", "contextual-50"],
@@ -222,9 +224,12 @@ def test_every_study_runs_on_quick_sizes(demo_run):
             assert 0 <= r["acc"]["mean"] <= 1 and set(r["cells"]) == {"0,0", "0,1", "1,0", "1,1"}, (name, r["name"])
             assert ("paired_vs_full" in r) == (r["name"] != "full"), (name, r["name"])
     rows = {r["name"]: r for r in payload["studies"]["topk"]["rows"]}
-    main = {r["name"]: r for r in summary["studies"]["main"]["rows"]}
-    assert rows["k55"]["acc"] == main["aimfair"]["acc"]  # k = 55 is the main comparison's mask: one step, reused
-    assert payload["plan"].startswith("20 trainings (6 pretrainings, 14 fine-tunings)")  # 17 steps of main reused
+    main = {r["name"]: r for r in payload["studies"]["main"]["rows"]}
+    assert rows["k55"]["acc"] == main["aimfair"]["acc"]  # k = 55 is the main comparison's mask: one step, run once
+    # 7 pretrainings: ERM, synthetic only, supplementation, repairing, and three prompt variants
+    assert payload["plan"].startswith("27 trainings (7 pretrainings, 20 fine-tunings) and 30 evaluations to run")
+    # header 4; data, prompts ×2, synth ×3; 6 composed sets; 7 pretrainings; 10 masks; 20 fine-tunings; 30 evaluations
+    assert len((out / "commands.sh").read_text().splitlines()) == 4 + 6 + 6 + 7 + 10 + 20 + 30
     assert payload["studies"]["partial"]["rows"][2]["chosen"][0].startswith("seed 0: ratio ")
     report = (out / "report.md").read_text()
     for name in expected:
