@@ -401,19 +401,20 @@ def _span(values: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (1100, 470)) -> Path:
+def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (1250, 470)) -> Path:
     """Side-by-side panels, each one point per name at (x, y) with interval bars in both directions (the paper's
     Fig. 1: utility against fairness). A panel: {"title", "xlabel", "ylabel", "points": {name: (x, dx, y, dy)}};
-    the names share colours across panels and one legend on the right (Pillow)."""
+    the names share colours and numbers across panels (each point is labelled with its number) and one legend on
+    the right (Pillow)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = size
-    img = Image.new("RGB", size, "white")
+    names = list(dict.fromkeys(n for p in panels for n in p["points"]))
+    width, height = size[0], max(size[1], 100 + 20 * len(names))
+    img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
-    names = list(dict.fromkeys(n for p in panels for n in p["points"]))
     colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
-    legend_w = 250
+    legend_w = 380
     pw = (width - legend_w - 70 * len(panels)) // len(panels)
     for k, panel in enumerate(panels):
         pts = panel["points"]
@@ -426,10 +427,11 @@ def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: t
             draw.line([(fx(x - dx), fy(y)), (fx(x + dx), fy(y))], fill=c, width=2)
             draw.line([(fx(x), fy(y - dy)), (fx(x), fy(y + dy))], fill=c, width=2)
             draw.ellipse([fx(x) - 5, fy(y) - 5, fx(x) + 5, fy(y) + 5], fill=c, outline="black")
+            draw.text((fx(x) + 7, fy(y) - 14), str(names.index(name) + 1), fill="black", font=small)
     lx = width - legend_w + 10
     for i, n in enumerate(names):
         draw.ellipse([lx, 72 + i * 20, lx + 10, 82 + i * 20], fill=colour[n], outline="black")
-        draw.text((lx + 16, 70 + i * 20), n, fill="black", font=small)
+        draw.text((lx + 16, 70 + i * 20), f"{i + 1} {n}", fill="black", font=small)
     return _save(img, path)
 
 

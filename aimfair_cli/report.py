@@ -308,16 +308,15 @@ def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -
 
 def write_report(out: Path, *, intro: str, studies: Sequence[Any], results: dict[str, list[Any]],
                  mask_summary: Sequence[str], seeds: int, blocks: Sequence[str], commands: Sequence[str]) -> Path:
-    """report.md in `out`: Fig. 1 (utility against fairness) first, then the main comparison and each study, the
-    mask's selection and the commands that reproduce it all."""
+    """report.md in `out`: Fig. 1 (utility against fairness, for the strategies study when it ran, else the first
+    study) first, then the main comparison and each study, the mask's selection and the commands that reproduce it
+    all."""
     from .fsio import atomic_write_text
     from .tasks import get_task
 
-    seen: dict[str, Any] = {}
-    for study in studies:
-        for r in results[study.name]:
-            seen.setdefault(r.name, r)
-    lines = ["# aimfair demo report", "", intro, "", *utility_fairness(out, list(seen.values()))]
+    # Fig. 1 shows training strategies: the strategies study when it ran, else the first study's rows
+    first = "strategies" if "strategies" in results else studies[0].name
+    lines = ["# aimfair demo report", "", intro, "", *utility_fairness(out, results[first])]
     if "main" in results:
         lines += _main_section(out, results["main"], blocks)
     lines += study_sections(out, studies, results)

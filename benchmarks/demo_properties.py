@@ -19,7 +19,8 @@ and (c) train on balanced sets, where no shortcut speeds up the start: from rand
 set can sit at chance for two epochs, so they get --balanced-epochs 6, the same for all three.
 Everything is seeded; the numbers are printed, nothing is asserted. CPU only, a few minutes per model.
 
-    .venv/bin/python benchmarks/demo_properties.py --regime [--seeds 3] [--quick] [--work DIR] [--json]
+    .venv/bin/python benchmarks/demo_properties.py --regime [--seeds 3] [--quick] [--n-train 4000] [--n-test 1000]
+                                                   [--size 64] [--work DIR] [--json]
 
 (d) the paper's regime: the non-method rows of the `strategies` study (paper Tab. 3) — ERM on biased real,
     balanced synthetic only, supplementation, repairing — run by `aimfair demo`'s own pipeline at the demo's
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="abc", help="which properties to measure (subset of abc)")
     ap.add_argument("--regime", action="store_true", help="(d): the non-method rows of paper Tab. 3 over --seeds")
     ap.add_argument("--seeds", type=int, default=3, help="(d) only: training seeds")
-    ap.add_argument("--quick", action="store_true", help="(d) only: the demo's --quick sizes (plumbing, not numbers)")
+    ap.add_argument("--quick", action="store_true", help="(d) only: the demo's --quick epochs (plumbing, not numbers)")
     ap.add_argument("--json", action="store_true", help="(d) only: print the rows as one JSON object")
     ap.add_argument("--work", type=Path, default=None,
                     help="keep the rendered data and each model's result here; a rerun reuses finished models "
@@ -285,7 +286,9 @@ def regime(args: argparse.Namespace) -> int:
     rows = tuple(r for r in STUDIES["strategies"].rows if r.name in PAPER)
     study = Study("regime", "paper Tab. 3, the rows that do not use the method", rows)
     work = args.work or Path(tempfile.mkdtemp(prefix="aimfair-regime-"))
-    cfg = DemoConfig(out=work, seeds=args.seeds, quick=args.quick, device=args.device, study="strategies")
+    # the demo's sizes: --n-train real images, --n-test in val and in test, --size px (the --quick preset's epochs)
+    cfg = DemoConfig(out=work, seeds=args.seeds, quick=args.quick, device=args.device, study="strategies",
+                     n_train=args.n_train, n_eval=args.n_test, size=args.size)
     started = time.perf_counter()
     result = run_demo(cfg, studies=[study], announce=log)
     aggs = {r.name: r.aggregate() for r in result.results["regime"]}

@@ -52,7 +52,8 @@ def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
 
 @pytest.mark.slow
 def test_demo_properties_prints_the_regime_rows_beside_the_papers(tmp_path):
-    r = run_json("demo_properties.py", "--regime", "--quick", "--seeds", "1", "--device", "cpu", "--work", str(tmp_path))
+    r = run_json("demo_properties.py", "--regime", "--quick", "--n-train", "160", "--n-test", "160", "--size", "16",
+                 "--seeds", "1", "--device", "cpu", "--work", str(tmp_path))
     assert list(r["rows"]) == ["pretrained", "synthetic", "supplement", "repair"]
     assert r["rows"]["pretrained"]["paper"] == {"acc": 89.2, "wst": 71.5, "eo": 23.8}
     for row in r["rows"].values():

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from aimfair_cli.errors import DataError
-from aimfair_cli.metrics import MSG_EMPTY_CELL, MSG_NO_PROTECTED, aggregate, group_metrics
+from aimfair_cli.metrics import GroupMetrics, MSG_EMPTY_CELL, MSG_NO_PROTECTED, aggregate, group_metrics
 
 # (y, s): (n, correct) — every cell has a different size and accuracy.
 HAND = {(0, 0): (4, 3), (0, 1): (5, 2), (1, 0): (2, 1), (1, 1): (10, 9)}
@@ -46,11 +46,13 @@ def test_to_dict_layout():
     assert list(d) == ["acc", "wst", "eo", "eo_worst", "std", "positive_rate", "degenerate", "cells"]
     assert d["degenerate"] is False
     assert d["cells"] == {
-        "0,0": {"n": 4, "acc": 0.75},
-        "0,1": {"n": 5, "acc": 0.4},
-        "1,0": {"n": 2, "acc": 0.5},
-        "1,1": {"n": 10, "acc": 0.9},
+        "0,0": {"n": 4, "correct": 3, "acc": 0.75},
+        "0,1": {"n": 5, "correct": 2, "acc": 0.4},
+        "1,0": {"n": 2, "correct": 1, "acc": 0.5},
+        "1,1": {"n": 10, "correct": 9, "acc": 0.9},
     }
+    back = GroupMetrics.from_dict(d)  # what `eval --out` files are read back with
+    assert back == group_metrics(*_arrays(HAND)) and back.to_dict() == d
 
 
 def test_empty_cell_is_an_error():

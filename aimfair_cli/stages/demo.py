@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 # Sizes for these 2-core CPU machines. At 64 px a ResNet-18 trains at ~140 img/s here, so "default" is about
-# 10 minutes for one seed and "quick" about a minute. A GPU user can raise every number with the options.
+# 10 minutes for one seed (25 on a slower, shared machine) and "quick" about two minutes. A GPU user can raise every number with the options.
 # Small batches and mild crops (keeping >= 60 % of the picture, so the mouth stays in) let a randomly initialised
 # ResNet-18 learn the task in a few epochs at 64 px (see benchmarks/demo_properties.py).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -58,7 +58,7 @@ class DemoConfig:
     study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
                         "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
                         "bias-ratio (Tab. 6).")
-    quick: bool = option(False, help="A tiny run (~1 minute): fewer, smaller images, 1 fine-tuning epoch, freeze "
+    quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 1 fine-tuning epoch, freeze "
                          "baseline on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,
                                  default_text=_preset_text("n_train"))
