@@ -377,17 +377,19 @@ def score_scatter(
     return _save(img, path)
 
 
-def _frame(draw, box, xr, yr, *, xlabel, ylabel, title, font, small):
-    """Axes with 5 ticks per side over the ranges xr, yr in the box (left, top, width, height); returns the maps."""
+def _frame(draw, box, xr, yr, *, xlabel, ylabel, title, font, small, xticks=None):
+    """Axes over the ranges xr, yr in the box (left, top, width, height), 6 ticks per side (x: at `xticks` when
+    given); returns the maps value -> pixel."""
     left, top, pw, ph = box
     fx = lambda v: left + pw * (v - xr[0]) / ((xr[1] - xr[0]) or 1)  # noqa: E731
     fy = lambda v: top + ph - ph * (v - yr[0]) / ((yr[1] - yr[0]) or 1)  # noqa: E731
     draw.text((left, top - 40), title, fill="black", font=font)
     draw.rectangle([left, top, left + pw, top + ph], outline="black")
-    for i in range(6):
-        vx, vy = xr[0] + (xr[1] - xr[0]) * i / 5, yr[0] + (yr[1] - yr[0]) * i / 5
+    for vx in xticks if xticks is not None else (xr[0] + (xr[1] - xr[0]) * i / 5 for i in range(6)):
         draw.line([(fx(vx), top + ph), (fx(vx), top + ph + 4)], fill="black")
         draw.text((fx(vx) - 10, top + ph + 6), f"{vx:.3g}", fill="black", font=small)
+    for i in range(6):
+        vy = yr[0] + (yr[1] - yr[0]) * i / 5
         draw.line([(left - 4, fy(vy)), (left, fy(vy))], fill="black")
         draw.text((left - 40, fy(vy) - 6), f"{vy:.3g}", fill="black", font=small)
     draw.text((left + pw / 2 - 40, top + ph + 22), xlabel, fill="black", font=small)
@@ -448,7 +450,7 @@ def interval_lines(path: str | os.PathLike, *, title: str, x: Sequence[float], s
     xr = (min(x) - 0.05 * ((max(x) - min(x)) or 1), max(x) + 0.05 * ((max(x) - min(x)) or 1))
     yr = _span([p for ps in series.values() for p in ps])
     fx, fy = _frame(draw, (70, 70, width - 300, height - 130), xr, yr, xlabel=xlabel, ylabel=ylabel, title=title,
-                    font=font, small=small)
+                    font=font, small=small, xticks=x)
     for i, (name, points) in enumerate(series.items()):
         c = PALETTE[i % len(PALETTE)]
         xy = [(fx(xv), fy(m)) for xv, (m, _) in zip(x, points)]
