@@ -115,6 +115,10 @@ class Bench:
                            f"{cfg.out.stem} seed {self.seed}", cost=3 * self.z.n_train))
         return cfg.out
 
+    def mask_path(self) -> Path:
+        """Where `mask()` (the study's k, the mask stage's defaults) writes."""
+        return (self.folder / "mask.safetensors").resolve()
+
     def aimfair(self, **options: Any) -> Path:
         """AIM-Fair: fine-tune the tensors of `mask(**options)`."""
         mask = self.mask(**options)
@@ -412,7 +416,7 @@ def execute(root: Path, studies: Sequence[Study], shared: Sequence[Step], src: S
         summary = []
         for seed in range(seeds):
             bench = run_seed(pipe, studies, src, sizes, root / f"seed{seed}", seed, results)
-            if not pipe.plan:
+            if not pipe.plan and bench.mask_path() in {s.outputs[0] for s in pipe.steps}:  # a study used the mask
                 summary.append(selection_summary(root, bench, seed))
         return results, summary
 
