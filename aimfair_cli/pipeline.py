@@ -32,6 +32,7 @@ from typing import Any, Callable
 from .fsio import atomic_write_text
 from .options import to_argv
 from .progress import NULL, Progress
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,6 @@ def _runners() -> dict[tuple[str, ...], Callable[[Any, Progress], Any]]:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -110,7 +103,6 @@ class Pipeline:
         self.ran: list[Step] = []
         self.reused: list[Step] = []
         self._digests: dict[Path, str | None] = {}  # output -> its step's digest (None: will run, plan mode)
-        self._files: dict[Path, str] = {}
         self._seen: dict[Path, Any] = {}  # first output -> its key, for steps already handled in this run
 
     # ---- fingerprints -------------------------------------------------------------------------------------------
@@ -129,9 +121,7 @@ class Pipeline:
         if producer is not None:
             digest = self._digests[producer]
             return None if digest is None else f"step:{digest}"
-        if path not in self._files:
-            self._files[path] = f"sha256:{_sha256(path)}" if path.is_file() else "missing"
-        return self._files[path]
+        return f"sha256:{sha256_file(path)}" if path.is_file() else "missing"  # memoised by size and mtime
 
     def pending(self, path: Path) -> bool:
         """In plan mode: whether `path` is written by a step that is still to run (so it cannot be read yet)."""

@@ -449,12 +449,12 @@ def selection_summary(root: Path, bench: Bench, seed: int) -> str:
     plot_selection(root / f"selection-seed{seed}.png", mask,
                    title=f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (k={mask.meta['k']})")
     opposite = trainable_names(list(mask.shapes), parse_strategy("opposite"), mask=mask, mask_path=path)
-    counts: dict[str, list[int]] = {}
+    selected, counts = set(mask.selected), {}
     for name in mask.shapes:
         row = counts.setdefault(block_of(name), [0, 0])
-        row[0] += name in set(mask.selected)
+        row[0] += name in selected
         row[1] += 1
     per_block = ", ".join(f"{b} {k}/{n}" for b, (k, n) in counts.items())
     return (f"seed {seed}: {len(mask.selected)} of {mask.total} tensors selected (ratio "
             f"{len(mask.selected) / mask.total:.2f}); per block {per_block}; the opposite criterion keeps "
-            f"{len(opposite)}, {len(set(mask.selected) & set(opposite))} of them also in AIM-Fair's mask")
+            f"{len(opposite)}, {len(selected & set(opposite))} of them also in AIM-Fair's mask")

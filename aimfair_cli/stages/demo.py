@@ -104,13 +104,14 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
     from ..stages.prompts import PromptsConfig
     from ..stages.synth import SynthConfig
     from ..studies import Sources
+    from ..provenance import sha256_file
     from ..vocabulary import default_vocabulary_path
 
     data, synth = out / "data", out / "synth"
     per_group = math.ceil(0.45 * c.n_train)  # the biased set's majority cell (45 % of N_R at 1:9) and N_R / 4
     data_cfg = DemoDataConfig(out=data, n_train=c.n_train, n_val=c.n_eval, n_test=c.n_eval, size=c.size, bias="1:9",
                               seed=0)
-    vocabulary = _sha256(default_vocabulary_path())
+    vocabulary = sha256_file(default_vocabulary_path())
     prompts = PromptsConfig(task=TASK, per_group=50, writer="template", seed=0, out=out / "prompts" / f"{TASK}.yaml")
     renders = {"renderer": _renderer_fingerprint(c.size), "vocabulary": vocabulary}
     generator = {"generator": str(sorted(make_generator("procedural", size=c.size).describe().items()))}
@@ -141,12 +142,6 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
     src = Sources(train=data / "train.csv", val=data / "val.csv", test=data / "test.csv", prompts=prompts.out,
                   synth=synth / "metadata.jsonl", make_synth=make_synth)
     return steps, src
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _renderer_fingerprint(size: int) -> str:
