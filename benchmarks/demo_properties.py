@@ -19,8 +19,8 @@ and (c) train on balanced sets, where no shortcut speeds up the start: from rand
 set can sit at chance for two epochs, so they get --balanced-epochs 6, the same for all three.
 Everything is seeded; the numbers are printed, nothing is asserted. CPU only, a few minutes per model.
 
-    .venv/bin/python benchmarks/demo_properties.py --regime [--seeds 3] [--quick] [--n-train 4000] [--n-test 1000]
-                                                   [--size 64] [--work DIR] [--json]
+    .venv/bin/python benchmarks/demo_properties.py --regime [--seeds 3] [--quick] [--n-train N] [--n-test N] [--size PX]
+                                                   [--work DIR] [--json]
 
 (d) the paper's regime: the non-method rows of the `strategies` study (paper Tab. 3) — ERM on biased real,
     balanced synthetic only, supplementation, repairing — run by `aimfair demo`'s own pipeline at the demo's
@@ -179,10 +179,11 @@ def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, a
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--n-train", type=int, default=4000, help="images per training set (every model)")
+    ap.add_argument("--size", type=int, default=None, help="image side (default 64; (d): the demo's)")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="images per training set, every model (default 4000; (d): the demo's real training images)")
     ap.add_argument("--n-val", type=int, default=500)
-    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--n-test", type=int, default=None, help="test images (default 1000; (d): the demo's val and test)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the ERM model of (a), the demo's pretraining")
     ap.add_argument("--balanced-epochs", type=int, default=6, help="epochs of the models of (b) and (c)")
     ap.add_argument("--lr", type=float, default=0.02)
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.regime:
         return regime(args)
+    args.size, args.n_train, args.n_test = args.size or 64, args.n_train or 4000, args.n_test or 1000
 
     import logging
 
@@ -286,13 +288,15 @@ def regime(args: argparse.Namespace) -> int:
     rows = tuple(r for r in STUDIES["strategies"].rows if r.name in PAPER)
     study = Study("regime", "paper Tab. 3, the rows that do not use the method", rows)
     work = args.work or Path(tempfile.mkdtemp(prefix="aimfair-regime-"))
-    # the demo's sizes: --n-train real images, --n-test in val and in test, --size px (the --quick preset's epochs)
+    # the demo's sizes (default or --quick preset) unless --n-train (real images), --n-test (in val and in test) or
+    # --size (px) say otherwise
     cfg = DemoConfig(out=work, seeds=args.seeds, quick=args.quick, device=args.device, study="strategies",
                      n_train=args.n_train, n_eval=args.n_test, size=args.size)
     started = time.perf_counter()
     result = run_demo(cfg, studies=[study], announce=log)
     aggs = {r.name: r.aggregate() for r in result.results["regime"]}
     ours = {name: tuple(100 * a[k]["mean"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}
+    spread = {name: tuple(100 * a[k]["std"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}
     erm = ours["pretrained"]
     checks = {
         "pretrained": ("ACC - WST >= 12 and 15 <= EO <= 30", erm[0] - erm[1] >= 12 and 15 <= erm[2] <= 30),
@@ -304,15 +308,17 @@ def regime(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"seeds": args.seeds, "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
                           "rows": {n: {"ours": dict(zip(("acc", "wst", "eo"), ours[n])),
+                                       "ours_std": dict(zip(("acc", "wst", "eo"), spread[n])),
                                        "paper": dict(zip(("acc", "wst", "eo"), PAPER[n])), "target": checks[n][0],
                                        "holds": checks[n][1]} for n in PAPER}}))
         return 0
     print(f"(d) the paper's regime: {args.seeds} seed(s){' at --quick sizes' if args.quick else ''}, "
-          f"{(time.perf_counter() - started) / 60:.1f} min; ACC / WST / EO in %, mean over seeds")
-    print(f"    {'row':<12} {'ours':>20}   {'paper (CelebA)':>20}   target")
+          f"{(time.perf_counter() - started) / 60:.1f} min; ACC / WST / EO in %, mean ± sample std over seeds")
+    print(f"    {'row':<12} {'ours':>41}   {'paper (CelebA)':>20}   target")
     for name in PAPER:
-        o, p = ours[name], PAPER[name]
-        print(f"    {name:<12} {o[0]:6.1f} {o[1]:6.1f} {o[2]:6.1f}   {p[0]:6.1f} {p[1]:6.1f} {p[2]:6.1f}   "
+        o, sd, p = ours[name], spread[name], PAPER[name]
+        mine = "  ".join(f"{m:5.1f} ± {d:4.1f}" for m, d in zip(o, sd))
+        print(f"    {name:<12} {mine}   {p[0]:6.1f} {p[1]:6.1f} {p[2]:6.1f}   "
               f"{checks[name][0]} -> {'holds' if checks[name][1] else 'FAILS'}")
     return 0
 

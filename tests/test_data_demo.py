@@ -143,3 +143,28 @@ def test_json_output_and_config_file_section(tmp_path, monkeypatch):
     assert report["splits"]["train"]["n"] == 12  # the flag beats the config file
     assert report["splits"]["val"]["n"] == 4
     assert (tmp_path / "data" / "train.csv").is_file()  # the run folder's conventional data/ folder
+
+
+def test_the_ambiguous_share_of_faces_hides_the_label():
+    """--ambiguous 1: every face's pixels are the same whichever label it carries; 0: none; the default: about
+    20 % of the faces."""
+    import numpy as np
+
+    def same_both_ways(index: int, ambiguous: float) -> bool:
+        a, b = (np.asarray(demo_mod.render_demo_image(seed=0, split="train", index=index, target=t, protected=1,
+                                                      size=24, ambiguous=ambiguous)[0]) for t in (0, 1))
+        return np.array_equal(a, b)
+
+    assert all(same_both_ways(i, 1.0) for i in range(5))
+    assert not any(same_both_ways(i, 0.0) for i in range(5))
+    share = np.mean([same_both_ways(i, demo_mod.DemoDataConfig.ambiguous) for i in range(300)])
+    assert 0.14 < share < 0.27
+
+
+def test_ambiguous_is_an_option_and_recorded(tmp_path):
+    out = tmp_path / "data"
+    result = run("--out", str(out), *TINY, "--ambiguous", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "ambiguous: 0.5" in (out / "data_demo.config.yaml").read_text()
+    bad = run("--out", str(tmp_path / "bad"), *TINY, "--ambiguous", "1.5")
+    assert bad.exit_code != 0 and not (tmp_path / "bad").exists()

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from aimfair_cli.cli.app import app
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
-STRATEGIES = ["pretrained", "aimfair", "full", "linear", "random", "opposite", "freeze"]
+STRATEGIES = ["pretrained", "aimfair", "full", "linear", "random", "opposite"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_quick_demo_reports_every_strategy(demo_run):
     for name in ("report.md", "metrics.png", "cells.png", "commands.sh", "demo.config.yaml",
                  "data/train.csv", "synth/metadata.jsonl", "seed0/pretrain.safetensors", "seed0/mask.safetensors",
                  "seed0/aimfair.safetensors", "seed0/full.safetensors", "seed0/linear.safetensors",
-                 "seed0/random.safetensors", "seed0/opposite.safetensors", "seed0/freeze-fc.safetensors",
+                 "seed0/random.safetensors", "seed0/opposite.safetensors",
                  "selection-seed0.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
@@ -68,12 +68,16 @@ def test_quick_demo_reports_every_strategy(demo_run):
             "--lr 0.02 --milestones ''") in commands and "--weights none" in commands
     assert "aimfair eval --model seed0/aimfair.safetensors --data data/test.csv" in commands
     assert "![utility against fairness](utility-fairness.png)" in report
-    assert summary["plan"].startswith("7 trainings (1 pretrainings, 6 fine-tunings) and 8 evaluations to run, 0 steps "
+    assert summary["plan"].startswith("6 trainings (1 pretrainings, 5 fine-tunings) and 6 evaluations to run, 0 steps "
                                       "reused; about ")
     rows = summary["studies"]["main"]["rows"]
     assert [r["name"] for r in rows] == STRATEGIES
     assert rows[1]["paired_vs_full"]["acc"]["mean_diff"] == pytest.approx(summary["paired_vs_full"]["aimfair"]["acc"]["mean_diff"])
-    assert "paired_vs_full" not in rows[2] and rows[6]["chosen"] == ["seed 0: freeze fc"]
+    from aimfair_cli.maskfile import load_mask
+
+    mask = load_mask(out / "seed0" / "mask.safetensors")
+    ratio = len(mask.selected) / mask.total
+    assert "paired_vs_full" not in rows[2] and rows[4]["chosen"] == [f"seed 0: {ratio:.2f} of the tensors"]
 
 
 @pytest.mark.slow
@@ -188,13 +192,13 @@ def test_commands_sh_replayed_in_a_fresh_folder_gives_the_same_checkpoints(demo_
     done = subprocess.run(["bash", str(replay / "commands.sh")], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoints = sorted(p.relative_to(out) for p in out.glob("seed0/*.safetensors"))
-    assert len(checkpoints) == 8  # pretrain, mask and six fine-tunings
+    assert len(checkpoints) == 7  # pretrain, mask and five fine-tunings
     for rel in checkpoints:
         a, b = load_file(out / rel), load_file(replay / rel)
         assert a.keys() == b.keys(), rel
         for name in a:
             assert a[name].dtype == b[name].dtype and bool((a[name] == b[name]).all()), (rel, name)
-    for rel in ("seed0/aimfair.test.json", "seed0/freeze-fc.val.json", "data/train.csv", "synth/metadata.jsonl"):
+    for rel in ("seed0/aimfair.test.json", "seed0/full.test.json", "data/train.csv", "synth/metadata.jsonl"):
         assert (out / rel).read_bytes() == (replay / rel).read_bytes(), rel
 
 

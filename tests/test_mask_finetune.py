@@ -346,3 +346,31 @@ def test_finetune_refuses_a_mask_computed_on_another_checkpoint(masked, in_run, 
     assert result.exit_code == 1
     assert "was computed on a model with SHA-256" in result.stderr and "compute the mask on the model" in result.stderr
     assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_from_mask_selects_what_a_full_run_at_that_k_selects(masked, in_run, tmp_path):
+    """`--from-mask` re-selects from the stored scores without gradient passes: the same tensors as a full run at
+    the new k (the passes are seeded per set), and refusals for another model or a contradicting option."""
+    fresh, quick = tmp_path / "fresh.safetensors", tmp_path / "quick.safetensors"
+    assert run("mask", "--topk", 50, "--out", fresh, *FAST).exit_code == 0
+    # --real that does not exist: not read in this mode
+    result = run("mask", "--topk", 50, "--from-mask", "mask.safetensors", "--real", tmp_path / "none.csv",
+                 "--out", quick, *FAST)
+    assert result.exit_code == 0, result.output
+    a, b = load_mask(fresh), load_mask(quick)
+    assert b.selected == a.selected and b.meta["k"] == 50 and b.meta["scores"] == a.meta["scores"]
+    assert b.selected != load_mask(in_run / "mask.safetensors").selected  # k=40 there
+
+    conflict = run("mask", "--from-mask", "mask.safetensors", "--score", "cosine", "--out", tmp_path / "c.safetensors",
+                   *FAST)
+    assert conflict.exit_code == 1 and not (tmp_path / "c.safetensors").exists()
+    assert conflict.stderr.strip().splitlines()[-1] == (
+        "Error: --score cosine differs from the absdiff of --from-mask mask.safetensors; drop --score or make a new mask")
+
+    other = tmp_path / "other.safetensors"
+    assert run("pretrain", "--epochs", 1, "--image-size", 32, "--weights", "none", "--seed", 5, "--out", other,
+               *FAST).exit_code == 0
+    refused = run("mask", "--model", other, "--from-mask", "mask.safetensors", "--out", tmp_path / "o.safetensors",
+                  *FAST)
+    assert refused.exit_code == 1 and not (tmp_path / "o.safetensors").exists()
+    assert "was made for another model" in refused.stderr

@@ -106,16 +106,29 @@ def test_unknown_words_are_ignored(gen):
     assert a == b
 
 
-def test_the_two_styles_differ_and_only_the_photo_has_sensor_noise():
+def _grain(img: np.ndarray) -> float:
+    """Median absolute Laplacian of the grey image: ~0 on smooth surfaces, the noise level on a grainy one."""
+    g = img.mean(-1)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(np.median(np.abs(lap)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_two_styles_differ_and_only_the_photo_has_sensor_noise(seed):
     a = VISIBLE.replace(background="plain", lighting="soft")
-    photo = np.asarray(render_face(a, style="photo", size=64, seed=2), dtype=np.float32)
-    synth = np.asarray(render_face(a, style="synthetic", size=64, seed=2), dtype=np.float32)
+    photo = np.asarray(render_face(a, style="photo", size=64, seed=seed), dtype=np.float32)
+    synth = np.asarray(render_face(a, style="synthetic", size=64, seed=seed), dtype=np.float32)
     assert np.abs(photo - synth).mean() > 10
-    # Flat colours in the synthetic style (backdrop and its second tone at most), noise in the photo style.
-    corner = (slice(0, 6), slice(0, 6))
-    colours = lambda img: len({tuple(px) for px in img[corner].reshape(-1, 3)})
-    assert colours(synth) <= 2
-    assert colours(photo) > 10
+    assert _grain(synth) < 2.5 < 4.5 < _grain(photo)
+
+
+@pytest.mark.parametrize("style", ["photo", "synthetic"])
+def test_a_subtle_face_does_not_show_its_label(style):
+    for seed in range(4):
+        draw = lambda smiling, subtle: np.asarray(render_face(VISIBLE.replace(smiling=smiling), style=style, size=48,
+                                                              seed=seed, subtle=subtle))
+        assert np.array_equal(draw("yes", True), draw("no", True))
+        assert not np.array_equal(draw("yes", False), draw("no", False))
 
 
 def test_smiling_is_drawn_beyond_a_single_pixel():

@@ -1,7 +1,11 @@
 """`aimfair data demo`: the offline benchmark's "real" side, rendered in the photo style.
 
 Faces have target Smiling and protected Male; every other attribute is drawn from a natural distribution
-(`aimfair_cli.render.natural`), not from prompts. The train split is biased with the CelebA quotas
+(`aimfair_cli.render.natural`), not from prompts. A share of the faces (`--ambiguous`, 20 % by default, in every
+split and cell) wear a faint closed-mouth expression whatever their label, like the CelebA faces whose Smiling
+label annotators could give either way: nothing in the face tells their label, so a model trained on the biased
+split learns to guess it from the gender there, and balanced synthetic data, which has no such faces, cannot
+teach otherwise. The train split is biased with the CelebA quotas
 (`aimfair_cli.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
 
     OUT/images/{train,val,test}/000000.png
@@ -61,6 +65,8 @@ class DemoDataConfig:
     n_test: int = option(1000, help="Images in the test split (CelebA-like mild skew).", min=4, max=MAX_DEMO_IMAGES)
     size: int = option(64, help="Image side in pixels.", min=16, max=MAX_DEMO_SIZE)
     bias: str = option("1:9", help=BIAS_HELP)
+    ambiguous: float = option(0.2, min=0, max=1, help="Share of faces with a faint, closed-mouth expression whatever "
+                              "their Smiling label (CelebA's ambiguous labels): the label cannot be read from them.")
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
 
@@ -102,8 +108,10 @@ def split_cells(split: str, n: int, bias: str, seed: int) -> list[tuple[int, int
     return [cells[i] for i in order]
 
 
-def render_demo_image(*, seed: int, split: str, index: int, target: int, protected: int, size: int):
-    """Image `index` of `split`: natural attributes for its cell, drawn in the photo style."""
+def render_demo_image(*, seed: int, split: str, index: int, target: int, protected: int, size: int,
+                      ambiguous: float = DemoDataConfig.ambiguous):
+    """Image `index` of `split`: natural attributes for its cell, drawn in the photo style; with probability
+    `ambiguous` its expression does not show its label."""
     import numpy as np
 
     from ..generators.base import image_seed
@@ -111,7 +119,8 @@ def render_demo_image(*, seed: int, split: str, index: int, target: int, protect
 
     s = image_seed(seed, f"demo-{split}", index)
     attrs = natural_attributes(np.random.default_rng([s, 0xA77]), smiling=bool(target), male=bool(protected))
-    return render_face(attrs, style="photo", size=size, seed=s), attrs
+    subtle = bool(np.random.default_rng([s, 0x5B7]).random() < ambiguous)
+    return render_face(attrs, style="photo", size=size, seed=s, subtle=subtle), attrs
 
 
 def make_demo_dataset(
@@ -122,6 +131,7 @@ def make_demo_dataset(
     n_test: int = DemoDataConfig.n_test,
     size: int = DemoDataConfig.size,
     bias: str = DemoDataConfig.bias,
+    ambiguous: float = DemoDataConfig.ambiguous,
     seed: int = DemoDataConfig.seed,
     progress: Progress = NULL,
 ) -> DemoResult:
@@ -131,7 +141,7 @@ def make_demo_dataset(
     from ..manifest import write_manifest
 
     cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
-                               seed=seed))
+                               ambiguous=ambiguous, seed=seed))
     parse_bias(cfg.bias)
 
     out = cfg.out
@@ -157,7 +167,7 @@ def make_demo_dataset(
             with progress.task(f"render {split}", total=len(cells)) as task:
                 for i, (t, p) in enumerate(cells):
                     img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
-                                               size=cfg.size)
+                                               size=cfg.size, ambiguous=cfg.ambiguous)
                     name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
                     img.save(tmp / name, format="PNG")
                     rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})

@@ -62,8 +62,11 @@ class FaceParams:
     jitter: dict[str, float] = field(default_factory=dict)  # colour jitters, variants, light direction
 
 
-def draw_params(a: FaceAttributes, rng: np.random.Generator) -> FaceParams:
-    """Draw the continuous variation. A fixed number of draws, in a fixed order, whatever the attributes."""
+def draw_params(a: FaceAttributes, rng: np.random.Generator, *, subtle: bool = False) -> FaceParams:
+    """Draw the continuous variation. A fixed number of draws, in a fixed order, whatever the attributes.
+
+    `subtle`: a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
+    annotators could give either way; the label then cannot be read from the face."""
     r = rng.random(40)  # one block of uniforms: stating an attribute never shifts the others' randomness
     n = rng.standard_normal(12)
     male = a.gender == "male"
@@ -80,12 +83,14 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator) -> FaceParams:
     elif pose == "down":
         pitch = -(0.30 + 0.25 * r[0])
     if a.smiling == "yes":
-        # Mostly broad open smiles showing teeth, some closed-mouth ones: visible, but not one pixel.
+        # Mostly broad open smiles showing teeth, a few closed-mouth ones: visible, but not one pixel.
         smile = 0.45 + 0.55 * r[1] ** 0.7
-        mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.65 else 0.0
+        mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.85 else 0.0
     else:
         smile = -0.30 + 0.45 * r[1]
         mouth_open = 0.25 * r[3] if r[2] < 0.2 else 0.0  # talking, mid-word
+    if subtle:  # the same range for both labels, between the two above and apart from both
+        smile, mouth_open = 0.22 + 0.2 * r[1], 0.0
     return FaceParams(
         cx=0.5 + 0.025 * n[2],
         cy=0.45 + 0.02 * n[3],

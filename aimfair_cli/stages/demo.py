@@ -30,13 +30,14 @@ from ..report import TASK
 log = logging.getLogger(__name__)
 
 
-# Sizes for these 2-core CPU machines. At 64 px a ResNet-18 trains at ~140 img/s here, so "default" is about
-# 10 minutes for one seed (25 on a slower, shared machine) and "quick" about two minutes. A GPU user can raise every number with the options.
+# Sizes for these 2-core CPU machines, where a ResNet-18 trains at ~95 img/s at 64 px: the main comparison at
+# "default" (one pretraining of 4 epochs, a mask, 7 fine-tunings of one epoch, on 2,500 real and as many synthetic
+# images) takes about 8-9 minutes, "quick" about two. A GPU user can raise every number with the options.
 # Small batches and mild crops (keeping >= 60 % of the picture, so the mouth stays in) let a randomly initialised
 # ResNet-18 learn the task in a few epochs at 64 px (see benchmarks/demo_properties.py).
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": dict(n_train=4000, n_eval=1000, size=64, batch_size=32, crop_scale=0.6, pretrain_epochs=4,
-                    pretrain_lr=0.02, pretrain_milestones=(3,), finetune_epochs=2, finetune_lr=0.01,
+    "default": dict(n_train=3000, n_eval=1000, size=64, batch_size=32, crop_scale=0.6, pretrain_epochs=5,
+                    pretrain_lr=0.02, pretrain_milestones=(4,), finetune_epochs=1, finetune_lr=0.01,
                     freeze_blocks=("layer1", "fc")),
     "quick": dict(n_train=400, n_eval=400, size=32, batch_size=32, crop_scale=0.6, pretrain_epochs=2,
                   pretrain_lr=0.02, pretrain_milestones=(), finetune_epochs=1, finetune_lr=0.01, freeze_blocks=("fc",)),
@@ -113,7 +114,10 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
                               seed=0)
     vocabulary = sha256_file(default_vocabulary_path())
     prompts = PromptsConfig(task=TASK, per_group=50, writer="template", seed=0, out=out / "prompts" / f"{TASK}.yaml")
-    renders = {"renderer": _renderer_fingerprint(c.size), "vocabulary": vocabulary}
+    from ..render import RENDERER_VERSION
+
+    renders = {"renderer": _renderer_fingerprint(c.size), "renderer_version": str(RENDERER_VERSION),
+               "vocabulary": vocabulary}
     generator = {"generator": str(sorted(make_generator("procedural", size=c.size).describe().items()))}
 
     def synth_step(name: str, prompt_file: Path, n: int, kind: str = "contextual") -> Step:

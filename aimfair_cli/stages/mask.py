@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .. import dist, layout
 from ..bias import CELLS, parse_bias
 from ..config import config_path_for, write_resolved_config
+from ..errors import UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, save_mask
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+MSG_FROM_OTHER_MODEL = ("--from-mask {path} was made for another model (SHA-256 {theirs:.12}…, --model is {ours:.12}…); "
+                        "make a mask for this model first")
+MSG_FROM_NO_SCORES = "--from-mask {path} stores no scores for every tensor; make the mask again with this version"
+MSG_FROM_CONFLICT = "--{flag} {ours} differs from the {theirs} of --from-mask {path}; drop --{flag} or make a new mask"
 
 
 @dataclass
@@ -72,6 +78,9 @@ class MaskConfig:
     allow_duplicates: bool = option(False, help=ALLOW_DUPLICATES_HELP)
     plot: Path | None = option(None, path="file", help="Also draw Δ1 against Δ2 for every tensor, with both top-k "
                                "cut-offs and the selection, to this PNG file.")
+    from_mask: Path | None = option(None, path="file", help="Select at --topk from the Δ1/Δ2 scores a mask file made "
+                                    "earlier for this --model stores: no gradient passes, seconds (a k sweep). Its "
+                                    "score and bias ratio apply; --real and --synth are not read.")
 
 
 @dataclass
@@ -271,8 +280,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     check_suffix(cfg.out, (".safetensors",), "--out")
     if cfg.plot is not None:
         check_suffix(cfg.plot, (".png",), "--plot")
-    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask"), "--plot": cfg.plot},
-                  {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth})
+    read = {"--model": cfg.model, "--from-mask": cfg.from_mask} if cfg.from_mask is not None else \
+        {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask"), "--plot": cfg.plot}, read)
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -281,6 +291,8 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     k = parse_topk(cfg.topk, total)
     image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
 
+    if cfg.from_mask is not None:
+        return _reselect(cfg, model, k, started)
     real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     # Size of each synthetic set without the cap: also the default balanced set of `finetune`, which a cheaper
@@ -355,3 +367,48 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
                       estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
                       cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
+
+
+def _reselect(cfg: MaskConfig, model: Any, k: int, started: float) -> MaskResult:
+    """`--from-mask`: K1 ∩ K2 at this k from the scores of an earlier mask of the same model. The gradient passes
+    are seeded per set, so this is the selection a full run at this k would make."""
+    from dataclasses import fields
+
+    from ..maskfile import load_mask
+    from ..options import default_of
+    from ..provenance import input_sha256, sha256_file
+
+    source = load_mask(cfg.from_mask)
+    source.check_fits(model)
+    ours, theirs = sha256_file(cfg.model), input_sha256(source.meta, "--model")
+    if theirs is not None and theirs != ours:
+        raise UsageError(MSG_FROM_OTHER_MODEL.format(path=cfg.from_mask, theirs=theirs, ours=ours))
+    scores = mask_scores(source)
+    if list(scores) != list(source.shapes):
+        raise UsageError(MSG_FROM_NO_SCORES.format(path=cfg.from_mask))
+    defaults = {f.name: default_of(f) for f in fields(MaskConfig)}
+    given = {"score": cfg.score, "bias_ratio": str(cfg.bias_ratio).strip().lower()}
+    theirs_of = {"score": source.meta.get("score"),
+                 "bias_ratio": "auto" if source.meta.get("bias_ratio_source") == "auto" else source.meta.get("bias_ratio")}
+    for name, value in given.items():
+        same = value == theirs_of[name] or (name == "bias_ratio" and value != "auto" and theirs_of[name] != "auto"
+                                             and parse_bias(value) == parse_bias(str(theirs_of[name])))
+        if value != str(defaults[name]).lower() and not same:
+            raise UsageError(MSG_FROM_CONFLICT.format(flag=name.replace("_", "-"), ours=value, theirs=theirs_of[name],
+                                                      path=cfg.from_mask))
+    selected = select(scores, k)
+    meta = {**source.meta, "k": k, "topk": str(cfg.topk), "from_mask": str(cfg.from_mask),
+            "provenance": provenance("cpu", {"--model": cfg.model, "--from-mask": cfg.from_mask})}
+    mask = Mask(selected=selected, shapes=source.shapes, meta=meta)
+    if dist.is_main():
+        save_mask(cfg.out, mask)
+        write_resolved_config(cfg.out, "mask", cfg)
+        if cfg.plot is not None:
+            plot_selection(cfg.plot, mask)
+    dist.barrier()
+    bias = parse_bias(str(meta["bias_ratio"]))
+    minority = {int(y): int(v) for y, v in (meta.get("minority") or DEFAULT_MINORITY).items()}
+    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=dict(meta.get("sizes") or {}), bias=bias,
+                      minority=minority, estimate=None, seconds=time.perf_counter() - started,
+                      blocks=block_table(model, selected), cutoffs=cutoffs(scores, k),
+                      plot=None if cfg.plot is None else Path(cfg.plot))
