@@ -88,7 +88,7 @@ def test_rerun_reuses_finished_steps(demo_run):
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed0/*.safetensors")} == before
     assert json.loads(result.stdout)["strategies"] == summary["strategies"]
-    assert "reused" in result.stderr and "aimfair demo: nothing to run: all 19 steps reused" in result.stderr
+    assert "reused" in result.stderr and "aimfair demo: nothing to run: all 16 steps reused" in result.stderr
     assert "steps reused from an earlier run, their time not counted" in (out / "report.md").read_text()
 
 
@@ -264,7 +264,7 @@ def test_study_on_a_run_folder_writes_only_into_its_output(demo_run, tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert [r["name"] for r in payload["studies"]["main"]["rows"]] == STRATEGIES
-    assert "aimfair study: 7 trainings (1 pretrainings, 6 fine-tunings)" in result.stderr
+    assert "aimfair study: 6 trainings (1 pretrainings, 5 fine-tunings)" in result.stderr
     after = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*")} | \
         {p: p.stat().st_mtime_ns for p in (out / "synth").rglob("*")}
     assert after == before
