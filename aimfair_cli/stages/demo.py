@@ -59,8 +59,8 @@ class DemoConfig:
     study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
                         "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
                         "bias-ratio (Tab. 6).")
-    quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 1 fine-tuning epoch, freeze "
-                         "baseline on fc only.")
+    quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 2 pretraining epochs, single-block "
+                         "baselines on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,
                                  default_text=_preset_text("n_train"))
     n_eval: int | None = option(None, help="Images in each of val and test.", min=8, max=MAX_DEMO_IMAGES,
@@ -80,7 +80,7 @@ class DemoConfig:
                                        max=MAX_LR, default_text=_preset_text("finetune_lr"))
     freeze_blocks: tuple[str, ...] | None = option(None, choices=BLOCKS, default_text=_preset_text("freeze_blocks"),
                                                    help="Comma-separated blocks tried by the best single-block baselines "
-                                                   "(freeze, and update in the partial study).")
+                                                   "(freeze one, update one: the partial study).")
     topk: str = option("55", help="k for the mask, tensors or percent.")
     batch_size: int | None = option(None, help="Images per batch.", min=1, max=MAX_BATCH,
                                     default_text=_preset_text("batch_size"))
