@@ -25,6 +25,8 @@ MSG_MISSING_IN_MASK = "mask does not fit the model: tensor '{name}' is in the mo
 MSG_EXTRA_IN_MASK = "mask does not fit the model: tensor '{name}' is in the mask but not in the model"
 MSG_MASK_META = "{path}: mask metadata '{field}' must be {rule}"
 MSG_MASK_EMPTY_TENSOR = "{path}: mask tensor '{name}' is empty (a mask holds one flag per tensor)"
+MSG_OTHER_MODEL = ("{flag} {mask} was computed on a model with SHA-256 {made_on}…, not on --model {model} ({sha}…): "
+                   "compute the mask on the model you {purpose}")
 MSG_SHAPE = "mask does not fit the model: tensor '{name}' has shape {model} in the model but {mask} in the mask"
 
 
@@ -49,6 +51,18 @@ class Mask:
         for name in self.shapes:
             if name not in params:
                 raise MaskError(MSG_EXTRA_IN_MASK.format(name=name))
+
+    def check_made_on(self, model: "torch.nn.Module", model_path: str | os.PathLike, *, flag: str,
+                      path: str | os.PathLike, purpose: str) -> None:
+        """check_fits, and that the gradients were computed on the file `model_path` (the SHA-256 the mask's
+        provenance records, when it records one)."""
+        from .provenance import input_sha256, sha256_file
+
+        self.check_fits(model)
+        made_on = input_sha256(self.meta, "--model")
+        if made_on is not None and made_on != sha256_file(model_path):
+            raise MaskError(MSG_OTHER_MODEL.format(flag=flag, mask=path, made_on=made_on[:12], model=model_path,
+                                                   sha=sha256_file(model_path)[:12], purpose=purpose))
 
 
 def save_mask(path: str | os.PathLike, mask: Mask) -> Path:

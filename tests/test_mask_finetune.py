@@ -373,4 +373,5 @@ def test_from_mask_selects_what_a_full_run_at_that_k_selects(masked, in_run, tmp
     refused = run("mask", "--model", other, "--from-mask", "mask.safetensors", "--out", tmp_path / "o.safetensors",
                   *FAST)
     assert refused.exit_code == 1 and not (tmp_path / "o.safetensors").exists()
-    assert "was made for another model" in refused.stderr
+    assert ("--from-mask mask.safetensors was computed on a model with SHA-256" in refused.stderr
+            and "compute the mask on the model you select for" in refused.stderr)

@@ -156,6 +156,14 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return ys, xs
 
 
+def _light(size: int, angle: float, strength: float, *, vignette: float, exposure: float = 1.0) -> np.ndarray:
+    """(H, W) light: a linear ramp along `angle` (a turn fraction) of `strength`, darkened towards the corners."""
+    ys, xs = _grid(size)
+    ang = angle * 2 * np.pi
+    ramp = xs * np.cos(ang) + ys * np.sin(ang)
+    return exposure * (1.0 + strength * ramp) * (1.0 - vignette * (xs**2 + ys**2))
+
+
 def finish_photo(img, a: FaceAttributes, p: FaceParams, rng: np.random.Generator):
     """Camera look: uneven light, texture, blur, sensor noise, JPEG."""
     from PIL import Image, ImageFilter
@@ -163,15 +171,11 @@ def finish_photo(img, a: FaceAttributes, p: FaceParams, rng: np.random.Generator
     size = img.size[0]
     j = p.jitter
     arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
-    ys, xs = _grid(size)
-    ang = j["light_angle"] * 2 * np.pi
-    ramp = xs * np.cos(ang) + ys * np.sin(ang)
     strength = {"soft": 0.25, "bright": 0.3, "dim": 0.4, "side": 0.9, "warm": 0.35}.get(a.lighting, 0.3)
     strength *= 0.7 + 0.6 * j["light_strength"]
     exposure = {"soft": 1.0, "bright": 1.15, "dim": 0.62, "side": 0.95, "warm": 1.0}.get(a.lighting, 1.0)
     tint = {"warm": (1.08, 0.97, 0.80), "dim": (0.95, 0.97, 1.05)}.get(a.lighting, (1.0, 1.0, 1.0))
-    vignette = 1.0 - 0.35 * (xs**2 + ys**2)
-    light = exposure * (1.0 + strength * ramp) * vignette  # (H, W)
+    light = _light(size, j["light_angle"], strength, vignette=0.35, exposure=exposure)
     texture = 1.0 + 0.06 * _smooth_field(rng, size, 9)
     arr = arr * (light * texture)[..., None] * np.asarray(tint, dtype=np.float32)
     img = Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
@@ -195,10 +199,7 @@ def finish_synthetic(img, a: FaceAttributes, p: FaceParams, rng: np.random.Gener
     size = img.size[0]
     gain = {"soft": (1.0, 1.0, 1.0), "bright": (1.08, 1.08, 1.08), "dim": (0.72, 0.72, 0.8),
             "side": (0.95, 0.95, 0.95), "warm": (1.06, 0.96, 0.8)}.get(a.lighting, (1.0, 1.0, 1.0))
-    ys, xs = _grid(size)
-    ang = p.jitter["light_angle"] * 2 * np.pi
-    strength = 0.5 if a.lighting == "side" else 0.15
-    light = (1.0 + strength * (xs * np.cos(ang) + ys * np.sin(ang))) * (1.0 - 0.15 * (xs**2 + ys**2))
+    light = _light(size, p.jitter["light_angle"], 0.5 if a.lighting == "side" else 0.15, vignette=0.15)
     arr = np.asarray(img, dtype=np.float32) * light[..., None] * np.asarray(gain, dtype=np.float32)
     img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
     return img.filter(ImageFilter.GaussianBlur(radius=0.35 * size / 64))

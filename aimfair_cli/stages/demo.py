@@ -30,9 +30,9 @@ from ..report import TASK
 log = logging.getLogger(__name__)
 
 
-# Sizes for these 2-core CPU machines, where a ResNet-18 trains at ~95 img/s at 64 px: the main comparison at
-# "default" (one pretraining of 4 epochs, a mask, 7 fine-tunings of one epoch, on 2,500 real and as many synthetic
-# images) takes about 8-9 minutes, "quick" about two. A GPU user can raise every number with the options.
+# Sizes for these 2-core CPU machines, where a ResNet-18 trains at 70-95 img/s at 64 px: the main comparison at
+# "default" (one pretraining of 5 epochs, a mask, 5 fine-tunings of one epoch, on 3,000 real and as many synthetic
+# images) took 8.8 minutes from an empty folder, "quick" about two. A GPU user can raise every number with the options.
 # Small batches and mild crops (keeping >= 60 % of the picture, so the mouth stays in) let a randomly initialised
 # ResNet-18 learn the task in a few epochs at 64 px (see benchmarks/demo_properties.py).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,8 +104,9 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
     from ..pipeline import Step
     from ..stages.prompts import PromptsConfig
     from ..stages.synth import SynthConfig
-    from ..studies import Sources
     from ..provenance import sha256_file
+    from ..render import RENDERER_VERSION
+    from ..studies import Sources
     from ..vocabulary import default_vocabulary_path
 
     data, synth = out / "data", out / "synth"
@@ -114,8 +115,6 @@ def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
                               seed=0)
     vocabulary = sha256_file(default_vocabulary_path())
     prompts = PromptsConfig(task=TASK, per_group=50, writer="template", seed=0, out=out / "prompts" / f"{TASK}.yaml")
-    from ..render import RENDERER_VERSION
-
     renders = {"renderer": _renderer_fingerprint(c.size), "renderer_version": str(RENDERER_VERSION),
                "vocabulary": vocabulary}
     generator = {"generator": str(sorted(make_generator("procedural", size=c.size).describe().items()))}

@@ -25,7 +25,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
                        KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, RESUME_HELP,
                        SPEED_MODES, check, mode_flag, option)
 from ..progress import NULL, Progress
-from ..provenance import input_sha256, provenance, sha256_file
+from ..provenance import provenance
 from ..resume import finish, prepare, state_path_for
 from ..tracking import check_tensorboard, open_tensorboard
 from ..synthsets import draw_balanced
@@ -36,8 +36,6 @@ BN_MODES = ("update", "freeze")
 MSG_MASK_AND_STRATEGY = "give either --mask or --strategy, not both (only a strategy that reads the mask, such as " \
     "opposite, takes --mask)"
 MSG_NO_STRATEGY = "give --mask FILE (AIM-Fair) or --strategy"
-MSG_MASK_OTHER_MODEL = ("--mask {mask} was computed on a model with SHA-256 {made_on}…, not on --model {model} "
-                        "({sha}…): compute the mask on the model you fine-tune")
 MSG_NEEDS_MASK = "--strategy {strategy} needs --mask FILE: it reads the mask's selection or its Δ1/Δ2 scores"
 # The released runner.sh fine-tunes at 0.06 (main.py's own default is 0.05). The paper's text says the rate was
 # searched in {0.4, 0.5, 0.6}: ten times the released value, with momentum 0.9 on a pretrained ResNet-18.
@@ -122,11 +120,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     device = resolve_device(cfg.device)
     model, meta = load_checkpoint(cfg.model, device=device)
     if mask is not None:
-        mask.check_fits(model)
-        made_on = input_sha256(mask.meta, "--model")
-        if made_on is not None and made_on != sha256_file(cfg.model):
-            raise UsageError(MSG_MASK_OTHER_MODEL.format(mask=cfg.mask, made_on=made_on[:12], model=cfg.model,
-                                                         sha=sha256_file(cfg.model)[:12]))
+        mask.check_made_on(model, cfg.model, flag="--mask", path=cfg.mask, purpose="fine-tune")
     names = [n for n, _ in model.named_parameters()]
     trainable = strategies.trainable_names(names, strategy, mask=mask, mask_path=cfg.mask, seed=cfg.seed)
     if not trainable:

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,9 @@ from ..config import config_path_for, write_resolved_config
 from ..errors import UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
-from ..maskfile import Mask, save_mask
+from ..maskfile import Mask, load_mask, save_mask
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, option)
+                       MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
 from ..progress import NULL, Progress
 from ..provenance import provenance
 from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MSG_FROM_OTHER_MODEL = ("--from-mask {path} was made for another model (SHA-256 {theirs:.12}…, --model is {ours:.12}…); "
-                        "make a mask for this model first")
 MSG_FROM_NO_SCORES = "--from-mask {path} stores no scores for every tensor; make the mask again with this version"
 MSG_FROM_CONFLICT = "--{flag} {ours} differs from the {theirs} of --from-mask {path}; drop --{flag} or make a new mask"
 
@@ -292,7 +290,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
 
     if cfg.from_mask is not None:
-        return _reselect(cfg, model, k, started)
+        return _reselect(cfg, model, device, k, started)
     real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     # Size of each synthetic set without the cap: also the default balanced set of `finetune`, which a cheaper
@@ -358,57 +356,51 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "provenance": provenance(device, {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}),
         },
     )
-    if dist.is_main():  # every rank holds the same mask; one writes it (atomically)
-        save_mask(cfg.out, mask)
-        write_resolved_config(cfg.out, "mask", cfg)
-        if cfg.plot is not None:
-            plot_selection(cfg.plot, mask)
-    dist.barrier()  # the others return only once the files exist
+    _write(cfg, mask)
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
                       estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
                       cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
 
 
-def _reselect(cfg: MaskConfig, model: Any, k: int, started: float) -> MaskResult:
-    """`--from-mask`: K1 ∩ K2 at this k from the scores of an earlier mask of the same model. The gradient passes
-    are seeded per set, so this is the selection a full run at this k would make."""
-    from dataclasses import fields
-
-    from ..maskfile import load_mask
-    from ..options import default_of
-    from ..provenance import input_sha256, sha256_file
-
-    source = load_mask(cfg.from_mask)
-    source.check_fits(model)
-    ours, theirs = sha256_file(cfg.model), input_sha256(source.meta, "--model")
-    if theirs is not None and theirs != ours:
-        raise UsageError(MSG_FROM_OTHER_MODEL.format(path=cfg.from_mask, theirs=theirs, ours=ours))
-    scores = mask_scores(source)
-    if list(scores) != list(source.shapes):
-        raise UsageError(MSG_FROM_NO_SCORES.format(path=cfg.from_mask))
-    defaults = {f.name: default_of(f) for f in fields(MaskConfig)}
-    given = {"score": cfg.score, "bias_ratio": str(cfg.bias_ratio).strip().lower()}
-    theirs_of = {"score": source.meta.get("score"),
-                 "bias_ratio": "auto" if source.meta.get("bias_ratio_source") == "auto" else source.meta.get("bias_ratio")}
-    for name, value in given.items():
-        same = value == theirs_of[name] or (name == "bias_ratio" and value != "auto" and theirs_of[name] != "auto"
-                                             and parse_bias(value) == parse_bias(str(theirs_of[name])))
-        if value != str(defaults[name]).lower() and not same:
-            raise UsageError(MSG_FROM_CONFLICT.format(flag=name.replace("_", "-"), ours=value, theirs=theirs_of[name],
-                                                      path=cfg.from_mask))
-    selected = select(scores, k)
-    meta = {**source.meta, "k": k, "topk": str(cfg.topk), "from_mask": str(cfg.from_mask),
-            "provenance": provenance("cpu", {"--model": cfg.model, "--from-mask": cfg.from_mask})}
-    mask = Mask(selected=selected, shapes=source.shapes, meta=meta)
+def _write(cfg: MaskConfig, mask: Mask) -> None:
+    """The mask file, its resolved config and --plot. Every rank holds the same mask; one writes it (atomically),
+    the others return only once the files exist."""
     if dist.is_main():
         save_mask(cfg.out, mask)
         write_resolved_config(cfg.out, "mask", cfg)
         if cfg.plot is not None:
             plot_selection(cfg.plot, mask)
     dist.barrier()
-    bias = parse_bias(str(meta["bias_ratio"]))
+
+
+def _reselect(cfg: MaskConfig, model: Any, device: Any, k: int, started: float) -> MaskResult:
+    """`--from-mask`: K1 ∩ K2 at this k from the scores of an earlier mask of the same model. The gradient passes
+    are seeded per set, so this is the selection a full run at this k would make."""
+    source = load_mask(cfg.from_mask)
+    source.check_made_on(model, cfg.model, flag="--from-mask", path=cfg.from_mask, purpose="select for")
+    scores = mask_scores(source)
+    if list(scores) != list(source.shapes):
+        raise UsageError(MSG_FROM_NO_SCORES.format(path=cfg.from_mask))
+    def ratio(text: str) -> Any:  # "1:9" and "0.1" agree
+        return text if text == "auto" else parse_bias(text)
+
+    # --score / --bias-ratio left at their defaults take the source's; given otherwise, they must agree with it
+    source_ratio = "auto" if source.meta.get("bias_ratio_source") == "auto" else str(source.meta.get("bias_ratio"))
+    defaults = {f.name: default_of(f) for f in fields(MaskConfig)}
+    for name, ours, theirs, same in (
+            ("score", cfg.score, source.meta.get("score"), cfg.score == source.meta.get("score")),
+            ("bias_ratio", str(cfg.bias_ratio).strip().lower(), source_ratio,
+             ratio(str(cfg.bias_ratio).strip().lower()) == ratio(source_ratio))):
+        if ours != str(defaults[name]).lower() and not same:
+            raise UsageError(MSG_FROM_CONFLICT.format(flag=name.replace("_", "-"), ours=ours, theirs=theirs,
+                                                      path=cfg.from_mask))
+    selected = select(scores, k)
+    meta = {**source.meta, "k": k, "topk": str(cfg.topk), "from_mask": str(cfg.from_mask),
+            "provenance": provenance(device, {"--model": cfg.model, "--from-mask": cfg.from_mask})}
+    mask = Mask(selected=selected, shapes=source.shapes, meta=meta)
+    _write(cfg, mask)
     minority = {int(y): int(v) for y, v in (meta.get("minority") or DEFAULT_MINORITY).items()}
-    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=dict(meta.get("sizes") or {}), bias=bias,
-                      minority=minority, estimate=None, seconds=time.perf_counter() - started,
-                      blocks=block_table(model, selected), cutoffs=cutoffs(scores, k),
-                      plot=None if cfg.plot is None else Path(cfg.plot))
+    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=dict(meta.get("sizes") or {}),
+                      bias=parse_bias(str(meta["bias_ratio"])), minority=minority, estimate=None,
+                      seconds=time.perf_counter() - started, blocks=block_table(model, selected),
+                      cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
