@@ -18,12 +18,14 @@ from aimfair_cli.generators.procedural import (
     ProceduralGenerator,
 )
 from aimfair_cli.render import (
+    MSG_BAD_EXPRESSION,
     MSG_BAD_STYLE,
     RENDERER_VERSION,
     FaceAttributes,
     natural_attributes,
     render_face,
 )
+from aimfair_cli.render.face import draw_params
 from aimfair_cli.vocabulary import load_vocabulary
 
 VOCAB = load_vocabulary()
@@ -125,10 +127,34 @@ def test_the_two_styles_differ_and_only_the_photo_has_sensor_noise(seed):
 @pytest.mark.parametrize("style", ["photo", "synthetic"])
 def test_a_subtle_face_does_not_show_its_label(style):
     for seed in range(4):
-        draw = lambda smiling, subtle: np.asarray(render_face(VISIBLE.replace(smiling=smiling), style=style, size=48,
-                                                              seed=seed, subtle=subtle))
-        assert np.array_equal(draw("yes", True), draw("no", True))
-        assert not np.array_equal(draw("yes", False), draw("no", False))
+        draw = lambda smiling, expression: np.asarray(render_face(VISIBLE.replace(smiling=smiling), style=style,
+                                                                  size=48, seed=seed, expression=expression))
+        assert np.array_equal(draw("yes", "subtle"), draw("no", "subtle"))
+        for expression in ("natural", "posed"):
+            assert not np.array_equal(draw("yes", expression), draw("no", expression))
+
+
+def test_posed_expressions_are_the_stereotyped_extremes_of_the_natural_ones():
+    """Natural smiles are sometimes closed-mouthed and unsmiling faces sometimes talk; posed ones never: every
+    posed smile is open and broader than the faintest natural smile, every posed unsmiling mouth closed."""
+    def params(smiling: str, expression: str):
+        return [draw_params(VISIBLE.replace(smiling=smiling), np.random.default_rng(seed), expression=expression)
+                for seed in range(300)]
+
+    natural_yes, posed_yes = params("yes", "natural"), params("yes", "posed")
+    natural_no, posed_no = params("no", "natural"), params("no", "posed")
+    assert any(p.mouth_open == 0 for p in natural_yes) and any(p.mouth_open > 0 for p in natural_no)
+    assert all(p.mouth_open >= 0.7 for p in posed_yes) and all(p.mouth_open == 0 for p in posed_no)
+    assert min(p.smile for p in posed_yes) > min(p.smile for p in natural_yes)
+    assert max(p.smile for p in posed_no) < min(p.smile for p in posed_yes)
+
+
+def test_the_procedural_generator_draws_posed_faces():
+    gen = make_generator("procedural", size=32)
+    request = ImageRequest(prompt="a photo of a smiling woman", seed=11, index=0)
+    attrs = gen.attributes(request)
+    posed = render_face(attrs, style="synthetic", size=32, seed=request.seed, expression="posed")
+    assert np.array_equal(np.asarray(gen.generate([request])[0]), np.asarray(posed))
 
 
 def test_smiling_is_drawn_beyond_a_single_pixel():
@@ -146,6 +172,9 @@ def test_bad_style_and_size_are_usage_errors():
     assert str(exc.value) == MSG_BAD_STYLE.format(style="oil")
     with pytest.raises(UsageError):
         render_face(VISIBLE, style="photo", size=8, seed=0)
+    with pytest.raises(UsageError) as exc:
+        render_face(VISIBLE, style="photo", seed=0, expression="smirk")
+    assert str(exc.value) == MSG_BAD_EXPRESSION.format(expression="smirk")
 
 
 def test_diffusers_options_are_refused_by_name():

@@ -1,7 +1,7 @@
 """`aimfair data demo`: the offline benchmark's "real" side, rendered in the photo style.
 
 Faces have target Smiling and protected Male; every other attribute is drawn from a natural distribution
-(`aimfair_cli.render.natural`), not from prompts. A share of the faces (`--ambiguous`, 20 % by default, in every
+(`aimfair_cli.render.natural`), not from prompts. A share of the faces (`--ambiguous`, 15 % by default, in every
 split and cell) wear a faint closed-mouth expression whatever their label, like the CelebA faces whose Smiling
 label annotators could give either way: nothing in the face tells their label, so a model trained on the biased
 split learns to guess it from the gender there, and balanced synthetic data, which has no such faces, cannot
@@ -65,7 +65,7 @@ class DemoDataConfig:
     n_test: int = option(1000, help="Images in the test split (CelebA-like mild skew).", min=4, max=MAX_DEMO_IMAGES)
     size: int = option(64, help="Image side in pixels.", min=16, max=MAX_DEMO_SIZE)
     bias: str = option("1:9", help=BIAS_HELP)
-    ambiguous: float = option(0.2, min=0, max=1, help="Share of faces with a faint, closed-mouth expression whatever "
+    ambiguous: float = option(0.15, min=0, max=1, help="Share of faces with a faint, closed-mouth expression whatever "
                               "their Smiling label (CelebA's ambiguous labels): the label cannot be read from them.")
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
@@ -120,7 +120,7 @@ def render_demo_image(*, seed: int, split: str, index: int, target: int, protect
     s = image_seed(seed, f"demo-{split}", index)
     attrs = natural_attributes(np.random.default_rng([s, 0xA77]), smiling=bool(target), male=bool(protected))
     subtle = bool(np.random.default_rng([s, 0x5B7]).random() < ambiguous)
-    return render_face(attrs, style="photo", size=size, seed=s, subtle=subtle), attrs
+    return render_face(attrs, style="photo", size=size, seed=s, expression="subtle" if subtle else "natural"), attrs
 
 
 def make_demo_dataset(

@@ -1,5 +1,7 @@
 """`procedural`: the offline text-to-image generator. It reads the prompt through the published vocabulary
-(`prompts/vocabulary.yaml`) and draws a face in the "synthetic" style.
+(`prompts/vocabulary.yaml`) and draws a face in the "synthetic" style, with the posed expressions a text-to-image
+model gives: every smile broad and open, every unsmiling mouth closed (real faces also smile with a closed mouth
+and talk).
 
 Attributes the prompt states are honoured; the others come from the vocabulary's stereotyped defaults, so a
 plain prompt gives near-identical faces and contextual prompts give diverse ones (AIM-Fair Fig. 4). Each
@@ -83,7 +85,8 @@ class ProceduralGenerator:
     def generate(self, requests: Sequence[ImageRequest]) -> list["Image.Image"]:
         from ..render import render_face
 
-        return [render_face(self.attributes(r), style="synthetic", size=self.size, seed=r.seed) for r in requests]
+        return [render_face(self.attributes(r), style="synthetic", size=self.size, seed=r.seed, expression="posed")
+                for r in requests]
 
     def describe(self) -> dict[str, Any]:
         from ..render import RENDERER_VERSION

@@ -62,11 +62,16 @@ class FaceParams:
     jitter: dict[str, float] = field(default_factory=dict)  # colour jitters, variants, light direction
 
 
-def draw_params(a: FaceAttributes, rng: np.random.Generator, *, subtle: bool = False) -> FaceParams:
+EXPRESSIONS = ("natural", "posed", "subtle")
+
+
+def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str = "natural") -> FaceParams:
     """Draw the continuous variation. A fixed number of draws, in a fixed order, whatever the attributes.
 
-    `subtle`: a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
-    annotators could give either way; the label then cannot be read from the face."""
+    `expression` (see `EXPRESSIONS`): "natural", as people look in photos; "posed", the stereotyped look a
+    text-to-image model gives "smiling" and "not smiling" (always a broad open smile, always a closed neutral
+    mouth); "subtle", a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
+    annotators could give either way, so the label cannot be read from the face."""
     r = rng.random(40)  # one block of uniforms: stating an attribute never shifts the others' randomness
     n = rng.standard_normal(12)
     male = a.gender == "male"
@@ -89,7 +94,10 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, subtle: bool = F
     else:
         smile = -0.30 + 0.45 * r[1]
         mouth_open = 0.25 * r[3] if r[2] < 0.2 else 0.0  # talking, mid-word
-    if subtle:  # the same range for both labels, between the two above and apart from both
+    if expression == "posed":  # no closed-mouth smiles, no talking mouths
+        smile = (0.6 + 0.4 * r[1] ** 0.7) if a.smiling == "yes" else -0.25 + 0.35 * r[1]
+        mouth_open = (0.7 + 0.3 * r[3]) if a.smiling == "yes" else 0.0
+    elif expression == "subtle":  # the same range for both labels, between the natural ones and apart from both
         smile, mouth_open = 0.22 + 0.2 * r[1], 0.0
     return FaceParams(
         cx=0.5 + 0.025 * n[2],
