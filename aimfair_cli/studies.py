@@ -51,6 +51,7 @@ class Sizes:
     weights: str = "none"
     workers: int = 0
     device: str = "auto"
+    cache: bool = True  # the decoded-image cache of pretrain, mask and finetune
     n_eval: int = 1000  # images in val and test, for the estimate
 
 
@@ -76,7 +77,8 @@ class Bench:
         self.details: dict[str, str] = {}
 
     def _common(self) -> dict[str, Any]:
-        return dict(batch_size=self.z.batch_size, workers=self.z.workers, device=self.z.device, seed=self.seed)
+        return dict(batch_size=self.z.batch_size, workers=self.z.workers, device=self.z.device, cache=self.z.cache,
+                    seed=self.seed)
 
     def pretrain(self, name: str = "pretrain", train: Path | None = None, n: int | None = None) -> Path:
         """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate)."""
@@ -231,13 +233,12 @@ def _from_scratch(kind: str) -> RowFn:
 
 def _prompts_row(variant: str) -> RowFn:
     def make(b: Bench) -> Path:
-        if variant == "50":
-            synth = b.src.synth
-        elif b.src.make_synth is None:
+        if variant == "50":  # the pool itself: the strategies study's synthetic-only training, run once for both
+            return _from_scratch("synthetic")(b)
+        if b.src.make_synth is None:
             raise UsageError("the prompts study needs synthetic images from other prompt files; it runs on the offline "
                              "benchmark (aimfair demo --study prompts)")
-        else:
-            synth = b.src.make_synth(b.pipe, variant)
+        synth = b.src.make_synth(b.pipe, variant)
         return b.pretrain(f"prompts-{variant}", b.compose("synthetic", synth, name=f"synthetic-{variant}"), b.z.n_synth)
     return make
 

@@ -230,10 +230,13 @@ def test_every_study_runs_on_quick_sizes(tmp_path):
     rows = {r["name"]: r for r in payload["studies"]["topk"]["rows"]}
     main = {r["name"]: r for r in payload["studies"]["main"]["rows"]}
     assert rows["k55"]["acc"] == main["aimfair"]["acc"]  # k = 55 is the main comparison's mask: one step, run once
-    # 7 pretrainings: ERM, synthetic only, supplementation, repairing, and three prompt variants
-    assert payload["plan"].startswith("27 trainings (7 pretrainings, 20 fine-tunings) and 30 evaluations to run")
-    # header 4; data, prompts ×2, synth ×3; 6 composed sets; 7 pretrainings; 10 masks; 20 fine-tunings; 30 evaluations
-    assert len((out / "commands.sh").read_text().splitlines()) == 4 + 6 + 6 + 7 + 10 + 20 + 30
+    prompts = {r["name"]: r for r in payload["studies"]["prompts"]["rows"]}
+    strategies = {r["name"]: r for r in payload["studies"]["strategies"]["rows"]}
+    assert prompts["contextual-50"]["acc"] == strategies["synthetic"]["acc"]  # the same training, run once
+    # 6 pretrainings: ERM, synthetic only (= 50 contextual prompts), supplementation, repairing, plain, 25 contextual
+    assert payload["plan"].startswith("26 trainings (6 pretrainings, 20 fine-tunings) and 29 evaluations to run")
+    # header 4; data, prompts ×2, synth ×3; 5 composed sets; 6 pretrainings; 10 masks; 20 fine-tunings; 29 evaluations
+    assert len((out / "commands.sh").read_text().splitlines()) == 4 + 6 + 5 + 6 + 10 + 20 + 29
     assert payload["studies"]["partial"]["rows"][2]["chosen"][0].startswith("seed 0: ratio ")
     report = (out / "report.md").read_text()
     assert "## AIM-Fair against fine-tuning baselines" in report  # the main comparison's section

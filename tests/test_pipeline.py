@@ -144,3 +144,24 @@ def test_data_compose_writes_each_kind_and_refuses_a_small_pool(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: {synth} holds 8 images of cell target=0")
     assert not bad.exists()
+
+
+def test_the_cache_option_reaches_every_training_step(tmp_path):
+    """`demo`/`study --no-cache`: the studies' pretraining, mask and fine-tuning steps carry it (planned, nothing
+    runs); with the cache on, their command lines are those of earlier versions, so finished steps stay reused."""
+    from aimfair_cli.studies import STUDIES, Bench, Sizes, Sources
+
+    src = Sources(train=tmp_path / "train.csv", val=tmp_path / "val.csv", test=tmp_path / "test.csv",
+                  prompts=tmp_path / "prompts", synth=tmp_path / "synth.jsonl")
+    for cache in (False, True):
+        plan = Pipeline(tmp_path / "run", plan=True)
+        sizes = Sizes(image_size=16, batch_size=8, crop_scale=0.6, pretrain_epochs=1, pretrain_lr=0.02,
+                      pretrain_milestones=(), finetune_epochs=1, finetune_lr=0.01, topk="55", n_train=16, n_synth=16,
+                      blocks=("fc",), cache=cache)
+        bench = Bench(plan, src, sizes, tmp_path / "run" / "seed0", 0)
+        for row in STUDIES["main"].rows:
+            row.make(bench)
+        training = [c for c in plan.commands() if c.startswith(("aimfair pretrain", "aimfair mask", "aimfair finetune"))]
+        assert len(training) == 7  # ERM, the mask, five fine-tunings
+        assert all(("--no-cache" in c) != cache for c in training), training
+        assert not any("--cache" in c.replace("--no-cache", "") for c in training)

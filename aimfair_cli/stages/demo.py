@@ -23,7 +23,8 @@ from ..config import write_resolved_config
 from ..data.demo import MAX_DEMO_IMAGES, MAX_DEMO_SIZE
 from ..fsio import check_writable
 from ..models import PARAM_BLOCKS as BLOCKS
-from ..options import CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check, option
+from ..options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check,
+                       option)
 from ..progress import NULL, Progress
 from ..report import TASK
 
@@ -88,6 +89,7 @@ class DemoConfig:
     # images are tiny: loading in the main process beats worker start-up here
     workers: int = option(0, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    cache: bool = option(True, help=CACHE_HELP)
 
     def resolved(self) -> "DemoConfig":
         preset = PRESETS["quick" if self.quick else "default"]
@@ -166,7 +168,8 @@ def _sizes(c: DemoConfig) -> Any:
     return Sizes(image_size=c.size, batch_size=c.batch_size, crop_scale=c.crop_scale, pretrain_epochs=c.pretrain_epochs,
                  pretrain_lr=c.pretrain_lr, pretrain_milestones=tuple(c.pretrain_milestones),
                  finetune_epochs=c.finetune_epochs, finetune_lr=c.finetune_lr, topk=c.topk, n_train=c.n_train, n_synth=c.n_train,
-                 blocks=tuple(c.freeze_blocks), weights="none", workers=c.workers, device=c.device, n_eval=c.n_eval)
+                 blocks=tuple(c.freeze_blocks), weights="none", workers=c.workers, device=c.device, cache=c.cache,
+                 n_eval=c.n_eval)
 
 
 def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None,

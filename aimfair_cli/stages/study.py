@@ -18,8 +18,8 @@ from .. import layout
 from ..errors import UsageError
 from ..fsio import check_writable
 from ..models import PARAM_BLOCKS
-from ..options import (CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_IMAGES, MAX_LR, MAX_WORKERS,
-                       MIN_IMAGE, check, option)
+from ..options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_IMAGES, MAX_LR,
+                       MAX_WORKERS, MIN_IMAGE, check, option)
 from ..progress import NULL, Progress
 
 MSG_MISSING = "{path} not found: --run must hold data/train.csv, data/val.csv, data/test.csv and synth/metadata.jsonl"
@@ -54,6 +54,7 @@ class StudyConfig:
                                      help="Blocks tried by the best single-block baselines.")
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
+    cache: bool = option(True, help=CACHE_HELP)
 
 
 def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> Any:
@@ -82,7 +83,8 @@ def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = No
                   pretrain_epochs=c.pretrain_epochs, pretrain_lr=c.pretrain_lr,
                   pretrain_milestones=tuple(c.pretrain_milestones), finetune_epochs=c.finetune_epochs,
                   finetune_lr=c.finetune_lr, topk=c.topk, n_train=n_train, n_synth=c.n_synth or n_train,
-                  blocks=tuple(c.blocks), weights=c.weights, workers=c.workers, device=c.device, n_eval=n_eval)
+                  blocks=tuple(c.blocks), weights=c.weights, workers=c.workers, device=c.device, cache=c.cache,
+                  n_eval=n_eval)
     done = execute(out, studies, [], src, sizes, c.seeds, progress=progress, announce=announce, title="aimfair study")
     write_resolved_config(out, "study", c)
     done.pipe.write_commands(out / "commands.sh", f"The shell commands equivalent to `aimfair study` on {run}.")
