@@ -1,7 +1,7 @@
 """`procedural`: the offline text-to-image generator. It reads the prompt through the published vocabulary
 (`prompts/vocabulary.yaml`) and draws a face in the "synthetic" style, with the posed expressions a text-to-image
-model gives: every smile broad and open, every unsmiling mouth closed (real faces also smile with a closed mouth
-and talk).
+model gives: every smile broad and open, every unsmiling mouth closed, often with a polite half-smile (real
+faces also smile with a closed mouth, and talk).
 
 Attributes the prompt states are honoured; the others come from the vocabulary's stereotyped defaults, so a
 plain prompt gives near-identical faces and contextual prompts give diverse ones (AIM-Fair Fig. 4). Each

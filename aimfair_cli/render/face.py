@@ -69,8 +69,8 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
     """Draw the continuous variation. A fixed number of draws, in a fixed order, whatever the attributes.
 
     `expression` (see `EXPRESSIONS`): "natural", as people look in photos; "posed", the stereotyped look a
-    text-to-image model gives "smiling" and "not smiling" (always a broad open smile, always a closed neutral
-    mouth); "subtle", a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
+    text-to-image model gives "smiling" and "not smiling" (always a broad open smile; a closed mouth with at most
+    a polite half-smile, as such models rarely draw a truly neutral face); "subtle", a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
     annotators could give either way, so the label cannot be read from the face."""
     r = rng.random(40)  # one block of uniforms: stating an attribute never shifts the others' randomness
     n = rng.standard_normal(12)
@@ -93,9 +93,9 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
         mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.85 else 0.0
     else:
         smile = -0.30 + 0.45 * r[1]
-        mouth_open = 0.25 * r[3] if r[2] < 0.2 else 0.0  # talking, mid-word
-    if expression == "posed":  # no closed-mouth smiles, no talking mouths
-        smile = (0.6 + 0.4 * r[1] ** 0.7) if a.smiling == "yes" else -0.25 + 0.35 * r[1]
+        mouth_open = (0.4 + 0.5 * r[3]) if r[2] < 0.3 else 0.0  # talking, mid-word: open, no smile
+    if expression == "posed":  # no closed-mouth smiles, no talking; "not smiling" still gets a polite half-smile
+        smile = (0.6 + 0.4 * r[1] ** 0.7) if a.smiling == "yes" else 0.4 * r[1]
         mouth_open = (0.7 + 0.3 * r[3]) if a.smiling == "yes" else 0.0
     elif expression == "subtle":  # the same range for both labels, between the natural ones and apart from both
         smile, mouth_open = 0.22 + 0.2 * r[1], 0.0
