@@ -51,7 +51,8 @@ def render_face(attrs: FaceAttributes, *, style: str, size: int = 64, seed: int 
     if expression not in EXPRESSIONS:
         raise UsageError(MSG_BAD_EXPRESSION.format(expression=expression))
     rng = np.random.default_rng(seed)
-    params = draw_params(attrs, rng, expression=expression)  # geometry first: the same seed gives the same face in both styles
+    # geometry first: the same seed and expression give the same face in both styles
+    params = draw_params(attrs, rng, expression=expression)
     shapes = build_shapes(attrs, params)
     ss = SUPERSAMPLE[style]
     img = draw_shapes(shapes, palette(style, attrs, params), size=size * ss, style=style)

@@ -70,8 +70,9 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
 
     `expression` (see `EXPRESSIONS`): "natural", as people look in photos; "posed", the stereotyped look a
     text-to-image model gives "smiling" and "not smiling" (always a broad open smile; a closed mouth with at most
-    a polite half-smile, as such models rarely draw a truly neutral face); "subtle", a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label
-    annotators could give either way, so the label cannot be read from the face."""
+    a polite half-smile, as such models rarely draw a truly neutral face); "subtle", a faint closed-mouth
+    expression whatever `a.smiling` says, the faces whose Smiling label annotators could give either way, so the
+    label cannot be read from the face."""
     r = rng.random(40)  # one block of uniforms: stating an attribute never shifts the others' randomness
     n = rng.standard_normal(12)
     male = a.gender == "male"
