@@ -296,14 +296,18 @@ def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -
                                                 for y, p in CELLS) + " |" for s in strategies), "",
               "![accuracy per cell](cells.png)", "", "The dashed line is chance (50 %).", "",
               "## What was fine-tuned", "",
-              *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail),
-              f"- The best single-block freeze is chosen per seed among {', '.join(blocks)} by worst-group accuracy "
-              "on the validation set (this uses group labels AIM-Fair does not need, so it flatters the baseline).",
-              "- The opposite criterion, a control the paper lacks, fine-tunes at the same k the k tensors *most* "
-              "sensitive to the domain gap ∩ the k *least* sensitive to the bias (`finetune --mask mask.safetensors "
-              "--strategy opposite`). Where it does as well as AIM-Fair, the gradient ranking adds nothing beyond how "
-              "many tensors are updated.", ""]
-    return lines
+              *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail)]
+    names = {s.name for s in strategies}
+    if "freeze-best" in names:
+        lines.append(f"- The best single-block freeze is chosen per seed among {', '.join(blocks)} by worst-group "
+                     "accuracy on the validation set (this uses group labels AIM-Fair does not need, so it flatters "
+                     "the baseline).")
+    if "opposite" in names:
+        lines.append("- The opposite criterion, a control the paper lacks, fine-tunes at the same k the k tensors "
+                     "*most* sensitive to the domain gap ∩ the k *least* sensitive to the bias (`finetune --mask "
+                     "mask.safetensors --strategy opposite`). Where it does as well as AIM-Fair, the gradient ranking "
+                     "adds nothing beyond how many tensors are updated.")
+    return lines + [""]
 
 
 def write_report(out: Path, *, intro: str, studies: Sequence[Any], results: dict[str, list[Any]],

@@ -50,6 +50,9 @@ def test_quick_demo_reports_every_strategy(demo_run):
     assert paired_row.count("—") == 4 and "/1" in paired_row
     assert "| opposite criterion, same k (control) |" in report and "![selection, seed 0](selection-seed0.png)" in report
     assert "seed 0: " in report and "per block stem " in report
+    # notes on the rows that ran, none on a row that did not (the freeze baseline is in the partial study only)
+    assert "The opposite criterion, a control the paper lacks" in report
+    assert "single-block freeze" not in report
     from PIL import Image
 
     for figure in ("metrics.png", "cells.png", "curves.png", "samples.png"):  # the report's figures, non-empty
