@@ -2,8 +2,8 @@
 
     data (photo-style faces, biased train) -> prompts (template) -> synth (procedural) ->
     per seed: the rows of the chosen studies (`aimfair_cli/studies.py`; by default `main`: pretrain (random init)
-    -> mask (k = 55) -> finetune {AIM-Fair, full, linear, random tensors at AIM-Fair's ratio, the opposite criterion,
-    best single-block freeze}) -> eval on the real test set -> report.md (`aimfair_cli/report.py`), commands.sh.
+    -> mask (k = 55) -> finetune {AIM-Fair, full, linear, random tensors at AIM-Fair's ratio, the opposite
+    criterion}) -> eval on the real test set -> report.md (`aimfair_cli/report.py`), commands.sh.
 
 The steps are data (`aimfair_cli/pipeline.py`): each runs the library function of its command, is reused exactly
 when its record (command line, input fingerprints) matches, and is one line of commands.sh.
