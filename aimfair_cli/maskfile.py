@@ -60,9 +60,12 @@ class Mask:
 
         self.check_fits(model)
         made_on = input_sha256(self.meta, "--model")
-        if made_on is not None and made_on != sha256_file(model_path):
+        if made_on is None:
+            return
+        sha = sha256_file(model_path)
+        if made_on != sha:
             raise MaskError(MSG_OTHER_MODEL.format(flag=flag, mask=path, made_on=made_on[:12], model=model_path,
-                                                   sha=sha256_file(model_path)[:12], purpose=purpose))
+                                                   sha=sha[:12], purpose=purpose))
 
 
 def save_mask(path: str | os.PathLike, mask: Mask) -> Path:

@@ -174,7 +174,8 @@ def test_bad_style_and_size_are_usage_errors():
         render_face(VISIBLE, style="photo", size=8, seed=0)
     with pytest.raises(UsageError) as exc:
         render_face(VISIBLE, style="photo", seed=0, expression="smirk")
-    assert str(exc.value) == MSG_BAD_EXPRESSION.format(expression="smirk")
+    assert str(exc.value) == "unknown expression 'smirk' (known: natural, posed, subtle)"
+    assert str(exc.value) == MSG_BAD_EXPRESSION.format(expression="smirk", known="natural, posed, subtle")
 
 
 def test_diffusers_options_are_refused_by_name():

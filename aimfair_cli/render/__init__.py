@@ -30,7 +30,7 @@ RENDERER_VERSION = 6
 
 MSG_BAD_STYLE = "unknown render style '{style}' (known: photo, synthetic)"
 MSG_BAD_SIZE = "image size must be at least 16 pixels, got {size}"
-MSG_BAD_EXPRESSION = "unknown expression '{expression}' (known: natural, posed, subtle)"
+MSG_BAD_EXPRESSION = "unknown expression '{expression}' (known: {known})"
 
 
 def render_face(attrs: FaceAttributes, *, style: str, size: int = 64, seed: int = 0, expression: str = "natural"):
@@ -49,7 +49,7 @@ def render_face(attrs: FaceAttributes, *, style: str, size: int = 64, seed: int 
     if size < 16:
         raise UsageError(MSG_BAD_SIZE.format(size=size))
     if expression not in EXPRESSIONS:
-        raise UsageError(MSG_BAD_EXPRESSION.format(expression=expression))
+        raise UsageError(MSG_BAD_EXPRESSION.format(expression=expression, known=", ".join(EXPRESSIONS)))
     rng = np.random.default_rng(seed)
     # geometry first: the same seed and expression give the same face in both styles
     params = draw_params(attrs, rng, expression=expression)

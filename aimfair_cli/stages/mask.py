@@ -381,6 +381,7 @@ def _reselect(cfg: MaskConfig, model: Any, device: Any, k: int, started: float) 
     scores = mask_scores(source)
     if list(scores) != list(source.shapes):
         raise UsageError(MSG_FROM_NO_SCORES.format(path=cfg.from_mask))
+
     def ratio(text: str) -> Any:  # "1:9" and "0.1" agree
         return text if text == "auto" else parse_bias(text)
 
