@@ -30,6 +30,8 @@ from .pipeline import Pipeline, Step
 
 REFERENCE = "full"
 MSG_UNKNOWN_STUDY = "unknown study '{name}' (known: {known}, or all)"
+MSG_PROMPTS_NEEDS_SYNTH = "--study prompts needs synthetic images from other prompt files; run it on the offline " \
+    "benchmark (aimfair demo --study prompts)"
 
 
 @dataclass
@@ -236,8 +238,7 @@ def _prompts_row(variant: str) -> RowFn:
         if variant == "50":  # the pool itself: the strategies study's synthetic-only training, run once for both
             return _from_scratch("synthetic")(b)
         if b.src.make_synth is None:
-            raise UsageError("the prompts study needs synthetic images from other prompt files; it runs on the offline "
-                             "benchmark (aimfair demo --study prompts)")
+            raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
         synth = b.src.make_synth(b.pipe, variant)
         return b.pretrain(f"prompts-{variant}", b.compose("synthetic", synth, name=f"synthetic-{variant}"), b.z.n_synth)
     return make

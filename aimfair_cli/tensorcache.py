@@ -67,7 +67,7 @@ class CachedImages:
         return int(self.images.shape[0])
 
 
-def _fingerprint(manifest: Manifest) -> tuple:
+def files_fingerprint(manifest: Manifest) -> tuple:
     """Paths, sizes and modification times of every image: a changed or replaced file changes the key."""
     parts = []
     for i, row in enumerate(manifest.rows):
@@ -143,7 +143,7 @@ def load(manifest: Manifest, *, image_size: int, device: "torch.device", progres
     import numpy as np
     import torch
 
-    key = (_fingerprint(manifest), image_size, str(device))
+    key = (files_fingerprint(manifest), image_size, str(device))
     hit = _memo.get(key)
     if hit is not None:
         _memo.move_to_end(key)

@@ -351,7 +351,10 @@ def test_finetune_refuses_a_mask_computed_on_another_checkpoint(masked, in_run, 
 def test_from_mask_selects_what_a_full_run_at_that_k_selects(masked, in_run, tmp_path):
     """`--from-mask` re-selects from the stored scores without gradient passes: the same tensors as a full run at
     the new k (the passes are seeded per set), and refusals for another model or a contradicting option."""
+    from aimfair_cli.stages.mask import clear_passes
+
     fresh, quick = tmp_path / "fresh.safetensors", tmp_path / "quick.safetensors"
+    clear_passes()  # a full run: its own three gradient passes, not those of the masks before it
     assert run("mask", "--topk", 50, "--out", fresh, *FAST).exit_code == 0
     # --real that does not exist: not read in this mode
     result = run("mask", "--topk", 50, "--from-mask", "mask.safetensors", "--real", tmp_path / "none.csv",
@@ -375,3 +378,43 @@ def test_from_mask_selects_what_a_full_run_at_that_k_selects(masked, in_run, tmp
     assert refused.exit_code == 1 and not (tmp_path / "o.safetensors").exists()
     assert ("--from-mask mask.safetensors was computed on a model with SHA-256" in refused.stderr
             and "compute the mask on the model you select for" in refused.stderr)
+
+
+def test_masks_reuse_the_gradient_passes_they_share(in_run, tmp_path, caplog):
+    """A second mask of the same model at another bias ratio runs only its synthetic-biased pass, and scores
+    exactly what a mask computed from scratch does; a changed image file is not taken for the same set."""
+    import logging
+    import os
+
+    from aimfair_cli.manifest import read_manifest
+    from aimfair_cli.stages.mask import MaskConfig, clear_passes, run_mask
+
+    def mask(ratio, name):
+        cfg = MaskConfig(model=in_run / "pretrain.safetensors", real=in_run / "data" / "train.csv",
+                         synth=in_run / "synth" / "metadata.jsonl", out=tmp_path / f"{name}.safetensors", topk="40",
+                         bias_ratio=ratio, batch_size=16, workers=0, device="cpu")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="aimfair_cli.stages.mask"):
+            result = run_mask(cfg)
+        return result, {m.split(":")[1].strip() for m in caplog.messages if m.endswith("reused")}
+
+    clear_passes()
+    _, reused = mask("1:9", "a")
+    assert reused == set()
+    shared, reused = mask("2:8", "b")
+    assert reused == {"real", "synthetic balanced"}
+    clear_passes()
+    scratch, reused = mask("2:8", "c")
+    assert reused == set()
+    assert shared.scores == scratch.scores and shared.mask.selected == scratch.mask.selected
+
+    # touching one real image (a new modification time) makes the real pass run again
+    real = read_manifest(in_run / "data" / "train.csv")
+    image = real.image_path(real.rows[0])
+    st = image.stat()
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    try:
+        _, reused = mask("2:8", "d")
+    finally:
+        os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert reused == {"synthetic biased", "synthetic balanced"}

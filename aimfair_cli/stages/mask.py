@@ -8,14 +8,20 @@ mixes the cells and BatchNorm's batch statistics never follow one cell), with th
 running statistics included, is restored before every pass so each set sees the same model. Unlike the
 released code, which averages per-batch mean gradients and drops the last partial batch, the sum of
 per-image gradients is divided once by N: the exact mean over every image of the set.
+
+A pass is a pure function of the model state, the set (files and labels), the seed and the loader settings, so
+its result is kept in memory for the process (`_passes`): masks that share a set with an earlier one (the
+bias-ratio study's real and balanced passes, the cosine score's three) reuse it instead of running it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +45,9 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+_PASSES_KEPT = 6  # gradient passes kept in memory (LRU), ~45 MB each for ResNet-18
+_passes: "OrderedDict[tuple, dict[str, torch.Tensor]]" = OrderedDict()
 
 MSG_FROM_NO_SCORES = "--from-mask {path} stores no scores for every tensor; make the mask again with this version"
 MSG_FROM_CONFLICT = "--{flag} {ours} differs from the {theirs} of --from-mask {path}; drop --{flag} or make a new mask"
@@ -189,6 +198,34 @@ def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: i
     return {n: (g / count).cpu() for n, g in sums.items()}
 
 
+def state_digest(state: dict[str, "torch.Tensor"]) -> str:
+    """sha256 of a model state's names, dtypes, shapes and values."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in state.items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def pass_key(manifest: Manifest, *, label: str, state: str, image_size: int, mean, std, cfg: MaskConfig, device,
+             amp: bool, channels_last: bool) -> tuple:
+    """Everything one gradient pass depends on: the model state's digest, every image file (path, size,
+    modification time) with its labels, the pass's seed and the loader and precision settings."""
+    from ..tensorcache import files_fingerprint
+
+    labels = tuple((r["target"], r.get("protected")) for r in manifest.rows)
+    return (state, files_fingerprint(manifest), labels, pass_seed(cfg.seed, label), image_size, tuple(mean),
+            tuple(std), cfg.crop_scale, cfg.batch_size, cfg.workers, cfg.cache, str(device), amp, channels_last,
+            dist.world_size(), dist.rank())
+
+
+def clear_passes() -> None:
+    """Forget the gradient passes kept in memory (the next mask runs all of its passes)."""
+    _passes.clear()
+
+
 def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth: Manifest, *, image_size, mean, std,
                    cfg: MaskConfig, device) -> BiasEstimate:
     from ..training import predict
@@ -323,12 +360,24 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else cfg.channels_last == "on"
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grads = {}
+    digest = state_digest(state)
     for label, manifest in named.items():
+        key = pass_key(manifest, label=label, state=digest, image_size=image_size, mean=mean, std=std, cfg=cfg,
+                       device=device, amp=amp, channels_last=channels_last)
+        if key in _passes:
+            _passes.move_to_end(key)
+            grads[label] = _passes[key]
+            log.info("gradients: %s: the same pass as an earlier mask of this process, reused",
+                     label.replace("_", " "))
+            continue
         loader = gradient_loader(manifest, label=label, image_size=image_size, mean=mean, std=std, cfg=cfg,
                                  device=device, progress=progress)
         with progress.task(f"gradients: {label.replace('_', ' ')}", total=len(loader)) as task:
             grads[label] = mean_gradients(model, loader, state=state, device=device, task=task,
                                           rng_seed=pass_seed(cfg.seed, label), amp=amp, channels_last=channels_last)
+        _passes[key] = grads[label]
+        while len(_passes) > _PASSES_KEPT:
+            _passes.popitem(last=False)
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
     selected = select(scores, k)
     sizes = {label: len(m.rows) for label, m in named.items()}

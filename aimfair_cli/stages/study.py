@@ -23,8 +23,6 @@ from ..options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS
 from ..progress import NULL, Progress
 
 MSG_MISSING = "{path} not found: --run must hold data/train.csv, data/val.csv, data/test.csv and synth/metadata.jsonl"
-MSG_PROMPTS = "--study prompts needs synthetic images from other prompt files; run it on the offline benchmark " \
-    "(aimfair demo --study prompts)"
 
 
 @dataclass
@@ -60,13 +58,13 @@ class StudyConfig:
 def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> Any:
     from ..config import write_resolved_config
     from ..report import write_report
-    from ..studies import Sizes, Sources, StudiesResult, execute, parse_studies
+    from ..studies import MSG_PROMPTS_NEEDS_SYNTH, Sizes, Sources, StudiesResult, execute, parse_studies
 
     c = check(cfg)
     # `all` here: every study that needs no new synthetic images
     studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or s.name != "prompts"]
     if any(s.name == "prompts" for s in studies):
-        raise UsageError(MSG_PROMPTS)
+        raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
     run = Path(c.run).resolve()
     src = Sources(train=run / layout.TRAIN, val=run / layout.VAL, test=run / layout.TEST,
                   prompts=run / layout.PROMPTS_DIR, synth=run / layout.SYNTH_MANIFEST)
