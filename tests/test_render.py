@@ -135,7 +135,7 @@ def test_a_subtle_face_does_not_show_its_label(style):
 
 
 def test_posed_expressions_are_the_stereotyped_extremes_of_the_natural_ones():
-    """Natural smiles are sometimes closed-mouthed and unsmiling faces sometimes talk; posed ones never: every
+    """Natural smiles are often closed-mouthed and unsmiling faces sometimes talk; posed ones never: every
     posed smile is open and broader than the faintest natural smile, every posed unsmiling mouth closed."""
     def params(smiling: str, expression: str):
         return [draw_params(VISIBLE.replace(smiling=smiling), np.random.default_rng(seed), expression=expression)
@@ -144,6 +144,8 @@ def test_posed_expressions_are_the_stereotyped_extremes_of_the_natural_ones():
     natural_yes, posed_yes = params("yes", "natural"), params("yes", "posed")
     natural_no, posed_no = params("no", "natural"), params("no", "posed")
     assert any(p.mouth_open == 0 for p in natural_yes) and any(p.mouth_open > 0 for p in natural_no)
+    closed_smiles = sum(p.mouth_open == 0 for p in natural_yes) / len(natural_yes)
+    assert 0.25 < closed_smiles < 0.45  # about a third of natural smiles keep the lips closed
     assert all(p.mouth_open >= 0.7 for p in posed_yes) and all(p.mouth_open == 0 for p in posed_no)
     assert min(p.smile for p in posed_yes) > min(p.smile for p in natural_yes)
     assert max(p.smile for p in posed_no) < min(p.smile for p in posed_yes)
