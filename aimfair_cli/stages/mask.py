@@ -9,14 +9,13 @@ running statistics included, is restored before every pass so each set sees the 
 released code, which averages per-batch mean gradients and drops the last partial batch, the sum of
 per-image gradients is divided once by N: the exact mean over every image of the set.
 
-A pass is a pure function of the model state, the set (files and labels), the seed and the loader settings, so
+A pass is a pure function of the checkpoint, the set (files and labels), the seed and the loader settings, so
 its result is kept in memory for the process (`_passes`): masks that share a set with an earlier one (the
 bias-ratio study's real and balanced passes, the cosine score's three) reuse it instead of running it again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -37,7 +36,7 @@ from ..maskfile import Mask, load_mask, save_mask
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
                        MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
 from ..progress import NULL, Progress
-from ..provenance import provenance
+from ..provenance import provenance, sha256_file
 from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
 from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
 
@@ -198,25 +197,14 @@ def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: i
     return {n: (g / count).cpu() for n, g in sums.items()}
 
 
-def state_digest(state: dict[str, "torch.Tensor"]) -> str:
-    """sha256 of a model state's names, dtypes, shapes and values."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in state.items():
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def pass_key(manifest: Manifest, *, label: str, state: str, image_size: int, mean, std, cfg: MaskConfig, device,
+def pass_key(manifest: Manifest, *, label: str, model_sha: str, image_size: int, mean, std, cfg: MaskConfig, device,
              amp: bool, channels_last: bool) -> tuple:
-    """Everything one gradient pass depends on: the model state's digest, every image file (path, size,
+    """Everything one gradient pass depends on: the model checkpoint's SHA-256, every image file (path, size,
     modification time) with its labels, the pass's seed and the loader and precision settings."""
     from ..tensorcache import files_fingerprint
 
     labels = tuple((r["target"], r.get("protected")) for r in manifest.rows)
-    return (state, files_fingerprint(manifest), labels, pass_seed(cfg.seed, label), image_size, tuple(mean),
+    return (model_sha, files_fingerprint(manifest), labels, pass_seed(cfg.seed, label), image_size, tuple(mean),
             tuple(std), cfg.crop_scale, cfg.batch_size, cfg.workers, cfg.cache, str(device), amp, channels_last,
             dist.world_size(), dist.rank())
 
@@ -360,9 +348,10 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else cfg.channels_last == "on"
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grads = {}
-    digest = state_digest(state)
+    # the checkpoint's hash, which the provenance below records too (computed once per process and file)
+    model_sha = sha256_file(cfg.model)
     for label, manifest in named.items():
-        key = pass_key(manifest, label=label, state=digest, image_size=image_size, mean=mean, std=std, cfg=cfg,
+        key = pass_key(manifest, label=label, model_sha=model_sha, image_size=image_size, mean=mean, std=std, cfg=cfg,
                        device=device, amp=amp, channels_last=channels_last)
         if key in _passes:
             _passes.move_to_end(key)
