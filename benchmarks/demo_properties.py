@@ -26,7 +26,9 @@ Everything is seeded; the numbers are printed, nothing is asserted. CPU only, a 
     balanced synthetic only, supplementation, repairing — run by `aimfair demo`'s own pipeline at the demo's
     sizes over --seeds, printed beside the paper's CelebA Smiling/Male numbers with the targets the benchmark is
     calibrated to: ERM ACC − WST >= 12 and EO in 15–30; synthetic only 1–6 ACC points below ERM with EO <= half of
-    ERM's; supplementation and repairing EO >= two thirds of ERM's.
+    ERM's; supplementation and repairing EO >= two thirds of ERM's. --errors adds where each row's errors sit:
+    its accuracy on the real test faces of each expression kind (a broad open smile, a closed-lip smile, a neutral
+    face, a talking one, an ambiguous one) and gender, pooled over the seeds.
 """
 
 from __future__ import annotations
@@ -197,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="(d) only: training seeds")
     ap.add_argument("--quick", action="store_true", help="(d) only: the demo's --quick epochs (plumbing, not numbers)")
     ap.add_argument("--json", action="store_true", help="(d) only: print the rows as one JSON object")
+    ap.add_argument("--errors", action="store_true",
+                    help="(d) only: also each row's accuracy on the real test faces by how their expression was "
+                         "drawn (open or closed-lip smile, neutral, talking, ambiguous) and gender, over the seeds")
     ap.add_argument("--work", type=Path, default=None,
                     help="keep the rendered data and each model's result here; a rerun reuses finished models "
                          "(default: a temp folder, removed at the end)")
@@ -305,12 +310,14 @@ def regime(args: argparse.Namespace) -> int:
         "supplement": ("EO >= 2/3 ERM EO", ours["supplement"][2] >= 2 * erm[2] / 3),
         "repair": ("EO >= 2/3 ERM EO", ours["repair"][2] >= 2 * erm[2] / 3),
     }
+    errors = expression_errors(work, args.seeds, device=args.device) if args.errors else None
     if args.json:
         print(json.dumps({"seeds": args.seeds, "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
                           "rows": {n: {"ours": dict(zip(("acc", "wst", "eo"), ours[n])),
                                        "ours_std": dict(zip(("acc", "wst", "eo"), spread[n])),
                                        "paper": dict(zip(("acc", "wst", "eo"), PAPER[n])), "target": checks[n][0],
-                                       "holds": checks[n][1]} for n in PAPER}}))
+                                       "holds": checks[n][1]} for n in PAPER},
+                          **({"errors": errors} if errors is not None else {})}))
         return 0
     print(f"(d) the paper's regime: {args.seeds} seed(s){' at --quick sizes' if args.quick else ''}, "
           f"{(time.perf_counter() - started) / 60:.1f} min; ACC / WST / EO in %, mean ± sample std over seeds")
@@ -320,7 +327,63 @@ def regime(args: argparse.Namespace) -> int:
         mine = "  ".join(f"{m:5.1f} ± {d:4.1f}" for m, d in zip(o, sd))
         print(f"    {name:<12} {mine}   {p[0]:6.1f} {p[1]:6.1f} {p[2]:6.1f}   "
               f"{checks[name][0]} -> {'holds' if checks[name][1] else 'FAILS'}")
+    if errors is not None:
+        print_errors(errors, args.seeds)
     return 0
+
+
+# the checkpoint each row of the regime leaves in SEED_FOLDER
+CHECKPOINTS = {"pretrained": "pretrain.safetensors", "synthetic": "scratch-synthetic.safetensors",
+               "supplement": "scratch-supplement.safetensors", "repair": "scratch-repair.safetensors"}
+GENDERS = ("female", "male")
+
+
+def expression_errors(work: Path, seeds: int, *, device: str) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """{row: {expression kind: {gender: {"n": faces per seed, "acc": % right over the seeds}}}} on the real test
+    split of the regime's data in `work`, each face's kind replayed from the draws that rendered it."""
+    import csv
+
+    import yaml
+
+    from aimfair_cli.data.demo import EXPRESSION_KINDS, demo_expression_kind
+    from aimfair_cli.stages.evaluate import evaluate_checkpoint
+
+    data = work / "data"
+    opts = yaml.safe_load((data / "data_demo.config.yaml").read_text(encoding="utf-8"))["data_demo"]
+    kind = {r["file_name"]: demo_expression_kind(seed=opts["seed"], split="test", index=int(Path(r["file_name"]).stem),
+                                                 target=r["target"], protected=r["protected"],
+                                                 ambiguous=opts["ambiguous"])
+            for r in read_manifest(data / "test.csv").rows}
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="aimfair-errors-") as tmp:
+        for row, name in CHECKPOINTS.items():
+            tally = {(k, g): [0, 0] for k in EXPRESSION_KINDS for g in GENDERS}  # [faces, right]
+            for seed in range(seeds):
+                preds = Path(tmp) / f"{row}-{seed}.csv"
+                evaluate_checkpoint(model=work / f"seed{seed}" / name, data=data / "test.csv", predictions=preds,
+                                    workers=0, device=device)
+                with preds.open(newline="", encoding="utf-8") as fh:
+                    for r in csv.DictReader(fh):
+                        t = tally[kind[r["file_name"]], GENDERS[int(r["protected"])]]
+                        t[0] += 1
+                        t[1] += int(r["pred"]) == int(r["target"])
+            out[row] = {k: {g: {"n": tally[k, g][0] // seeds,
+                                "acc": 100 * tally[k, g][1] / tally[k, g][0] if tally[k, g][0] else float("nan")}
+                            for g in GENDERS} for k in EXPRESSION_KINDS}
+    return out
+
+
+def print_errors(errors: dict, seeds: int) -> None:
+    kinds = list(next(iter(errors.values())))
+    first = next(iter(errors.values()))
+    print(f"\n    accuracy on the real test faces by how the expression was drawn, % over {seeds} seed(s), "
+          "female / male")
+    print(f"    {'':<12} " + "  ".join(f"{k:>18}" for k in kinds))
+    print(f"    {'faces/seed':<12} " + "  ".join(f"{first[k]['female']['n']:>8} / {first[k]['male']['n']:<7}"
+                                             for k in kinds))
+    for row, by_kind in errors.items():
+        print(f"    {row:<12} " + "  ".join(f"{by_kind[k]['female']['acc']:8.1f} / {by_kind[k]['male']['acc']:<7.1f}"
+                                         for k in kinds))
 
 
 if __name__ == "__main__":

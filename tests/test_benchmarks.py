@@ -53,10 +53,20 @@ def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
 @pytest.mark.slow
 def test_demo_properties_prints_the_regime_rows_beside_the_papers(tmp_path):
     r = run_json("demo_properties.py", "--regime", "--quick", "--n-train", "160", "--n-test", "160", "--size", "16",
-                 "--seeds", "1", "--device", "cpu", "--work", str(tmp_path))
+                 "--seeds", "1", "--device", "cpu", "--work", str(tmp_path), "--errors")
     assert list(r["rows"]) == ["pretrained", "synthetic", "supplement", "repair"]
     assert r["rows"]["pretrained"]["paper"] == {"acc": 89.2, "wst": 71.5, "eo": 23.8}
     for row in r["rows"].values():
         assert 0 <= row["ours"]["acc"] <= 100 and isinstance(row["holds"], bool)
     erm = r["rows"]["pretrained"]["ours"]
     assert r["rows"]["pretrained"]["holds"] == (erm["acc"] - erm["wst"] >= 12 and 15 <= erm["eo"] <= 30)
+    # --errors: each row's test faces sorted by expression kind and gender add back up to the row's accuracy
+    from aimfair_cli.data.demo import EXPRESSION_KINDS
+
+    assert list(r["errors"]) == list(r["rows"])
+    for row, by_kind in r["errors"].items():
+        assert list(by_kind) == list(EXPRESSION_KINDS)
+        cells = [c for kind in by_kind.values() for c in kind.values()]
+        assert sum(c["n"] for c in cells) == 160
+        right = sum(c["n"] * c["acc"] for c in cells if c["n"])
+        assert right / 160 == pytest.approx(r["rows"][row]["ours"]["acc"], abs=1e-6), row

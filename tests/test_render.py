@@ -146,6 +146,9 @@ def test_posed_expressions_are_the_stereotyped_extremes_of_the_natural_ones():
     assert any(p.mouth_open == 0 for p in natural_yes) and any(p.mouth_open > 0 for p in natural_no)
     closed_smiles = sum(p.mouth_open == 0 for p in natural_yes) / len(natural_yes)
     assert 0.25 < closed_smiles < 0.45  # about a third of natural smiles keep the lips closed
+    # a closed-lip smile is broader than any face whose expression does not show its label
+    subtle = params("yes", "subtle") + params("no", "subtle")
+    assert min(p.smile for p in natural_yes if p.mouth_open == 0) > max(p.smile for p in subtle) + 0.1
     assert all(p.mouth_open >= 0.7 for p in posed_yes) and all(p.mouth_open == 0 for p in posed_no)
     assert min(p.smile for p in posed_yes) > min(p.smile for p in natural_yes)
     assert max(p.smile for p in posed_no) < min(p.smile for p in posed_yes)

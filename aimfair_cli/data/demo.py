@@ -1,7 +1,7 @@
 """`aimfair data demo`: the offline benchmark's "real" side, rendered in the photo style.
 
 Faces have target Smiling and protected Male; every other attribute is drawn from a natural distribution
-(`aimfair_cli.render.natural`), not from prompts. A share of the faces (`--ambiguous`, 15 % by default, in every
+(`aimfair_cli.render.natural`), not from prompts. A share of the faces (`--ambiguous`, 10 % by default, in every
 split and cell) wear a faint closed-mouth expression whatever their label, like the CelebA faces whose Smiling
 label annotators could give either way: nothing in the face tells their label, so a model trained on the biased
 split learns to guess it from the gender there, and balanced synthetic data, which has no such faces, cannot
@@ -65,7 +65,7 @@ class DemoDataConfig:
     n_test: int = option(1000, help="Images in the test split (CelebA-like mild skew).", min=4, max=MAX_DEMO_IMAGES)
     size: int = option(64, help="Image side in pixels.", min=16, max=MAX_DEMO_SIZE)
     bias: str = option("1:9", help=BIAS_HELP)
-    ambiguous: float = option(0.15, min=0, max=1, help="Share of faces with a faint, closed-mouth expression whatever "
+    ambiguous: float = option(0.10, min=0, max=1, help="Share of faces with a faint, closed-mouth expression whatever "
                               "their Smiling label (CelebA's ambiguous labels): the label cannot be read from them.")
     seed: int = option(0, help="Random seed; the same seed reproduces the run.", min=0, max=MAX_SEED)
 
@@ -108,19 +108,47 @@ def split_cells(split: str, n: int, bias: str, seed: int) -> list[tuple[int, int
     return [cells[i] for i in order]
 
 
-def render_demo_image(*, seed: int, split: str, index: int, target: int, protected: int, size: int,
-                      ambiguous: float = DemoDataConfig.ambiguous):
-    """Image `index` of `split`: natural attributes for its cell, drawn in the photo style; with probability
-    `ambiguous` its expression does not show its label."""
+def _demo_face(seed: int, split: str, index: int, target: int, protected: int, ambiguous: float):
+    """(render seed, attributes, expression) of image `index` of `split`."""
     import numpy as np
 
     from ..generators.base import image_seed
-    from ..render import natural_attributes, render_face
+    from ..render import natural_attributes
 
     s = image_seed(seed, f"demo-{split}", index)
     attrs = natural_attributes(np.random.default_rng([s, 0xA77]), smiling=bool(target), male=bool(protected))
     subtle = bool(np.random.default_rng([s, 0x5B7]).random() < ambiguous)
-    return render_face(attrs, style="photo", size=size, seed=s, expression="subtle" if subtle else "natural"), attrs
+    return s, attrs, "subtle" if subtle else "natural"
+
+
+def render_demo_image(*, seed: int, split: str, index: int, target: int, protected: int, size: int,
+                      ambiguous: float = DemoDataConfig.ambiguous):
+    """Image `index` of `split`: natural attributes for its cell, drawn in the photo style; with probability
+    `ambiguous` its expression does not show its label."""
+    from ..render import render_face
+
+    s, attrs, expression = _demo_face(seed, split, index, target, protected, ambiguous)
+    return render_face(attrs, style="photo", size=size, seed=s, expression=expression), attrs
+
+
+# How a demo face's expression is drawn, for sorting a model's errors (benchmarks/demo_properties.py --errors).
+EXPRESSION_KINDS = ("smile, open", "smile, closed lips", "neutral", "talking", "ambiguous")
+
+
+def demo_expression_kind(*, seed: int, split: str, index: int, target: int, protected: int,
+                         ambiguous: float = DemoDataConfig.ambiguous) -> str:
+    """Which of `EXPRESSION_KINDS` image `index` of `split` shows (the same draws as `render_demo_image`)."""
+    import numpy as np
+
+    from ..render.face import draw_params
+
+    s, attrs, expression = _demo_face(seed, split, index, target, protected, ambiguous)
+    if expression == "subtle":
+        return "ambiguous"
+    mouth_open = draw_params(attrs, np.random.default_rng(s), expression=expression).mouth_open > 0
+    if target:
+        return "smile, open" if mouth_open else "smile, closed lips"
+    return "talking" if mouth_open else "neutral"
 
 
 def make_demo_dataset(

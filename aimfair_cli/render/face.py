@@ -89,10 +89,12 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
     elif pose == "down":
         pitch = -(0.30 + 0.25 * r[0])
     if a.smiling == "yes":
-        # Mostly broad open smiles showing teeth, about a third closed-mouth ones (CelebA's annotators call
-        # those smiling too): visible, but not one pixel.
-        smile = 0.45 + 0.55 * r[1] ** 0.7
-        mouth_open = (0.6 + 0.4 * r[3]) if r[2] < 0.65 else 0.0
+        # Mostly broad open smiles showing teeth, 30 % closed-mouth ones (CelebA's annotators call those
+        # smiling too). A closed-lip smile is labelled one when its corners clearly rise, so it is drawn
+        # broader than the faintest open smile and well apart from the ambiguous "subtle" range.
+        open_mouth = r[2] < 0.70
+        smile = (0.45 + 0.55 * r[1] ** 0.7) if open_mouth else (0.6 + 0.4 * r[1] ** 0.7)
+        mouth_open = (0.6 + 0.4 * r[3]) if open_mouth else 0.0
     else:
         smile = -0.30 + 0.45 * r[1]
         mouth_open = (0.4 + 0.5 * r[3]) if r[2] < 0.3 else 0.0  # talking, mid-word: open, no smile
