@@ -81,13 +81,32 @@ def build_synthetic_sets(
     bias: Fraction,
     minority: Mapping[int, int] = DEFAULT_MINORITY,
     seed: int = 0,
+    n_biased: int | None = None,
 ) -> SyntheticSets:
-    """Draw S1 (n images, biased) and S2 (n/4 per group) from the same pool of synthetic rows."""
+    """Draw S1 (n_biased images, default n, biased) and S2 (n/4 per group) from the same pool of synthetic rows."""
     pools = _pools(rows)
-    bq = biased_quotas(n, bias, minority)
+    bq = biased_quotas(n if n_biased is None else n_biased, bias, minority)
     biased = _draw(pools, bq, random.Random(f"{seed}:biased"), "biased")
     return SyntheticSets(biased=biased, balanced=draw_balanced(rows, n=n, seed=seed), biased_quotas=bq,
                          balanced_quotas=balanced_quotas(n))
+
+
+def largest_biased(rows: list[dict[str, Any]], *, n: int, bias: Fraction,
+                   minority: Mapping[int, int] = DEFAULT_MINORITY) -> int:
+    """The largest size <= n whose biased quotas the pool's cells hold, by bisection (the quotas grow with the
+    size but for rounding), or 0 when not even 4 images fit."""
+    have = {c: len(p) for c, p in _pools(rows).items()}
+
+    def fits(m: int) -> bool:
+        return all(q <= have[c] for c, q in biased_quotas(m, bias, minority).items())
+
+    lo, hi = 0, n  # fits(lo) is assumed, fits(hi) is tested first; quotas grow with the size
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo if lo >= len(CELLS) else 0
 
 
 def draw_balanced(rows: list[dict[str, Any]], *, n: int | None = None, seed: int = 0) -> list[dict[str, Any]]:

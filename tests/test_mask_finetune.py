@@ -84,6 +84,26 @@ def test_mask_auto_bias_ratio_prints_the_estimate(in_run, tmp_path):
     assert load_mask(tmp_path / "m.safetensors").meta["bias_ratio_source"] == "auto"
 
 
+def test_mask_auto_shrinks_the_biased_set_to_what_the_pool_holds(in_run, tmp_path, monkeypatch):
+    """An estimated ratio steeper than the pool was made for keeps the ratio with fewer biased images, where a
+    given ratio is refused (32 synthetic images per cell; 80 at 1:9 need 36 in each majority cell)."""
+    from fractions import Fraction
+
+    from aimfair_cli.stages import mask as mask_stage
+
+    estimate = mask_stage.BiasEstimate(error_rate=0.1, bias=Fraction(1, 9), minority={0: 0, 1: 1},
+                                       synthetic_group_accuracy={})
+    monkeypatch.setattr(mask_stage, "_estimate_bias", lambda *a, **k: estimate)
+    result = run("mask", "--bias-ratio", "1:9", "--n-synth", 80, "--out", tmp_path / "given.safetensors", *FAST)
+    assert result.exit_code == 1 and "the biased set needs 36" in result.stderr
+    result = run("mask", "--bias-ratio", "auto", "--n-synth", 80, "--out", tmp_path / "m.safetensors", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "the synthetic-biased set has 70 images instead of 80" in result.stderr
+    meta = load_mask(tmp_path / "m.safetensors").meta
+    assert meta["sizes"]["synthetic_biased"] == 70 and meta["sizes"]["synthetic_balanced"] == 80
+    assert meta["bias_ratio"] == "1:9"
+
+
 def test_mask_errors(in_run, tmp_path):
     out = tmp_path / "m.safetensors"
     result = run("mask", "--topk", "0", "--out", out, *FAST)

@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 
 from aimfair_cli.errors import DataError
-from aimfair_cli.synthsets import biased_quotas, build_synthetic_sets, draw_balanced
+from aimfair_cli.synthsets import biased_quotas, build_synthetic_sets, draw_balanced, largest_biased
 
 
 def pool(per_cell):
@@ -58,3 +58,14 @@ def test_too_few_images_says_how_many_are_needed():
         "synthetic group g01 (target=0, protected=1) has 50 images; the biased set needs 90"
         " (generate more with `aimfair synth` or lower --n-synth)"
     )
+
+
+def test_largest_biased_set_the_pool_holds():
+    rows = pool(40)  # 40 per cell: 1:9 fits 88 images (4/40/40/4), not 89 (4/41/40/4)
+    assert largest_biased(rows, n=80, bias=Fraction(1, 9)) == 80
+    assert largest_biased(rows, n=200, bias=Fraction(1, 9)) == 88
+    assert cells(build_synthetic_sets(rows, n=80, bias=Fraction(1, 9), n_biased=88).biased) == \
+        {(0, 0): 4, (0, 1): 40, (1, 0): 40, (1, 1): 4}
+    with pytest.raises(DataError):
+        build_synthetic_sets(rows, n=80, bias=Fraction(1, 9), n_biased=89)
+    assert largest_biased(pool(1), n=200, bias=Fraction(1, 9)) == 0  # not even four images fit

@@ -38,7 +38,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
 from ..progress import NULL, Progress
 from ..provenance import provenance, sha256_file
 from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
-from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets
+from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
 
 if TYPE_CHECKING:
     import torch
@@ -335,7 +335,16 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         estimate = _estimate_bias(model, real, balanced_only, synth, image_size=image_size, mean=mean, std=std,
                                   cfg=cfg, device=device)
         bias, minority = estimate.bias, estimate.minority
-    sets = build_synthetic_sets(synth.rows, n=n, bias=bias, minority=minority, seed=cfg.seed)
+    n_biased = n
+    if auto:
+        # The estimated ratio can be steeper than the synthetic pool was sized for (a pool of 0.45 N per group
+        # holds 1:9, not 1:15): keep the ratio and shrink the biased set to what the pool holds.
+        n_biased = largest_biased(synth.rows, n=n, bias=bias, minority=minority) or n
+        if n_biased < n:
+            log.warning("mask: the estimated bias %s:%s needs more synthetic images in a majority cell than "
+                        "--synth holds; the synthetic-biased set has %d images instead of %d",
+                        bias.numerator, bias.denominator, n_biased, n)
+    sets = build_synthetic_sets(synth.rows, n=n, bias=bias, minority=minority, seed=cfg.seed, n_biased=n_biased)
     named = {
         "real": real,
         "synthetic_biased": _subset(synth, sets.biased),
