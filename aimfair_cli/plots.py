@@ -3,6 +3,7 @@ matplotlib when it is installed (the `plots` extra), with Pillow otherwise; the 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -377,37 +378,66 @@ def score_scatter(
     return _save(img, path)
 
 
+def nice_ticks(lo: float, hi: float, *, most: int = 7) -> list[float]:
+    """Round tick values inside [lo, hi]: multiples of 1, 2 or 5 times a power of ten, at most `most` of them
+    (at least two, the ends, when the range is empty)."""
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / (most - 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
+    first = math.ceil(lo / step - 1e-9)
+    ticks = [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+    return [0.0 if abs(t) < step * 1e-9 else t for t in ticks]  # no "-0"
+
+
+def _tick_text(v: float, ticks: Sequence[float]) -> str:
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
+    return f"{v:.{decimals}f}"
+
+
 def _frame(draw, box, xr, yr, *, xlabel, ylabel, title, font, small, xticks=None):
-    """Axes over the ranges xr, yr in the box (left, top, width, height), 6 ticks per side (x: at `xticks` when
-    given); returns the maps value -> pixel."""
+    """Axes over the ranges xr, yr in the box (left, top, width, height), ticks at round values (x: at `xticks`
+    when given); returns the maps value -> pixel."""
     left, top, pw, ph = box
     fx = lambda v: left + pw * (v - xr[0]) / ((xr[1] - xr[0]) or 1)  # noqa: E731
     fy = lambda v: top + ph - ph * (v - yr[0]) / ((yr[1] - yr[0]) or 1)  # noqa: E731
     draw.text((left, top - 40), title, fill="black", font=font)
     draw.rectangle([left, top, left + pw, top + ph], outline="black")
-    for vx in xticks if xticks is not None else (xr[0] + (xr[1] - xr[0]) * i / 5 for i in range(6)):
+    xs = list(xticks) if xticks is not None else nice_ticks(*xr)
+    for vx in xs:
         draw.line([(fx(vx), top + ph), (fx(vx), top + ph + 4)], fill="black")
-        draw.text((fx(vx) - 10, top + ph + 6), f"{vx:.3g}", fill="black", font=small)
-    for i in range(6):
-        vy = yr[0] + (yr[1] - yr[0]) * i / 5
+        draw.text((fx(vx) - 10, top + ph + 6), _tick_text(vx, xs) if xticks is None else f"{vx:g}", fill="black",
+                  font=small)
+    ys = nice_ticks(*yr)
+    for vy in ys:
         draw.line([(left - 4, fy(vy)), (left, fy(vy))], fill="black")
-        draw.text((left - 40, fy(vy) - 6), f"{vy:.3g}", fill="black", font=small)
+        draw.text((left - 40, fy(vy) - 6), _tick_text(vy, ys), fill="black", font=small)
     draw.text((left + pw / 2 - 40, top + ph + 22), xlabel, fill="black", font=small)
     draw.text((left, top - 18), ylabel, fill="black", font=small)
     return fx, fy
 
 
-def _span(values: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    lo, hi = min(v - e for v, e in values), max(v + e for v, e in values)
+def interval_ends(value: float, half: float, limits: tuple[float, float] | None) -> tuple[float, float]:
+    """The ends of the interval value ± half, cut to `limits` (a percentage's interval never leaves 0..100)."""
+    lo, hi = value - half, value + half
+    return (lo, hi) if limits is None else (max(lo, limits[0]), min(hi, limits[1]))
+
+
+def _span(values: Sequence[tuple[float, float]], limits: tuple[float, float] | None = None) -> tuple[float, float]:
+    ends = [interval_ends(v, e, limits) for v, e in values]
+    lo, hi = min(a for a, _ in ends), max(b for _, b in ends)
     pad = 0.08 * (hi - lo) or 1.0
     return lo - pad, hi + pad
 
 
-def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (1250, 470)) -> Path:
+def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: tuple[int, int] = (1250, 470),
+                     limits: tuple[float, float] | None = None) -> Path:
     """Side-by-side panels, each one point per name at (x, y) with interval bars in both directions (the paper's
     Fig. 1: utility against fairness). A panel: {"title", "xlabel", "ylabel", "points": {name: (x, dx, y, dy)}};
     the names share colours and numbers across panels (each point is labelled with its number) and one legend on
-    the right (Pillow)."""
+    the right (Pillow). Interval bars stop at `limits` (e.g. (0, 100) for percentages)."""
     from PIL import Image, ImageDraw, ImageFont
 
     names = list(dict.fromkeys(n for p in panels for n in p["points"]))
@@ -420,14 +450,15 @@ def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: t
     pw = (width - legend_w - 70 * len(panels)) // len(panels)
     for k, panel in enumerate(panels):
         pts = panel["points"]
-        xr = _span([(x, dx) for x, dx, _, _ in pts.values()])
-        yr = _span([(y, dy) for _, _, y, dy in pts.values()])
+        xr = _span([(x, dx) for x, dx, _, _ in pts.values()], limits)
+        yr = _span([(y, dy) for _, _, y, dy in pts.values()], limits)
         fx, fy = _frame(draw, (70 + k * (pw + 70), 70, pw, height - 130), xr, yr, xlabel=panel["xlabel"],
                         ylabel=panel["ylabel"], title=panel["title"], font=font, small=small)
         for name, (x, dx, y, dy) in pts.items():
             c = colour[name]
-            draw.line([(fx(x - dx), fy(y)), (fx(x + dx), fy(y))], fill=c, width=2)
-            draw.line([(fx(x), fy(y - dy)), (fx(x), fy(y + dy))], fill=c, width=2)
+            (x0, x1), (y0, y1) = interval_ends(x, dx, limits), interval_ends(y, dy, limits)
+            draw.line([(fx(x0), fy(y)), (fx(x1), fy(y))], fill=c, width=2)
+            draw.line([(fx(x), fy(y0)), (fx(x), fy(y1))], fill=c, width=2)
             draw.ellipse([fx(x) - 5, fy(y) - 5, fx(x) + 5, fy(y) + 5], fill=c, outline="black")
             draw.text((fx(x) + 7, fy(y) - 14), str(names.index(name) + 1), fill="black", font=small)
     lx = width - legend_w + 10
@@ -438,9 +469,11 @@ def interval_scatter(path: str | os.PathLike, panels: Sequence[dict], *, size: t
 
 
 def interval_lines(path: str | os.PathLike, *, title: str, x: Sequence[float], series: dict[str, Sequence[tuple[float, float]]],
-                   xlabel: str, ylabel: str = "%", size: tuple[int, int] = (900, 440)) -> Path:
+                   xlabel: str, ylabel: str = "%", size: tuple[int, int] = (900, 440),
+                   limits: tuple[float, float] | None = None) -> Path:
     """One line per series over the given x, each point (mean, half-width) with its interval bar (Fig. 5 of the
-    paper: metrics against k); each series on its own scale would hide nothing, so all share one axis (Pillow)."""
+    paper: metrics against k); each series on its own scale would hide nothing, so all share one axis; interval
+    bars stop at `limits` (Pillow)."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height = size
@@ -448,7 +481,7 @@ def interval_lines(path: str | os.PathLike, *, title: str, x: Sequence[float], s
     draw = ImageDraw.Draw(img)
     font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
     xr = (min(x) - 0.05 * ((max(x) - min(x)) or 1), max(x) + 0.05 * ((max(x) - min(x)) or 1))
-    yr = _span([p for ps in series.values() for p in ps])
+    yr = _span([p for ps in series.values() for p in ps], limits)
     fx, fy = _frame(draw, (70, 70, width - 300, height - 130), xr, yr, xlabel=xlabel, ylabel=ylabel, title=title,
                     font=font, small=small, xticks=x)
     for i, (name, points) in enumerate(series.items()):
@@ -457,7 +490,8 @@ def interval_lines(path: str | os.PathLike, *, title: str, x: Sequence[float], s
         if len(xy) > 1:
             draw.line(xy, fill=c, width=2)
         for xv, (m, e) in zip(x, points):
-            draw.line([(fx(xv), fy(m - e)), (fx(xv), fy(m + e))], fill=c, width=2)
+            lo, hi = interval_ends(m, e, limits)
+            draw.line([(fx(xv), fy(lo)), (fx(xv), fy(hi))], fill=c, width=2)
             draw.ellipse([fx(xv) - 4, fy(m) - 4, fx(xv) + 4, fy(m) + 4], fill=c)
         draw.rectangle([width - 215, 72 + i * 20, width - 203, 84 + i * 20], fill=c)
         draw.text((width - 195, 70 + i * 20), name, fill="black", font=small)

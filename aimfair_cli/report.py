@@ -160,7 +160,7 @@ def utility_fairness(out: Path, rows: Sequence[Any], *, name: str = "utility-fai
          "points": {r.label: point(r, "wst") for r in rows}},
         {"title": "Utility against equalized odds", "xlabel": "EO % (lower is fairer)", "ylabel": "ACC %",
          "points": {r.label: point(r, "eo") for r in rows}},
-    ])
+    ], limits=(0.0, 100.0))
     return ["## Utility against fairness", "",
             "One point per strategy (mean over seeds; bars: 95 % Student-t intervals over seeds, none with one seed), "
             "as the paper's Fig. 1: up is more accurate, right (WST) or left (EO) is fairer.", "",
@@ -199,7 +199,8 @@ def topk_figure(out: Path, rows: Sequence[Any]) -> list[str]:
                                                                for _, r in ks)]
               for label, key in (("ACC", "acc"), ("WST", "wst"), ("EO", "eo"))}
     interval_lines(out / "topk.png", title="AIM-Fair against k (mean, 95 % interval over seeds)",
-                   x=[k for k, _ in ks], series=series, xlabel="k (tensors in each of K1 and K2)")
+                   x=[k for k, _ in ks], series=series, xlabel="k (tensors in each of K1 and K2)",
+                   limits=(0.0, 100.0))
     return ["![metrics against k](topk.png)", ""]
 
 

@@ -390,7 +390,7 @@ class StudiesResult:
     out: Path
     studies: list[Study]
     results: dict[str, list[RowRuns]]
-    report: Path
+    report: Path | None  # None when the caller asked for no report (run_demo(report=False))
     seconds: float
     plan: str
     mask_summary: list[str] = field(default_factory=list)

@@ -298,7 +298,7 @@ def regime(args: argparse.Namespace) -> int:
     cfg = DemoConfig(out=work, seeds=args.seeds, quick=args.quick, device=args.device, study="strategies",
                      n_train=args.n_train, n_eval=args.n_test, size=args.size)
     started = time.perf_counter()
-    result = run_demo(cfg, studies=[study], announce=log)
+    result = run_demo(cfg, studies=[study], announce=log, report=False)  # a study folder keeps its report
     aggs = {r.name: r.aggregate() for r in result.results["regime"]}
     ours = {name: tuple(100 * a[k]["mean"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}
     spread = {name: tuple(100 * a[k]["std"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}

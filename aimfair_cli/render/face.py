@@ -63,6 +63,7 @@ class FaceParams:
 
 
 EXPRESSIONS = ("natural", "posed", "subtle")
+CLOSED_LIP_SMILES = 0.26  # share of natural smiles that keep the lips closed (the generator's posed ones never do)
 
 
 def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str = "natural") -> FaceParams:
@@ -89,10 +90,10 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
     elif pose == "down":
         pitch = -(0.30 + 0.25 * r[0])
     if a.smiling == "yes":
-        # Mostly broad open smiles showing teeth, 30 % closed-mouth ones (CelebA's annotators call those
-        # smiling too). A closed-lip smile is labelled one when its corners clearly rise, so it is drawn
+        # Mostly broad open smiles showing teeth, CLOSED_LIP_SMILES closed-mouth ones (CelebA's annotators call
+        # those smiling too). A closed-lip smile is labelled one when its corners clearly rise, so it is drawn
         # broader than the faintest open smile and well apart from the ambiguous "subtle" range.
-        open_mouth = r[2] < 0.70
+        open_mouth = r[2] < 1 - CLOSED_LIP_SMILES
         smile = (0.45 + 0.55 * r[1] ** 0.7) if open_mouth else (0.6 + 0.4 * r[1] ** 0.7)
         mouth_open = (0.6 + 0.4 * r[3]) if open_mouth else 0.0
     else:

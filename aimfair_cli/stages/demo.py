@@ -173,9 +173,11 @@ def _sizes(c: DemoConfig) -> Any:
 
 
 def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None,
-             studies: list[Any] | None = None) -> Any:
+             studies: list[Any] | None = None, report: bool = True) -> Any:
     """Plan the chosen studies (`cfg.study`, or `studies`: `studies.Study` values made by the caller), say how much
-    work they are (`announce(text)`), run them, write the report."""
+    work they are (`announce(text)`), run them, write the report. `report=False` leaves the folder's report.md, its
+    figures, commands.sh and demo.config.yaml as they are (a caller that reuses a study folder for a subset of its
+    rows, as benchmarks/demo_properties.py does, must not replace the full study's report with its subset's)."""
     from ..report import write_report
     from ..studies import StudiesResult, execute, parse_studies
 
@@ -188,8 +190,11 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
     shared, src = _sources(c, out)
     run = execute(out, studies, shared, src, _sizes(c), c.seeds, progress=progress, announce=announce,
                   title="aimfair demo")
-    write_resolved_config(out, "demo", c)
     seconds = time.perf_counter() - started
+    if not report:
+        return StudiesResult(out=out, studies=studies, results=run.results, report=None, seconds=seconds,
+                             plan=run.plan, mask_summary=run.mask_summary, config=c)
+    write_resolved_config(out, "demo", c)
     run.pipe.write_commands(out / "commands.sh", "The shell commands equivalent to this demo run (made from the steps "
                             "that ran).")
     reused = len(run.pipe.reused)
@@ -197,7 +202,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
              f"{c.n_train} real training images at {c.size} px, studies: {', '.join(s.name for s in studies)}; wall "
              f"time {seconds / 60:.1f} min" + (f" ({reused} steps reused from an earlier run, their time not counted)."
                                                 if reused else "."))
-    report = write_report(out, intro=intro, studies=studies, results=run.results, mask_summary=run.mask_summary,
-                          seeds=c.seeds, blocks=c.freeze_blocks, commands=run.pipe.commands())
-    return StudiesResult(out=out, studies=studies, results=run.results, report=report, seconds=seconds, plan=run.plan,
+    path = write_report(out, intro=intro, studies=studies, results=run.results, mask_summary=run.mask_summary,
+                        seeds=c.seeds, blocks=c.freeze_blocks, commands=run.pipe.commands())
+    return StudiesResult(out=out, studies=studies, results=run.results, report=path, seconds=seconds, plan=run.plan,
                          mask_summary=run.mask_summary, config=c)
