@@ -141,7 +141,6 @@ def train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, ar
 
 
 def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, args, *, epochs: int) -> dict:
-    import torch
     from torchvision import transforms as T
 
     from aimfair_cli.images import (
@@ -152,7 +151,7 @@ def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, a
         make_loader,
     )
     from aimfair_cli.metrics import group_metrics
-    from aimfair_cli.models import build_model
+    from aimfair_cli.models import build_model, resolve_device
     from aimfair_cli.training import OptimConfig, fit, predict, seed_everything
 
     seed_everything(args.seed)
@@ -166,9 +165,10 @@ def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, a
         batch_size=args.batch_size, shuffle=train, workers=args.workers, seed=args.seed)
     started = time.perf_counter()
     milestones = (max(1, epochs - 1),)
-    result = fit(model, load(train_csv, True), load(val_csv, False), device=args.device,
+    device = resolve_device(args.device)
+    result = fit(model, load(train_csv, True), load(val_csv, False), device=device,
                  optim=OptimConfig(lr=args.lr, epochs=epochs, milestones=milestones), description=name)
-    pred = predict(model, load(test_csv, False), device=torch.device(args.device))
+    pred = predict(model, load(test_csv, False), device=device)
     m = group_metrics(pred.targets, pred.protected, pred.preds)
     seconds = time.perf_counter() - started
     log(f"  {name}: acc {m.acc:.3f} wst {m.wst:.3f} (best epoch {result.best_epoch}, {seconds:.0f} s)")
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--balanced-epochs", type=int, default=6, help="epochs of the models of (b) and (c)")
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto",
+                    help="auto, cpu, cuda or cuda:N; (d) reuses a study folder's runs only under the device it used")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -52,20 +52,24 @@ def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
 
 @pytest.mark.slow
 def test_demo_properties_prints_the_regime_rows_beside_the_papers(tmp_path):
-    # --work may be a finished study folder: its report and commands stay the full study's
-    kept = {name: f"the study's {name}\n" for name in ("report.md", "commands.sh")}
-    for name, text in kept.items():
-        (tmp_path / name).write_text(text)
-    r = run_json("demo_properties.py", "--regime", "--quick", "--n-train", "160", "--n-test", "160", "--size", "16",
-                 "--seeds", "1", "--device", "cpu", "--work", str(tmp_path), "--errors")
+    # --work may be a finished `aimfair demo` folder (run with the demo's default device): its runs are reused and
+    # its report and commands stay the study's
+    sizes = ("--quick", "--n-train", "160", "--size", "16", "--seeds", "1")
+    demo = subprocess.run([sys.executable, "-m", "aimfair_cli", "demo", *sizes, "--n-eval", "160", "--study",
+                           "strategies", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    kept = {name: (tmp_path / name).read_bytes() for name in ("report.md", "commands.sh", "demo.config.yaml")}
+    trained = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
+    assert len(trained) >= 4
+    r = run_json("demo_properties.py", "--regime", *sizes, "--n-test", "160", "--work", str(tmp_path), "--errors")
     assert list(r["rows"]) == ["pretrained", "synthetic", "supplement", "repair"]
     assert r["rows"]["pretrained"]["paper"] == {"acc": 89.2, "wst": 71.5, "eo": 23.8}
     for row in r["rows"].values():
         assert 0 <= row["ours"]["acc"] <= 100 and isinstance(row["holds"], bool)
     erm = r["rows"]["pretrained"]["ours"]
     assert r["rows"]["pretrained"]["holds"] == (erm["acc"] - erm["wst"] >= 12 and 15 <= erm["eo"] <= 30)
-    assert {name: (tmp_path / name).read_text() for name in kept} == kept
-    assert not (tmp_path / "demo.config.yaml").exists() and (tmp_path / "seed0" / "pretrain.safetensors").exists()
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")} == trained  # nothing retrained
     # --errors: each row's test faces sorted by expression kind and gender add back up to the row's accuracy
     from aimfair_cli.data.demo import EXPRESSION_KINDS
 
