@@ -54,7 +54,8 @@ class Sizes:
     workers: int = 0
     device: str = "auto"
     cache: bool = True  # the decoded-image cache of pretrain, mask and finetune
-    n_eval: int = 1000  # images in val and test, for the estimate
+    n_val: int = 1000  # images in val and in test, for the estimate
+    n_test: int = 1000
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Bench:
                              milestones=tuple(self.z.pretrain_milestones), image_size=self.z.image_size,
                              crop_scale=self.z.crop_scale, weights=self.z.weights, **self._common())
         self.pipe.run(Step(("pretrain",), cfg, (train, self.src.val), (cfg.out,), f"pretrain {name} seed {self.seed}",
-                           cost=self.z.pretrain_epochs * (n + self.z.n_eval / 3)))
+                           cost=self.z.pretrain_epochs * (n + self.z.n_val / 3)))
         return cfg.out
 
     def compose(self, kind: str, synth: Path | None = None, name: str | None = None) -> Path:
@@ -142,7 +143,7 @@ class Bench:
                              crop_scale=self.z.crop_scale, **self._common())
         inputs = (cfg.model, cfg.synth, cfg.val) + ((mask,) if mask is not None else ())
         self.pipe.run(Step(("finetune",), cfg, inputs, (cfg.out,), f"finetune {name} seed {self.seed}",
-                           cost=self.z.finetune_epochs * (self.z.n_synth + self.z.n_eval / 3)))
+                           cost=self.z.finetune_epochs * (self.z.n_synth + self.z.n_val / 3)))
         return cfg.out
 
     def evaluate(self, model: Path, data: Path | None = None) -> Any:
@@ -153,8 +154,9 @@ class Bench:
         data = data or self.src.test
         out = model.with_name(f"{model.stem}.{data.stem}.json")
         cfg = EvalConfig(model=[str(model)], data=data, out=out, workers=self.z.workers, device=self.z.device)
+        n = self.z.n_test if data == self.src.test else self.z.n_val
         self.pipe.run(Step(("eval",), cfg, (model, data), (out,), f"eval {model.stem} on {data.stem} seed {self.seed}",
-                           cost=self.z.n_eval / 3))
+                           cost=n / 3))
         if self.pipe.pending(out):  # planning, not made yet: a stand-in, so rows that choose can be planned
             return GroupMetrics(cells={c: (1, 1) for c in ((0, 0), (0, 1), (1, 0), (1, 1))})
         return read_eval_runs(out)[0]

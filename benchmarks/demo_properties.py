@@ -22,13 +22,17 @@ Everything is seeded; the numbers are printed, nothing is asserted. CPU only, a 
     .venv/bin/python benchmarks/demo_properties.py --regime [--seeds 3] [--quick] [--n-train N] [--n-test N] [--size PX]
                                                    [--work DIR] [--json]
 
-(d) the paper's regime: the non-method rows of the `strategies` study (paper Tab. 3) — ERM on biased real,
-    balanced synthetic only, supplementation, repairing — run by `aimfair demo`'s own pipeline at the demo's
-    sizes over --seeds, printed beside the paper's CelebA Smiling/Male numbers with the targets the benchmark is
-    calibrated to: ERM ACC − WST >= 12 and EO in 15–30; synthetic only 1–6 ACC points below ERM with EO <= half of
-    ERM's; supplementation and repairing EO >= two thirds of ERM's. --errors adds where each row's errors sit:
-    its accuracy on the real test faces of each expression kind (a broad open smile, a closed-lip smile, a neutral
-    face, a talking one, an ambiguous one) and gender, pooled over the seeds.
+(d) the paper's regime: the rows that set the benchmark — ERM on biased real, balanced synthetic only,
+    supplementation, repairing (the non-method rows of the `strategies` study, paper Tab. 3) and full fine-tuning on
+    the balanced synthetic set (the premise AIM-Fair builds on) — run by `aimfair demo`'s own pipeline at the demo's
+    sizes over --seeds, printed beside the paper's CelebA Smiling/Male numbers, and every target of
+    `benchmarks/regime.py` checked on the mean and on each seed against that seed's ERM: ERM ACC − WST >= 12 and EO
+    in 15–30; synthetic only 1–6 ACC points below ERM, WST >= ERM's + 3, STD and EO <= half of ERM's;
+    supplementation and repairing EO >= two thirds of ERM's and ACC >= ERM's − 2; full fine-tuning WST >= ERM's + 3
+    and EO <= half of ERM's. A table marks each target ✓/✗ per seed; the exit status is 1 when any fails, and each
+    failure is named. --errors adds where each row's errors sit: its accuracy on the real test faces of each
+    expression kind (a broad open smile, a closed-lip smile, a neutral face, a talking one, an ambiguous one) and
+    gender, pooled over the seeds.
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=None,
                     help="images per training set, every model (default 4000; (d): the demo's real training images)")
     ap.add_argument("--n-val", type=int, default=500)
-    ap.add_argument("--n-test", type=int, default=None, help="test images (default 1000; (d): the demo's val and test)")
+    ap.add_argument("--n-test", type=int, default=None, help="test images (default 1000; (d): the demo's)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the ERM model of (a), the demo's pretraining")
     ap.add_argument("--balanced-epochs", type=int, default=6, help="epochs of the models of (b) and (c)")
     ap.add_argument("--lr", type=float, default=0.02)
@@ -279,63 +283,61 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# paper Tab. 3, CelebA, target Smiling, protected Male: ACC, WST, EO in percent
-PAPER = {"pretrained": (89.2, 71.5, 23.8), "synthetic": (86.0, 78.5, 7.9), "supplement": (89.8, 73.7, 22.0),
-         "repair": (89.7, 75.1, 21.2)}
-
-
 def regime(args: argparse.Namespace) -> int:
-    """(d): the non-method rows of the strategies study through the demo's pipeline, beside the paper's."""
+    """(d): the non-method rows of the strategies study and full fine-tuning through the demo's pipeline, each
+    target of `regime.TARGETS` checked on the mean and on each seed; exits 1 naming every failure."""
     import json
 
     from aimfair_cli.stages.demo import DemoConfig, run_demo
-    from aimfair_cli.studies import STUDIES, Study
+    from aimfair_cli.studies import FULL, STUDIES, Study
+    from regime import PAPER, ROWS, check_regime, failures_text, mean_values, percent, table
 
-    rows = tuple(r for r in STUDIES["strategies"].rows if r.name in PAPER)
+    rows = tuple(r for r in STUDIES["strategies"].rows if r.name in PAPER and r.name != FULL.name) + (FULL,)
     study = Study("regime", "paper Tab. 3, the rows that do not use the method", rows)
     work = args.work or Path(tempfile.mkdtemp(prefix="aimfair-regime-"))
-    # the demo's sizes (default or --quick preset) unless --n-train (real images), --n-test (in val and in test) or
-    # --size (px) say otherwise
+    # the demo's sizes (default or --quick preset) unless --n-train (real images), --n-test or --size say otherwise
     cfg = DemoConfig(out=work, seeds=args.seeds, quick=args.quick, device=args.device, study="strategies",
-                     n_train=args.n_train, n_eval=args.n_test, size=args.size)
+                     n_train=args.n_train, n_test=args.n_test, size=args.size)
     started = time.perf_counter()
     result = run_demo(cfg, studies=[study], announce=log, report=False)  # a study folder keeps its report
-    aggs = {r.name: r.aggregate() for r in result.results["regime"]}
-    ours = {name: tuple(100 * a[k]["mean"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}
-    spread = {name: tuple(100 * a[k]["std"] for k in ("acc", "wst_mean_of_runs", "eo")) for name, a in aggs.items()}
-    erm = ours["pretrained"]
-    checks = {
-        "pretrained": ("ACC - WST >= 12 and 15 <= EO <= 30", erm[0] - erm[1] >= 12 and 15 <= erm[2] <= 30),
-        "synthetic": ("1 <= ERM ACC - ACC <= 6 and EO <= ERM EO / 2",
-                      1 <= erm[0] - ours["synthetic"][0] <= 6 and ours["synthetic"][2] <= erm[2] / 2),
-        "supplement": ("EO >= 2/3 ERM EO", ours["supplement"][2] >= 2 * erm[2] / 3),
-        "repair": ("EO >= 2/3 ERM EO", ours["repair"][2] >= 2 * erm[2] / 3),
-    }
+    runs = {r.name: [percent(m) for m in r.metrics] for r in result.results["regime"]}
+    checks = check_regime(runs)
+    failures = failures_text(checks)
     errors = expression_errors(work, args.seeds, device=args.device) if args.errors else None
+    seconds = time.perf_counter() - started
     if args.json:
-        print(json.dumps({"seeds": args.seeds, "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
-                          "rows": {n: {"ours": dict(zip(("acc", "wst", "eo"), ours[n])),
-                                       "ours_std": dict(zip(("acc", "wst", "eo"), spread[n])),
-                                       "paper": dict(zip(("acc", "wst", "eo"), PAPER[n])), "target": checks[n][0],
-                                       "holds": checks[n][1]} for n in PAPER},
-                          **({"errors": errors} if errors is not None else {})}))
-        return 0
+        print(json.dumps({"seeds": args.seeds, "quick": args.quick, "seconds": round(seconds, 1),
+                          "rows": {n: {"ours": mean_values(runs[n]), "seeds": runs[n],
+                                       "paper": dict(zip(("acc", "wst", "eo", "std"), PAPER[n]))} for n in ROWS},
+                          "checks": [{"row": c.target.row, "target": c.target.text, "where": c.where,
+                                      "holds": c.holds} for c in checks],
+                          "failures": failures, **({"errors": errors} if errors is not None else {})}))
+        return 1 if failures else 0
     print(f"(d) the paper's regime: {args.seeds} seed(s){' at --quick sizes' if args.quick else ''}, "
-          f"{(time.perf_counter() - started) / 60:.1f} min; ACC / WST / EO in %, mean ± sample std over seeds")
-    print(f"    {'row':<12} {'ours':>41}   {'paper (CelebA)':>20}   target")
-    for name in PAPER:
-        o, sd, p = ours[name], spread[name], PAPER[name]
-        mine = "  ".join(f"{m:5.1f} ± {d:4.1f}" for m, d in zip(o, sd))
-        print(f"    {name:<12} {mine}   {p[0]:6.1f} {p[1]:6.1f} {p[2]:6.1f}   "
-              f"{checks[name][0]} -> {'holds' if checks[name][1] else 'FAILS'}")
+          f"{seconds / 60:.1f} min; ACC / WST / EO / STD in %, mean over seeds (each seed below)")
+    print(f"    {'row':<12} {'ours':>27}   {'paper (CelebA)':>27}")
+    for name in ROWS:
+        o, p = mean_values(runs[name]), PAPER[name]
+        print(f"    {name:<12} " + " ".join(f"{o[k]:6.1f}" for k in ("acc", "wst", "eo", "std")) + "   "
+              + " ".join(f"{v:6.1f}" for v in p))
+        for i, seed in enumerate(runs[name]):
+            print(f"    {'  seed ' + str(i):<12} " + " ".join(f"{seed[k]:6.1f}" for k in ("acc", "wst", "eo", "std")))
+    print()
+    print("\n".join(table(checks)))
     if errors is not None:
         print_errors(errors, args.seeds)
+    if failures:
+        print("\n" + "\n".join(f"FAILS: {f}" for f in failures))
+        log(f"regime: {len(failures)} target(s) fail: " + "; ".join(failures))
+        return 1
+    print("\nevery target holds on the mean and on each seed")
     return 0
 
 
 # the checkpoint each row of the regime leaves in SEED_FOLDER
 CHECKPOINTS = {"pretrained": "pretrain.safetensors", "synthetic": "scratch-synthetic.safetensors",
-               "supplement": "scratch-supplement.safetensors", "repair": "scratch-repair.safetensors"}
+               "supplement": "scratch-supplement.safetensors", "repair": "scratch-repair.safetensors",
+               "full": "full.safetensors"}
 GENDERS = ("female", "male")
 
 

@@ -147,6 +147,41 @@ def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
                                                 "distinguishable from zero: every 95 % interval contains 0.")
 
 
+def test_the_verdict_sorts_rows_by_their_paired_intervals():
+    from aimfair_cli.metrics import CELLS, GroupMetrics
+    from aimfair_cli.report import verdict_lines
+    from aimfair_cli.studies import RowRuns
+
+    strategies = _fake_strategies(3)
+    worse = RowRuns("random", "random tensors", [GroupMetrics(cells={c: (100, a - seed % 2) for c, a in
+                                                                     zip(CELLS, [85, 75, 60, 50])}) for seed in range(3)])
+    erm = RowRuns("pretrained", "ERM", [GroupMetrics(cells={c: (100, a + seed) for c, a in
+                                                            zip(CELLS, [95, 95, 60, 40])}) for seed in range(3)])
+    text = "\n".join(verdict_lines([erm, *strategies, worse]))
+    assert "3 seeds" in text
+    assert "- Beat full fine-tuning: AIM-Fair (ACC +3.25 [+3.25, +3.25]; WST +8.00 [+8.00, +8.00]; EO -1.50 " \
+           "[-1.50, -1.50])." in text
+    assert "- Lose to full fine-tuning: random tensors (" in text
+    assert "- Cannot be told apart from full fine-tuning at 3 seeds: linear probing." in text
+    assert "ERM" not in text.split("The premise")[0]  # ERM is the premise line, not a row that beats or loses
+    assert "- The premise (full fine-tuning on balanced synthetic data repairs the biased model): full " \
+           "fine-tuning − ERM is WST +19.33 [+16.46, +22.20]" in text
+    one = "\n".join(verdict_lines(_fake_strategies(1)))
+    assert one.startswith("**Verdict:** one seed gives no interval")
+
+
+def test_the_report_sets_the_papers_tab3_beside_its_rows():
+    from aimfair_cli.report import paper_lines
+
+    lines = paper_lines(_fake_strategies(2))
+    assert "the paper's Tab. 3 on **CelebA**" in lines[0]
+    aimfair = next(line for line in lines if line.startswith("| AIM-Fair |"))
+    assert aimfair.endswith("| 89.02 | 84.20 | 6.07 | 2.74 |")  # the paper's row
+    assert any(line.startswith("| linear probing |") for line in lines)  # Tab. 3 has linear probing too
+    assert any(line.startswith("| full fine-tuning |") for line in lines)
+    assert paper_lines([]) == []
+
+
 def test_demo_rejects_bad_seeds(tmp_path):
     result = runner.invoke(app, ["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "d")])
     assert result.exit_code == 1
@@ -211,7 +246,7 @@ def test_every_study_runs_on_quick_sizes(tmp_path):
     paired differences against full fine-tuning, rows shared by studies run once, and the report holds their
     tables and figures."""
     out = tmp_path / "all"
-    result = runner.invoke(app, ["demo", "--quick", "--n-train", "160", "--n-eval", "160", "--size", "16", "--out",
+    result = runner.invoke(app, ["demo", "--quick", "--n-train", "160", "--n-val", "160", "--n-test", "160", "--size", "16", "--out",
                                  str(out), "--device", "cpu", "--study", "all", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)

@@ -1,7 +1,8 @@
 """`procedural`: the offline text-to-image generator. It reads the prompt through the published vocabulary
-(`prompts/vocabulary.yaml`) and draws a face in the "synthetic" style, with the posed expressions a text-to-image
-model gives: every smile broad and open, every unsmiling mouth closed, often with a polite half-smile (real
-faces also smile with a closed mouth, and talk).
+(`prompts/vocabulary.yaml`) and draws a face in the "synthetic" style (a generator's clean studio look and colour
+grade), with the expressions a text-to-image model gives: the same kinds as real faces show (open and closed-lip
+smiles, still and talking unsmiling faces), with more open smiles and fewer talking faces than photos have. The
+label means the same in both domains; the gap is the look, the scene and how often each kind occurs.
 
 Attributes the prompt states are honoured; the others come from the vocabulary's stereotyped defaults, so a
 plain prompt gives near-identical faces and contextual prompts give diverse ones (AIM-Fair Fig. 4). Each

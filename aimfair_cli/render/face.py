@@ -63,17 +63,23 @@ class FaceParams:
 
 
 EXPRESSIONS = ("natural", "posed", "subtle")
-CLOSED_LIP_SMILES = 0.26  # share of natural smiles that keep the lips closed (the generator's posed ones never do)
+CLOSED_LIP_SMILES = 0.26  # share of natural smiles that keep the lips closed
+TALKING = 0.30  # share of natural unsmiling faces caught mid-word, mouth open
+# The generator draws the same kinds of expression at a text-to-image model's frequencies: smiles mostly broad
+# and open, unsmiling faces mostly still. The kinds match (the label means the same in both domains); only how
+# often each occurs differs, a bias shift of the kind the paper describes.
+POSED_CLOSED_LIP_SMILES = 0.2
+POSED_TALKING = 0.2
 
 
 def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str = "natural") -> FaceParams:
     """Draw the continuous variation. A fixed number of draws, in a fixed order, whatever the attributes.
 
-    `expression` (see `EXPRESSIONS`): "natural", as people look in photos; "posed", the stereotyped look a
-    text-to-image model gives "smiling" and "not smiling" (always a broad open smile; a closed mouth with at most
-    a polite half-smile, as such models rarely draw a truly neutral face); "subtle", a faint closed-mouth
-    expression whatever `a.smiling` says, the faces whose Smiling label annotators could give either way, so the
-    label cannot be read from the face."""
+    `expression` (see `EXPRESSIONS`): "natural", as people look in photos; "posed", as a text-to-image model draws
+    "smiling" and "not smiling": the same kinds of expression (open and closed-lip smiles, still and talking
+    unsmiling faces, over the same ranges) at other frequencies (`POSED_CLOSED_LIP_SMILES`, `POSED_TALKING`);
+    "subtle", a faint closed-mouth expression whatever `a.smiling` says, the faces whose Smiling label annotators
+    could give either way, so the label cannot be read from the face."""
     r = rng.random(40)  # one block of uniforms: stating an attribute never shifts the others' randomness
     n = rng.standard_normal(12)
     male = a.gender == "male"
@@ -89,20 +95,19 @@ def draw_params(a: FaceAttributes, rng: np.random.Generator, *, expression: str 
         pitch = 0.30 + 0.25 * r[0]
     elif pose == "down":
         pitch = -(0.30 + 0.25 * r[0])
+    closed_lips, talking = (POSED_CLOSED_LIP_SMILES, POSED_TALKING) if expression == "posed" else \
+        (CLOSED_LIP_SMILES, TALKING)
     if a.smiling == "yes":
-        # Mostly broad open smiles showing teeth, CLOSED_LIP_SMILES closed-mouth ones (CelebA's annotators call
-        # those smiling too). A closed-lip smile is labelled one when its corners clearly rise, so it is drawn
-        # broader than the faintest open smile and well apart from the ambiguous "subtle" range.
-        open_mouth = r[2] < 1 - CLOSED_LIP_SMILES
+        # Mostly broad open smiles showing teeth, some closed-mouth ones (CelebA's annotators call those smiling
+        # too). A closed-lip smile is labelled one when its corners clearly rise, so it is drawn broader than the
+        # faintest open smile and well apart from the ambiguous "subtle" range.
+        open_mouth = r[2] < 1 - closed_lips
         smile = (0.45 + 0.55 * r[1] ** 0.7) if open_mouth else (0.6 + 0.4 * r[1] ** 0.7)
         mouth_open = (0.6 + 0.4 * r[3]) if open_mouth else 0.0
     else:
         smile = -0.30 + 0.45 * r[1]
-        mouth_open = (0.4 + 0.5 * r[3]) if r[2] < 0.3 else 0.0  # talking, mid-word: open, no smile
-    if expression == "posed":  # no closed-mouth smiles, no talking; "not smiling" still gets a polite half-smile
-        smile = (0.6 + 0.4 * r[1] ** 0.7) if a.smiling == "yes" else 0.4 * r[1]
-        mouth_open = (0.7 + 0.3 * r[3]) if a.smiling == "yes" else 0.0
-    elif expression == "subtle":  # the same range for both labels, between the natural ones and apart from both
+        mouth_open = (0.4 + 0.5 * r[3]) if r[2] < talking else 0.0  # talking, mid-word: open, no smile
+    if expression == "subtle":  # the same range for both labels, between the natural ones and apart from both
         smile, mouth_open = 0.22 + 0.2 * r[1], 0.0
     return FaceParams(
         cx=0.5 + 0.025 * n[2],

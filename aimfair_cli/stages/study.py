@@ -76,13 +76,14 @@ def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = No
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     n_train = max(0, sum(1 for _ in open(src.train, "rb")) - 1)
-    n_eval = max(0, sum(1 for _ in open(src.test, "rb")) - 1)
+    n_val = max(0, sum(1 for _ in open(src.val, "rb")) - 1)
+    n_test = max(0, sum(1 for _ in open(src.test, "rb")) - 1)
     sizes = Sizes(image_size=c.image_size, batch_size=c.batch_size, crop_scale=c.crop_scale,
                   pretrain_epochs=c.pretrain_epochs, pretrain_lr=c.pretrain_lr,
                   pretrain_milestones=tuple(c.pretrain_milestones), finetune_epochs=c.finetune_epochs,
                   finetune_lr=c.finetune_lr, topk=c.topk, n_train=n_train, n_synth=c.n_synth or n_train,
                   blocks=tuple(c.blocks), weights=c.weights, workers=c.workers, device=c.device, cache=c.cache,
-                  n_eval=n_eval)
+                  n_val=n_val, n_test=n_test)
     done = execute(out, studies, [], src, sizes, c.seeds, progress=progress, announce=announce, title="aimfair study")
     write_resolved_config(out, "study", c)
     done.pipe.write_commands(out / "commands.sh", f"The shell commands equivalent to `aimfair study` on {run}.")
