@@ -352,7 +352,9 @@ def run_eval(cfg: EvalConfig, *, progress: Progress = NULL) -> EvalResult:
 
     if cfg.out is not None:
         check_suffix(cfg.out, (".json",), "--out")
-        check_outputs({"--out": cfg.out}, {"--data": cfg.data, **{f"--model {m}": m for m in cfg.model}})
+    # every output (--out, --predictions, --plot, the --log-file) against every input, even with no --out
+    check_outputs({"--out": cfg.out, "--predictions": cfg.predictions, "--plot": cfg.plot},
+                  {"--data": cfg.data, **{f"--model {m}": m for m in [*cfg.model, *(cfg.reference or [])]}})
     kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
               allow_duplicates=cfg.allow_duplicates, progress=progress, plot=cfg.plot)
     if cfg.reference:

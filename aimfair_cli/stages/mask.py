@@ -292,7 +292,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     import torch
 
     from ..checkpoint import load_checkpoint
-    from ..images import check_images, row_key
+    from ..images import check_images, check_trainable, row_key
     from ..models import resolve_device
     from ..training import seed_everything
 
@@ -350,6 +350,8 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         "synthetic_biased": _subset(synth, sets.biased),
         "synthetic_balanced": _subset(synth, sets.balanced),
     }
+    for label, m in named.items():
+        check_trainable(len(m.rows), f"mask: the {label.replace('_', ' ')} set", cfg.batch_size)
     for m in named.values():
         check_images(m)
 
