@@ -163,7 +163,7 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, Any]]:
         header = _read_header(path)  # refuses anything that is not a safetensors file before it is parsed
         meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "null"))
         tensors = load_file(str(path))
-    except (CheckpointError, SafetensorError, ValueError, OSError):
+    except (CheckpointError, SafetensorError, ValueError, OSError, RecursionError):
         raise UsageError(MSG_BAD_STATE.format(path=path)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UsageError(MSG_BAD_STATE.format(path=path))
@@ -213,7 +213,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise UsageError(MSG_NO_STATE.format(path=path))
     try:
         meta = json.loads(_read_header(path).get("__metadata__", {}).get(META_KEY, "null"))
-    except (CheckpointError, ValueError, OSError):
+    except (CheckpointError, ValueError, OSError, RecursionError):
         raise UsageError(MSG_BAD_STATE.format(path=path)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict) \
             or not isinstance(meta.get("epoch"), int):

@@ -39,6 +39,8 @@ SYNC_EVERY = 25  # on CUDA, batches between reads of the loss (each read waits f
 MSG_BAD_BN = "--bn must be one of {modes}; got '{bn}'"
 MSG_UNKNOWN_TRAINABLE = "trainable names not in the model: {names}"
 MSG_NOTHING_TRAINABLE = "no parameter tensor is trainable: nothing to fine-tune"
+MSG_NON_FINITE_SCORES = ("{what} gives non-finite scores (NaN or inf) for {n} of {total} images: its weights are "
+                         "degenerate (a NaN weight, a negative BatchNorm variance); no metric is computed from them")
 MSG_BAD_EPOCHS = "epochs must be at least 1; got {epochs}"
 MSG_LOSS_NOT_FINITE = (
     "{description}: the training loss became {value} in epoch {epoch}{where}; stopped, no checkpoint written "
@@ -249,9 +251,10 @@ def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
 
 
 def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", amp: bool = False, task: Any = None,
-            channels_last: bool = False) -> Predictions:
+            channels_last: bool = False, what: str = "the model") -> Predictions:
     """Scores for every image in `loader`, in eval mode, sorted by dataset index (duplicates that
-    DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions."""
+    DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions. A score that is
+    not finite is a CheckpointError naming `what`: a NaN never becomes a prediction, hence never a metric."""
     import numpy as np
     import torch
 
@@ -276,6 +279,11 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
            for a, dt in ((scores, np.float32), (targets, np.int64), (protected, np.int64), (indices, np.int64))]
     cat = _gather(cat)
     _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
+    bad = int((~np.isfinite(cat[0][first])).sum())
+    if bad:
+        from .errors import CheckpointError
+
+        raise CheckpointError(MSG_NON_FINITE_SCORES.format(what=what, n=bad, total=len(first)))
     return Predictions(*(a[first] for a in cat))
 
 

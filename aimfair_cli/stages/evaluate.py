@@ -111,7 +111,7 @@ def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: in
     loader = make_loader(ImageDataset(manifest, transform), batch_size=batch_size, shuffle=False, workers=workers,
                          seed=0, pin_memory=device.type == "cuda")
     with progress.task(f"eval {model_path.name}", total=len(loader)) as task:
-        return predict(model, loader, device=device, task=task, channels_last=device.type == "cuda")
+        return predict(model, loader, device=device, task=task, channels_last=device.type == "cuda", what=str(model_path))
 
 
 def write_predictions(path: str | os.PathLike, manifest: Manifest, preds: Any) -> Path:

@@ -219,13 +219,14 @@ def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth:
     from ..training import predict
 
     model.eval()
-    pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device)
+    pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device,
+                 what=str(cfg.model))
     error = float(((pr.scores >= 0.5).astype(int) != pr.targets).mean())
     # A biased model errs mostly on the minority cells, so the error rate approximates the minority share.
     share = min(max(error, 0.01), 0.5)
     bias = Fraction(share / (1 - share)).limit_denominator(1000)
     ps = predict(model, _loader(_subset(synth, balanced), image_size=image_size, mean=mean, std=std, cfg=cfg),
-                 device=device)
+                 device=device, what=str(cfg.model))
     correct = (ps.scores >= 0.5).astype(int) == ps.targets
     acc = {}
     for y, s in CELLS:
