@@ -82,7 +82,9 @@ def partial_path(out: str | os.PathLike) -> Path:
 
 
 def _scrub(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if not _SECRET.search(str(k))}
+    from ..redact import redact_values
+
+    return {k: redact_values(v) for k, v in d.items() if not _SECRET.search(str(k))}
 
 
 def _load_partial(path: Path, *, task: Task, made_by: dict[str, Any]) -> dict[str, list[str]]:
