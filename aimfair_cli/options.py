@@ -40,6 +40,7 @@ MSG_TOO_LARGE = "{where}: must be at most {bound}, got {value!r}"
 MSG_NOT_ABOVE = "{where}: must be greater than {bound}, got {value!r}"
 MSG_CHOICE = "{where}: must be one of {choices}, got {value!r}"
 MSG_EMPTY = "{where}: must not be empty"
+MSG_EMPTY_ITEM = "{where}: an empty item in the comma-separated list {value!r}"
 MSG_REQUIRED = "{where} is required: {help}"
 
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -259,8 +260,12 @@ def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (tuple, list):
         item_type = typing.get_args(tp)[0]
-        if isinstance(value, str):  # "10,20" on the command line or in YAML
-            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()] if origin is tuple else [value]
+        if isinstance(value, str) and origin is tuple:  # "10,20" on the command line or in YAML
+            items: list[Any] = [v.strip() for v in value.split(",")] if value.strip() else []
+            if any(v == "" for v in items):
+                raise UsageError(MSG_EMPTY_ITEM.format(where=where, value=value))
+        elif isinstance(value, str):
+            items = [value]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:

@@ -412,6 +412,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
                       cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
 
 
+def check_topk(topk: str, *, arch: str = "resnet18") -> int:
+    """Before a pipeline's work: --topk parsed against the architecture's tensor count (an out-of-range or
+    non-numeric k is known as soon as the architecture is, not at the mask step)."""
+    from ..models import build_model
+
+    return parse_topk(topk, len(list(build_model(weights="none", arch=arch).parameters())))
+
+
 def _write(cfg: MaskConfig, mask: Mask) -> None:
     """The mask file, its resolved config and --plot. Every rank holds the same mask; one writes it (atomically),
     the others return only once the files exist."""

@@ -128,6 +128,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     check_tensorboard(cfg.tensorboard)
+    device = resolve_device(cfg.device)  # a bad --device is refused before any download
     if str(cfg.weights) == "imagenet":
         from ..models import ensure_imagenet_weights
 
@@ -136,7 +137,6 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     check_trainable(len(train.rows), f"--train {cfg.train}", cfg.batch_size)
-    device = resolve_device(cfg.device)
     check_images(train, progress=progress)
     check_images(val, progress=progress)
 
