@@ -17,6 +17,7 @@ bias-ratio study's real and balanced passes, the cosine score's three) reuse it 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import zlib
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .. import dist, layout
 from ..bias import CELLS, parse_bias
 from ..config import config_path_for, write_resolved_config
-from ..errors import UsageError
+from ..errors import MaskError, UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, load_mask, save_mask
@@ -380,6 +381,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         while len(_passes) > _PASSES_KEPT:
             _passes.popitem(last=False)
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
+    bad = [n_ for n_, s in scores.items() if not (math.isfinite(s.delta1) and math.isfinite(s.delta2))]
+    if bad:  # a NaN gradient would rank arbitrarily: no mask is better than a meaningless one
+        raise MaskError(MSG_SCORES_NOT_FINITE.format(n=len(bad), name=bad[0], model=cfg.model))
     selected = select(scores, k)
     sizes = {label: len(m.rows) for label, m in named.items()}
     mask = Mask(
@@ -410,6 +414,10 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
                       estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
                       cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
+
+
+MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n} tensor(s) (first: {name}): the "
+                         "model's weights are degenerate; no mask is written")
 
 
 def check_topk(topk: str, *, arch: str = "resnet18") -> int:
