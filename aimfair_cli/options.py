@@ -42,6 +42,15 @@ MSG_CHOICE = "{where}: must be one of {choices}, got {value!r}"
 MSG_EMPTY = "{where}: must not be empty"
 MSG_EMPTY_ITEM = "{where}: an empty item in the comma-separated list {value!r}"
 MSG_REQUIRED = "{where} is required: {help}"
+MSG_IS_DIR = "{where}: {value} is a folder; a file is expected"
+MSG_IS_FILE = "{where}: {value} is a file; a folder is expected"
+
+
+class NotOfType(UsageError):
+    """A value that is not of its option's type (text for a number). On the command line this is a usage error
+    (exit 2, as Click's own); in a config file it is a refused value (exit 1). See docs/exit-codes.md."""
+
+    on_command_line = False
 
 _INT_RE = re.compile(r"[+-]?\d+")
 
@@ -274,8 +283,17 @@ def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
         return tuple(converted) if origin is tuple else converted
     if tp is str and isinstance(value, bool) and spec.choices and {"on", "off"} <= set(spec.choices):
         value = "on" if value else "off"  # YAML 1.1 reads `amp: on` as true
-    converted = _convert_scalar(value, tp, where)
+    try:
+        converted = _convert_scalar(value, tp, where)
+    except UsageError as exc:
+        err = NotOfType(str(exc))
+        err.on_command_line = where.startswith("-")
+        raise err from None
     _check_bounds(converted, spec, where)
+    if tp is Path and spec.path == "file" and converted.is_dir():
+        raise UsageError(MSG_IS_DIR.format(where=where, value=converted))
+    if tp is Path and spec.path == "dir" and converted.is_file():
+        raise UsageError(MSG_IS_FILE.format(where=where, value=converted))
     return converted
 
 

@@ -115,9 +115,10 @@ def _run(fn: Callable, *args, **kwargs):
             raise
         if isinstance(exc, StdoutError):
             _silence_stdout(sys.stdout._stream if isinstance(sys.stdout, _Stdout) else sys.stdout)
+        code = EXIT_USAGE if getattr(exc, "on_command_line", False) else EXIT_ERROR  # a flag's value not of its type
         if not dist.claim_failure():
-            raise typer.Exit(EXIT_ERROR) from None
-        raise fail(str(exc)) from None
+            raise typer.Exit(code) from None
+        raise fail(str(exc), code) from None
     except KeyboardInterrupt:
         if debug_enabled():
             raise

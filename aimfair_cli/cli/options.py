@@ -81,11 +81,7 @@ def _parameter(field: dataclasses.Field, tp: Any) -> inspect.Parameter:
         decls, cli_type = [flag_name(field), *spec.short], Optional[str]  # comma-separated, split by options.convert
     else:
         decls, cli_type = [flag_name(field), *spec.short], Optional[inner]
-    extra: dict[str, Any] = {}
-    if inner is Path and spec.path == "file":
-        extra["dir_okay"] = False
-    if inner is Path and spec.path == "dir":
-        extra["file_okay"] = False
+    extra: dict[str, Any] = {}  # a folder given for a file (or the reverse) is options.build's: exit 1, one line
     info = typer.Option(*decls, help=help_, show_default=False, metavar=None if inner is bool else _metavar(inner, spec),
                         hidden=spec.hidden, **extra)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, info], default=None)
