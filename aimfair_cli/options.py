@@ -203,27 +203,27 @@ def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UsageError(MSG_NOT_BOOL.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_BOOL.format(where=where, value=value))
     if tp is int:
         if isinstance(value, bool):
-            raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_INT.format(where=where, value=value))
         if isinstance(value, int):
             return value
         if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
             return int(value)
-        raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_INT.format(where=where, value=value))
     if tp is float:
         if isinstance(value, bool):
-            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value))
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as text
             try:
                 number = float(value)
             except ValueError:
-                raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value)) from None
+                raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value)) from None
         else:
-            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value))
         if not math.isfinite(number):
             raise UsageError(MSG_NOT_FINITE.format(where=where, value=value))
         return number
@@ -232,11 +232,11 @@ def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # topk: 55, bias: 0.1 in YAML
             return str(value)
-        raise UsageError(MSG_NOT_TEXT.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_TEXT.format(where=where, value=value))
     if tp is Path:
         if isinstance(value, (str, os.PathLike)) and str(value):
             return Path(value)
-        raise UsageError(MSG_NOT_PATH.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_PATH.format(where=where, value=value))
     raise TypeError(f"unsupported option type {tp!r}")
 
 
@@ -285,10 +285,9 @@ def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
         value = "on" if value else "off"  # YAML 1.1 reads `amp: on` as true
     try:
         converted = _convert_scalar(value, tp, where)
-    except UsageError as exc:
-        err = NotOfType(str(exc))
-        err.on_command_line = where.startswith("-")
-        raise err from None
+    except NotOfType as exc:
+        exc.on_command_line = where.startswith("-")
+        raise
     _check_bounds(converted, spec, where)
     if tp is Path and spec.path == "file" and converted.is_dir():
         raise UsageError(MSG_IS_DIR.format(where=where, value=converted))
