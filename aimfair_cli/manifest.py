@@ -126,7 +126,7 @@ def _decoded_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
                 columns = list(reader.fieldnames or [])
                 return columns, [dict(r) for r in reader]
             except csv.Error:  # Python's csv refuses a field over csv.field_size_limit() (128 KiB)
-                raise ManifestError(MSG_CSV_FIELD.format(path=path, line=reader.line_num,
+                raise ManifestError(MSG_CSV_FIELD.format(path=path, line=reader.line_num + 1,
                                                          limit=csv.field_size_limit())) from None
     if suffix == ".jsonl":
         rows: list[dict[str, Any]] = []

@@ -103,9 +103,22 @@ def test_stdout_on_a_full_disk_is_one_line(base, tmp_path, json_flag):
         "Error: cannot write the result to standard output: No space left on device"
 
 
-def test_two_outputs_on_one_file(ws):
-    refused(ws, [*EVAL, "--predictions", "p.csv", "--log-file", "p.csv"],
-            MSG_TWO_OUTPUTS.format(a="--predictions", b="--log-file", path="p.csv"))
+@pytest.mark.parametrize("spelling", ["same", "dotdot"])
+def test_log_file_on_another_output(ws, spelling):
+    log = "p.csv" if spelling == "same" else "data/../p.csv"
+    refused(ws, [*EVAL, "--predictions", "p.csv", "--log-file", log],
+            MSG_SAME_AS_INPUT.format(out_label="--log-file", output=log, in_label="--predictions", input="p.csv"))
+
+
+def test_two_outputs_on_one_file_by_a_hard_link(tmp_path):
+    from aimfair_cli.errors import OutputError
+    from aimfair_cli.fsio import check_outputs
+
+    (tmp_path / "a.csv").write_text("x\n")
+    os.link(tmp_path / "a.csv", tmp_path / "b.csv")
+    with pytest.raises(OutputError) as err:
+        check_outputs({"--predictions": tmp_path / "a.csv", "--out": tmp_path / "b.csv"}, {})
+    assert str(err.value) == MSG_TWO_OUTPUTS.format(a="--predictions", b="--out", path=tmp_path / "b.csv")
 
 
 # ---- tracebacks where one line belongs ------------------------------------------------------------------------
@@ -214,8 +227,12 @@ def test_non_finite_scores_never_become_a_metric(ws, how):
         else:
             model.fc.weight.fill_(float("nan"))
     make_checkpoint(ws / "bad.safetensors", model)
+    from aimfair_cli.checkpoint import MSG_NOT_FINITE
+
+    message = MSG_NON_FINITE_SCORES.format(what="bad.safetensors", n=8, total=8) if how == "negative_variance" \
+        else MSG_NOT_FINITE.format(path="bad.safetensors", name="fc.weight")  # the loader finds a NaN weight first
     refused(ws, ["eval", "--model", "bad.safetensors", "--data", "data/test.csv", *CPU, "--predictions", "p.csv"],
-            MSG_NON_FINITE_SCORES.format(what="bad.safetensors", n=8, total=8))
+            message)
 
 
 @pytest.mark.parametrize("spelling", ["absolute", "symlink", "hardlink", "dotdot"])

@@ -95,6 +95,11 @@ class LogFile(logging.Handler):
             self.broken = True
             raise WriteError(MSG_LOG_FILE.format(path=self.path, reason=exc.strerror or exc)) from None
 
+    def veto(self) -> None:
+        """The file was refused as an output (it is an input, or another output): never write to it."""
+        self.broken = True
+        self.pending = []
+
     def start(self) -> None:
         """Start writing: the file has been checked against the command's inputs."""
         if self.released or self.broken:
@@ -151,7 +156,7 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
         except OutputError as exc:
             raise OutputError("--log-file: " + str(exc)) from None
         _log_file = LogFile(log_file)
-        fsio.add_common_output("--log-file", log_file, _log_file.start)
+        fsio.add_common_output("--log-file", log_file, _log_file.start, _log_file.veto)
     files = [_log_file] if _log_file is not None else []
     root = logging.getLogger("aimfair_cli")
     root.handlers[:] = [screen, *files]

@@ -19,7 +19,8 @@ import typer
 
 from .. import config as config_mod
 from ..options import Option, base_type, fields_of, flag_name, format_bound, show_default, spec_of
-from ..fsio import refuse_inputs
+from ..errors import OutputError
+from ..fsio import refuse_common, refuse_inputs
 from . import console
 
 _MANIFESTS_IN_FOLDERS = ("metadata.jsonl", "train.csv", "val.csv", "test.csv")  # what a folder option is read for
@@ -97,7 +98,11 @@ def _check_log_file(log_file: Path, cfg: Any, config_file: Path | None) -> None:
         items = [Path(v) for v in items if isinstance(v, Path) or (isinstance(v, str) and Path(v).exists())]
         items += [v / name for v in items if v.is_dir() for name in _MANIFESTS_IN_FOLDERS]
         paths[flag_name(f)] = items
-    refuse_inputs({"--log-file": log_file}, paths)
+    try:
+        refuse_inputs({"--log-file": log_file}, paths)
+    except OutputError as exc:
+        refuse_common(exc)
+        raise
 
 
 def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -464,7 +464,7 @@ def _comparable(settings: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (settings or {}).items() if not k.endswith("_version")}
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+def _check_settings(out: Path, settings: dict[str, Any], *, only_given: bool = False) -> None:
     """Refuse to add images made with other generator settings (size, model, steps, ...) to a folder that
     already holds images: the result would be a dataset that no single command reproduces."""
     import yaml
@@ -476,7 +476,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     if saved is None:
         return
     before, now = _comparable(saved), _comparable(settings)
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    keys = (before.keys() & now.keys()) if only_given else (before.keys() | now.keys())  # only_given: the options asked
+    changed = sorted(k for k in keys if before.get(k) != now.get(k))
     if changed:
         diffs = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise UsageError(MSG_SETTINGS_CHANGED.format(out=out, diffs=diffs))
@@ -613,6 +614,9 @@ def _synthesize(pf: PromptFile, *, prompts: Any, groups: list[str], n: int, out:
                           generator_options=generator_options, settings=settings, seed=seed, batch_size=batch_size,
                           prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard)
             written, seconds = _run(todo, gen=gen, out=out, shard=mine, batch_size=batch_size, progress=progress)
+        else:  # nothing to make: still, a rerun at another --size (or model) must not pass for one that is done
+            _check_settings(out, {"generator": generator, **{k: v for k, v in (generator_options or {}).items()
+                                                              if v is not None}}, only_given=True)
     except KeyboardInterrupt:
         if not dist.is_distributed() and (out / PARTS_DIR).is_dir():
             rebuild_manifest(out)  # the manifest lists what is on disk; a rerun continues
