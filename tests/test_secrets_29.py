@@ -148,3 +148,17 @@ def test_a_corrupt_partial_prompt_file_is_warned_about(tmp_path, body, caplog):
                                  "--out", "p.yaml"])
     assert result.exit_code == 0, result.output
     assert f"{partial_path('p.yaml')} is corrupt" in result.stderr
+
+
+@pytest.mark.parametrize("blocks", [8, 64])
+def test_synth_stopped_by_a_file_size_limit_leaves_nothing(tmp_path, blocks):
+    import subprocess
+    import sys
+
+    aimfair = Path(sys.executable).parent / "aimfair"
+    proc = subprocess.run(["bash", "-c", f"ulimit -f {blocks}; exec {aimfair} synth --task smiling_male --group all "
+                           "--n 2 --size 512 --out runs/sy"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "AIMFAIR_DEBUG": "", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip("\n").splitlines()[-1].endswith(": File too large")
+    assert files(tmp_path) == {} and not (tmp_path / "runs").exists()

@@ -347,6 +347,7 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
         raise UsageError(MSG_CANNOT_CREATE.format(out=out, reason=exc.strerror or exc.__class__.__name__)) from None
     mine = out / JOB_LOCK.format(i=shard[0], n=shard[1])
     lock = FileLock(mine)
+    failed = True
     try:
         try:
             lock.acquire(timeout=0)
@@ -365,7 +366,10 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
                 except Timeout:
                     raise UsageError(MSG_BUSY.format(out=out, lock=other.name)) from None
             yield
+            failed = False
         finally:
+            if created and failed:
+                _undo_failed_start(out, mine)
             lock.release()
     finally:
         # Only a folder this run created and left holding nothing but its lock (another run may have just
@@ -375,6 +379,18 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
             with contextlib.suppress(OSError):  # stops at the first folder that is not empty
                 for folder in created:
                     folder.rmdir()
+
+
+def _undo_failed_start(out: Path, mine: Path) -> None:
+    """A run that created `out` and failed before any image was finished (a file-size limit, a full disk on the
+    first image) removes what it wrote there (config, part files, group folders): nothing half-done stays."""
+    import shutil
+
+    if any(out.rglob("*.png")) or any(_JOB_LOCK_RE.match(p.name) and p != mine for p in out.iterdir()):
+        return
+    for p in out.iterdir():
+        if p != mine:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def remove_orphans(out: Path, groups: Sequence[str], shard: tuple[int, int]) -> int:
