@@ -377,3 +377,24 @@ def test_history_is_flushed_per_epoch_and_resume_continues_it(ws):
     assert result.returncode == 0, result.stderr
     rows = _rows(history)
     assert rows == [str(i) for i in range(1, len(done) + 3)]  # continued, no row twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows, batch, message", [
+    (3, 16, MSG_TOO_FEW_TO_TRAIN.format(label="--train data/few.csv", n=3, world=2, need=4)),
+    (8, 2, MSG_BATCH_OF_ONE.format(batch=2, per=1, world=2)),
+])
+def test_one_image_batches_under_torchrun_are_refused(ws, rows, batch, message):
+    lines = (ws / "data" / "val.csv").read_text().splitlines()
+    (ws / "data" / "few.csv").write_text("\n".join(lines[: rows + 1]) + "\n")
+    before = snapshot(ws)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "aimfair_cli", "--", "pretrain", "--train", "data/few.csv", "--val", "data/val.csv",
+                           "--weights", "none", "--epochs", "1", "--image-size", "32", "--workers", "0", "--device",
+                           "cpu", "--batch-size", str(batch), "-o", "p.safetensors"],
+                          cwd=ws, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "AIMFAIR_DEBUG": "", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert proc.stderr.count(f"Error: {message}") == 1  # one rank prints it; torchrun adds its own report
+    assert "aimfair_cli/" not in proc.stderr  # no traceback through aimfair's code
+    assert snapshot(ws) == before

@@ -88,8 +88,8 @@ def handle_errors(fn: F) -> F:
         sys.stdout = _Stdout(real_stdout)
         try:
             result = _run(fn, *args, **kwargs)
-            _run(sys.stdout.flush)  # the result is printed: a full disk must not pass for success
-            _run(finish_log_file, False)  # the log lines held until the inputs were checked, if any
+            _run(sys.stdout.flush, session=False)  # the result is printed: a full disk must not pass for success
+            _run(finish_log_file, False, session=False)  # the log lines held until the inputs were checked
             failed = False
             return result
         except typer.Exit as exc:
@@ -103,10 +103,11 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _run(fn: Callable, *args, **kwargs):
-    """Run the command; every way it can fail becomes one `Error:` line and an exit status (docs/exit-codes.md)."""
+def _run(fn: Callable, *args, session: bool = True, **kwargs):
+    """Run the command; every way it can fail becomes one `Error:` line and an exit status (docs/exit-codes.md).
+    `session`: inside the process group under torchrun (the command itself; not the final flushes after it)."""
     try:
-        with dist.session():  # the process group under torchrun; a no-op in one process
+        with dist.session() if session else contextlib.nullcontext():  # a no-op in one process
             return fn(*args, **kwargs)
     except dist.PeerFailed:
         raise typer.Exit(EXIT_ERROR) from None  # another rank failed first and prints its error
