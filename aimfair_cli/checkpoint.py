@@ -70,7 +70,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise CheckpointError(MSG_NOT_SAFETENSORS.format(path=path))
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting deeper than Python's limit is not a header
         raise CheckpointError(MSG_NOT_SAFETENSORS.format(path=path)) from None
     if not isinstance(header, dict):
         raise CheckpointError(MSG_NOT_SAFETENSORS.format(path=path))
@@ -86,7 +86,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(MSG_NO_META.format(path=path))
     try:
         meta = json.loads(blob)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise CheckpointError(MSG_BAD_META.format(path=path)) from None
     if not isinstance(meta, dict):
         raise CheckpointError(MSG_BAD_META.format(path=path))

@@ -166,8 +166,10 @@ def config_path_for(output: str | os.PathLike, stage: str) -> Path:
 def write_resolved_config(output: str | os.PathLike, stage: str, config: Any) -> Path:
     import yaml
 
+    from .redact import redact_values
+
     path = config_path_for(output, stage)
-    text = yaml.safe_dump({stage: _jsonable(config)}, sort_keys=False)
+    text = yaml.safe_dump({stage: redact_values(_jsonable(config))}, sort_keys=False)
     atomic_write_text(path, text)
     return path
 

@@ -15,6 +15,7 @@ from typing import IO, Iterable, Iterator, Mapping, Sequence
 from .errors import OutputError, WriteError
 
 MSG_SAME_AS_INPUT = "{out_label} {output} is the same file as {in_label} {input}; refusing to overwrite an input"
+MSG_TWO_OUTPUTS = "{a} and {b} are the same file {path}; give each output its own path"
 MSG_BAD_SUFFIX = "{label} must end in {suffixes}; got {path}"
 MSG_IS_FOLDER = "cannot write {path}: it is a folder"
 MSG_NOT_FOLDER = "cannot write {path}: {parent} is a file, not a folder"
@@ -184,12 +185,53 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise OutputError(MSG_CANNOT_WRITE.format(path=path, reason=reason)) from None
 
 
+# Outputs every command writes besides its own (the --log-file): set by the CLI, checked by every stage's
+# check_outputs against that stage's inputs; `on_checked` runs once they pass (the log file starts writing then).
+_common_outputs: dict[str, "str | os.PathLike"] = {}
+_on_checked: list = []
+_on_refused: list = []
+
+
+def add_common_output(label: str, path: "str | os.PathLike", on_checked=None, on_refused=None) -> None:
+    """Register an output that every stage's check_outputs compares with its inputs (`--log-file`);
+    `on_refused` runs when that output itself is refused (nothing may then be written to it)."""
+    _common_outputs[label] = path
+    if on_checked is not None:
+        _on_checked.append(on_checked)
+    if on_refused is not None:
+        _on_refused.append(on_refused)
+
+
+def refuse_common(exc: OutputError) -> None:
+    """Tell the common outputs named in `exc` that they were refused."""
+    if any(str(exc).startswith(label) or f" {label} " in str(exc) for label in _common_outputs):
+        for callback in _on_refused:
+            callback()
+
+
+def clear_common_outputs() -> None:
+    _common_outputs.clear()
+    _on_checked.clear()
+    _on_refused.clear()
+
+
 def check_outputs(outputs: Mapping[str, "str | os.PathLike | None"],
                   inputs: Mapping[str, "str | os.PathLike | Sequence | None"] = {}, *,
                   folders: Mapping[str, "str | os.PathLike | None"] = {}) -> None:
-    """Every check a stage runs before any work: no output file (nor folder) is an input, and every output
-    file and folder can be written."""
-    refuse_inputs({**outputs, **folders}, inputs)
+    """Every check a stage runs before any work: no output file (nor folder) is an input, no two outputs are
+    one file, and every output file and folder can be written."""
+    try:
+        refuse_inputs({**outputs, **folders, **_common_outputs}, inputs)
+        named = [(k, v) for k, v in {**outputs, **_common_outputs}.items() if v is not None]
+        for i, (label_a, a) in enumerate(named):
+            for label_b, b in named[i + 1:]:
+                if same_file(a, b):
+                    raise OutputError(MSG_TWO_OUTPUTS.format(a=label_a, b=label_b, path=b))
+    except OutputError as exc:
+        refuse_common(exc)
+        raise
+    while _on_checked:
+        _on_checked.pop(0)()
     for output in folders.values():  # first: a folder that cannot be made is the clearer message
         if output is not None:
             check_writable(output, folder=True)

@@ -45,6 +45,24 @@ class ModelSource:
     revision: str | None = None  # the Hub commit, when known
 
 
+MSG_PICKLE_ONLY = ("{path} holds only pickle weights ({found}), which aimfair never loads: it needs "
+                   "{expected} (save the model with save_pretrained(..., safe_serialization=True))")
+_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(folder: str | os.PathLike, *, expected: str, error: type[Exception]) -> None:
+    """Before loading: a local model folder whose weights are only pickles (pytorch_model.bin) is refused in one
+    line naming the safetensors file expected (torch's own refusal is a page of text, and pickles run code)."""
+    from pathlib import Path
+
+    root = Path(folder)
+    if not root.is_dir() or any(root.rglob("*.safetensors")) or any(root.rglob("*.safetensors.index.json")):
+        return
+    pickles = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in _PICKLES)
+    if pickles:
+        raise error(MSG_PICKLE_ONLY.format(path=folder, found=", ".join(pickles[:3]), expected=expected))
+
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

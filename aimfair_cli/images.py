@@ -26,6 +26,10 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 NO_PROTECTED = -1
 
+MSG_TOO_FEW_TO_TRAIN = ("{label}: {n} image(s) for {world} process(es); training needs at least {need}: BatchNorm "
+                        "cannot normalise a batch of one image")
+MSG_BATCH_OF_ONE = ("--batch-size {batch}: {per} image(s) per batch for each of {world} processes; training needs at "
+                    "least 2 per process (BatchNorm cannot normalise a batch of one image)")
 MSG_IMAGE_NOT_FOUND = "{manifest}: row {row}: image not found: {path}"
 MSG_IMAGE_UNREADABLE = "{manifest}: row {row}: cannot read image: {path}"
 
@@ -221,12 +225,25 @@ def make_loader(
     )
 
 
+def check_trainable(n: int, label: str, batch_size: int | None = None) -> None:
+    """Before any work: every batch a training or gradient pass draws holds at least two images on every process
+    (a trailing one-image batch is merged into the one before, see EpochSampler), so BatchNorm in training mode
+    never sees a batch of one. `label` names the set (`--train data/train.csv`)."""
+    from . import dist
+
+    world = dist.world_size()
+    if batch_size is not None and batch_size // world < 2:
+        raise AimfairError(MSG_BATCH_OF_ONE.format(batch=batch_size, per=batch_size // world, world=world))
+    if n < 2 * world:
+        raise ImageError(MSG_TOO_FEW_TO_TRAIN.format(label=label, n=n, world=world, need=2 * world))
+
+
 class EpochSampler:
     """The batches of indices one rank reads in an epoch. Shuffled: a permutation seeded by seed + epoch (the
     same on every rank); under torchrun padded to equal shards (as DistributedSampler), so every rank takes the
-    same number of steps. With `order`: one fixed pass in that order, unpadded (each image counted once), a last
-    single-image batch merged into the one before (BatchNorm in training mode cannot normalise one
-    image whose feature map is 1×1, layer4 at 32 px). Nothing here keeps state between epochs,
+    same number of steps. With `order`: one fixed pass in that order, unpadded (each image counted once). Either
+    way a last single-image batch is merged into the one before (BatchNorm in training mode cannot normalise one
+    image); a shard of one image is refused (`check_trainable`). Nothing here keeps state between epochs,
     so epoch k's batches are the same whether or not epochs 1..k-1 ran in this process (resume).
 
     `keys=True` yields (index, seed) pairs: a per-image augmentation seed from (seed, epoch, index), for
@@ -259,8 +276,10 @@ class EpochSampler:
     def batches(self) -> list[list[int]]:
         mine = self._indices()
         out = [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
-        if self.order is not None and len(out) > 1 and len(out[-1]) == 1:
+        if len(out) > 1 and len(out[-1]) == 1:
             out[-2].extend(out.pop())
+        if len(mine) < 2:
+            raise ImageError(MSG_TOO_FEW_TO_TRAIN.format(label="this process's share", n=len(mine), world=1, need=2))
         return out
 
     def item_seed(self, i: int) -> int:

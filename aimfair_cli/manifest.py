@@ -11,6 +11,7 @@ so no metric or training set counts it twice by accident; `allow_duplicates` kee
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ MSG_DUPLICATE_KEPT = (
     "{path}: rows {rows} list the same image {file_name}{more}; kept because of --allow-duplicates "
     "(each row counts once, so a repeated image counts as often as it is listed)"
 )
+MSG_CSV_FIELD = "{path}: line {line}: a field is longer than {limit} characters (is the file a CSV manifest?)"
+MSG_NAME_TOO_LONG = "{path}: row {row}: file_name is longer than the file system allows ({n} characters)"
 SHOWN_ROWS = 10  # row numbers named per duplicated image
 
 
@@ -119,8 +122,12 @@ def _decoded_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            columns = list(reader.fieldnames or [])
-            return columns, [dict(r) for r in reader]
+            try:
+                columns = list(reader.fieldnames or [])
+                return columns, [dict(r) for r in reader]
+            except csv.Error:  # Python's csv refuses a field over csv.field_size_limit() (128 KiB)
+                raise ManifestError(MSG_CSV_FIELD.format(path=path, line=reader.line_num + 1,
+                                                         limit=csv.field_size_limit())) from None
     if suffix == ".jsonl":
         rows: list[dict[str, Any]] = []
         columns: list[str] = []
@@ -147,11 +154,24 @@ def _rows_text(rows: list[int]) -> str:
     return ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
+def _identity(manifest: Manifest, row: dict[str, Any], i: int) -> Any:
+    """What makes two rows one image: the file's device and inode when it exists (so an absolute and a relative
+    path, a symlink and a hard link all count), else its resolved path."""
+    path = manifest.image_path(row)
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ManifestError(MSG_NAME_TOO_LONG.format(path=manifest.path, row=i, n=len(str(row["file_name"]))))
+        return ("path", os.path.realpath(path))
+
+
 def check_duplicates(manifest: Manifest, *, allow: bool = False) -> None:
     """Raise (or, with `allow`, log a warning) when two rows name the same image file."""
-    where: dict[str, list[int]] = {}
+    where: dict[Any, list[int]] = {}
     for i, row in enumerate(manifest.rows, 1):
-        where.setdefault(os.path.normpath(manifest.image_path(row)), []).append(i)
+        where.setdefault(_identity(manifest, row, i), []).append(i)
     repeated = [rows for rows in where.values() if len(rows) > 1]
     if not repeated:
         return

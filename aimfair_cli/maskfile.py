@@ -5,6 +5,7 @@ used, input sizes and each parameter's shape (so a mask for another model is ref
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,10 @@ def save_mask(path: str | os.PathLike, mask: Mask) -> Path:
     return path
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """The fields load_mask and finetune read: a wrong type is one line naming the field, never a traceback."""
     def bad(field: str, rule: str) -> MaskError:
@@ -96,6 +101,10 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     selected = meta.get("selected", [])
     if not (isinstance(selected, list) and all(isinstance(n, str) for n in selected)):
         raise bad("selected", "a list of tensor names")
+    scores = meta.get("scores", {})
+    if not (isinstance(scores, dict) and all(
+            isinstance(v, dict) and all(_finite(v.get(d)) for d in ("delta1", "delta2")) for v in scores.values())):
+        raise bad("scores", "a mapping of tensor names to finite delta1 and delta2 numbers")
     sizes = meta.get("sizes", {})
     if not (isinstance(sizes, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                             for v in sizes.values())):

@@ -40,7 +40,17 @@ MSG_TOO_LARGE = "{where}: must be at most {bound}, got {value!r}"
 MSG_NOT_ABOVE = "{where}: must be greater than {bound}, got {value!r}"
 MSG_CHOICE = "{where}: must be one of {choices}, got {value!r}"
 MSG_EMPTY = "{where}: must not be empty"
+MSG_EMPTY_ITEM = "{where}: an empty item in the comma-separated list {value!r}"
 MSG_REQUIRED = "{where} is required: {help}"
+MSG_IS_DIR = "{where}: {value} is a folder; a file is expected"
+MSG_IS_FILE = "{where}: {value} is a file; a folder is expected"
+
+
+class NotOfType(UsageError):
+    """A value that is not of its option's type (text for a number). On the command line this is a usage error
+    (exit 2, as Click's own); in a config file it is a refused value (exit 1). See docs/exit-codes.md."""
+
+    on_command_line = False
 
 _INT_RE = re.compile(r"[+-]?\d+")
 
@@ -193,27 +203,27 @@ def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UsageError(MSG_NOT_BOOL.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_BOOL.format(where=where, value=value))
     if tp is int:
         if isinstance(value, bool):
-            raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_INT.format(where=where, value=value))
         if isinstance(value, int):
             return value
         if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
             return int(value)
-        raise UsageError(MSG_NOT_INT.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_INT.format(where=where, value=value))
     if tp is float:
         if isinstance(value, bool):
-            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value))
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as text
             try:
                 number = float(value)
             except ValueError:
-                raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value)) from None
+                raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value)) from None
         else:
-            raise UsageError(MSG_NOT_NUMBER.format(where=where, value=value))
+            raise NotOfType(MSG_NOT_NUMBER.format(where=where, value=value))
         if not math.isfinite(number):
             raise UsageError(MSG_NOT_FINITE.format(where=where, value=value))
         return number
@@ -222,11 +232,11 @@ def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # topk: 55, bias: 0.1 in YAML
             return str(value)
-        raise UsageError(MSG_NOT_TEXT.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_TEXT.format(where=where, value=value))
     if tp is Path:
         if isinstance(value, (str, os.PathLike)) and str(value):
             return Path(value)
-        raise UsageError(MSG_NOT_PATH.format(where=where, value=value))
+        raise NotOfType(MSG_NOT_PATH.format(where=where, value=value))
     raise TypeError(f"unsupported option type {tp!r}")
 
 
@@ -259,8 +269,12 @@ def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (tuple, list):
         item_type = typing.get_args(tp)[0]
-        if isinstance(value, str):  # "10,20" on the command line or in YAML
-            items: list[Any] = [v.strip() for v in value.split(",") if v.strip()] if origin is tuple else [value]
+        if isinstance(value, str) and origin is tuple:  # "10,20" on the command line or in YAML
+            items: list[Any] = [v.strip() for v in value.split(",")] if value.strip() else []
+            if any(v == "" for v in items):
+                raise UsageError(MSG_EMPTY_ITEM.format(where=where, value=value))
+        elif isinstance(value, str):
+            items = [value]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
@@ -269,8 +283,16 @@ def convert(value: Any, tp: Any, spec: Option, where: str) -> Any:
         return tuple(converted) if origin is tuple else converted
     if tp is str and isinstance(value, bool) and spec.choices and {"on", "off"} <= set(spec.choices):
         value = "on" if value else "off"  # YAML 1.1 reads `amp: on` as true
-    converted = _convert_scalar(value, tp, where)
+    try:
+        converted = _convert_scalar(value, tp, where)
+    except NotOfType as exc:
+        exc.on_command_line = where.startswith("-")
+        raise
     _check_bounds(converted, spec, where)
+    if tp is Path and spec.path == "file" and converted.is_dir():
+        raise UsageError(MSG_IS_DIR.format(where=where, value=converted))
+    if tp is Path and spec.path == "dir" and converted.is_file():
+        raise UsageError(MSG_IS_FILE.format(where=where, value=converted))
     return converted
 
 

@@ -31,6 +31,9 @@ IGNORED = ("epochs", "resume", "keep_state")  # options a resumed run may change
 
 MSG_NO_STATE = "--resume: no resumable state at {path} (it is written after each epoch and removed when a run ends)"
 MSG_BAD_STATE = "--resume: {path} is not a resumable state written by aimfair"
+MSG_EPOCHS_DONE = ("--resume: the run at {path} has already trained {done} epochs; --epochs {epochs} is fewer (give "
+                   "--epochs {done} or more)")
+MSG_NOT_FINITE_STATE = "--resume: {path} holds non-finite weights ({which}); start the run again without --resume"
 MSG_CONFIG_CHANGED = ("--resume: the run at {path} was started with {what}; resume with the same options (only "
                       "--epochs may change)")
 
@@ -40,6 +43,12 @@ def state_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".resume.safetensors")
 
 
+def history_path_for(out: str | os.PathLike) -> Path:
+    """`<out stem>.history.csv`: one row per epoch, appended (and flushed) as each epoch ends."""
+    out = Path(out)
+    return out.with_name(out.stem + ".history.csv")
+
+
 @dataclass
 class Resumable:
     """What `fit` needs to save and resume: where, the run's resolved config (JSON-able), and whether to load."""
@@ -47,6 +56,7 @@ class Resumable:
     path: Path
     config: dict[str, Any]
     resume: bool = False
+    history: Path | None = None  # the per-epoch history file, appended as each epoch ends
 
 
 @dataclass
@@ -153,10 +163,11 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, Any]]:
         header = _read_header(path)  # refuses anything that is not a safetensors file before it is parsed
         meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "null"))
         tensors = load_file(str(path))
-    except (CheckpointError, SafetensorError, ValueError, OSError):
+    except (CheckpointError, SafetensorError, ValueError, OSError, RecursionError):
         raise UsageError(MSG_BAD_STATE.format(path=path)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UsageError(MSG_BAD_STATE.format(path=path))
+    _refuse_non_finite(path, tensors)
     opt_state = {}
     for i, entry in meta["optimizer"]["state"].items():
         opt_state[int(i)] = {name: tensors[f"optim.{i}.{name}"] if v.get("tensor") else v["value"]
@@ -178,8 +189,23 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, Any]]:
     return state, meta["config"]
 
 
+def _refuse_non_finite(path: Path, tensors: dict[str, "torch.Tensor"]) -> None:
+    """A state whose weights (current or best copy) hold NaN or inf would be written out as the final model."""
+    import torch
+
+    for prefix, which in (("best.", "the best copy"), ("model.", "the current weights")):
+        for k, v in tensors.items():
+            if k.startswith(prefix) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise UsageError(MSG_NOT_FINITE_STATE.format(path=path, which=f"{which}, {k[len(prefix):]}"))
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """The resolved config a state was written with, from its header alone."""
+    return _read_meta(path)["config"]
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The state's JSON metadata (config, epoch, history), from its header alone."""
     from .checkpoint import _read_header
     from .errors import CheckpointError
 
@@ -187,11 +213,12 @@ def read_config(path: Path) -> dict[str, Any]:
         raise UsageError(MSG_NO_STATE.format(path=path))
     try:
         meta = json.loads(_read_header(path).get("__metadata__", {}).get(META_KEY, "null"))
-    except (CheckpointError, ValueError, OSError):
+    except (CheckpointError, ValueError, OSError, RecursionError):
         raise UsageError(MSG_BAD_STATE.format(path=path)) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict) \
+            or not isinstance(meta.get("epoch"), int):
         raise UsageError(MSG_BAD_STATE.format(path=path))
-    return meta["config"]
+    return meta
 
 
 def prepare(out: str | os.PathLike, config: Any, *, resume: bool) -> Resumable:
@@ -203,11 +230,15 @@ def prepare(out: str | os.PathLike, config: Any, *, resume: bool) -> Resumable:
     path = state_path_for(out)
     current = json.loads(to_json(config))
     if resume:
-        check_config(path, read_config(path), current)
+        meta = _read_meta(path)
+        check_config(path, meta["config"], current)
+        epochs = current.get("epochs")
+        if isinstance(epochs, int) and epochs < meta["epoch"]:
+            raise UsageError(MSG_EPOCHS_DONE.format(path=path, done=meta["epoch"], epochs=epochs))
     elif path.exists():
         logging.getLogger(__name__).warning("%s holds the state of an unfinished run: starting over (--resume "
                                             "continues it)", path)
-    return Resumable(path=path, config=current, resume=resume)
+    return Resumable(path=path, config=current, resume=resume, history=history_path_for(out))
 
 
 def finish(resumable: Resumable, *, keep: bool) -> None:

@@ -26,6 +26,10 @@ MSG_TOO_FEW = (
 )
 
 
+MSG_MISSING_CELL = ("the synthetic manifest has no image with target={y}, protected={s} (a group is missing); the "
+                    "synthetic sets need all four groups (generate it with `aimfair synth`)")
+
+
 def biased_quotas(n: int, bias: Fraction, minority: Mapping[int, int] = DEFAULT_MINORITY) -> dict[tuple[int, int], int]:
     """Exact per-cell counts for n images with ratio `bias`; `minority[y]` is the rare protected value for y."""
     base = cell_quotas(n, bias)  # minority cells (0,0),(1,1) in the CelebA direction
@@ -56,7 +60,9 @@ def _pools(rows: list[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, A
     pools: dict[tuple[int, int], list[dict[str, Any]]] = {c: [] for c in CELLS}
     for r in rows:
         pools[(r["target"], r["protected"])].append(r)
-    for pool in pools.values():
+    for (y, s), pool in pools.items():
+        if not pool:
+            raise DataError(MSG_MISSING_CELL.format(y=y, s=s))
         pool.sort(key=row_key)
     return pools
 

@@ -138,13 +138,23 @@ def states_value(prompt: str, attribute: Attribute, value: int) -> bool:
     return found[value] and not found[1 - value]
 
 
-def check_prompt(prompt: str, task: Task, group: Group, *, max_words: int = 60) -> str | None:
+MAX_PROMPT_CHARS = 1000  # CLIP keeps 77 tokens (~300 characters); a tokenizer's time grows with the text's length
+MSG_PROMPT_NOT_TEXT = "{path}: group {group}: prompt {i} is not text ({value!r}); quote it in the YAML file"
+MSG_PROMPT_TOO_LONG = ("{path}: group {group}: prompt {i} is {n} characters long; at most {max} are read (the text "
+                       "encoder keeps 77 tokens)")
+
+
+def check_prompt(prompt: str, task: Task, group: Group, *, max_words: int = 60,
+                 max_chars: int = MAX_PROMPT_CHARS) -> str | None:
     """Why `prompt` is not usable for `group`, or None if it is.
 
-    CLIP reads 77 tokens; `max_words` keeps prompts comfortably below that.
+    CLIP reads 77 tokens; `max_words` keeps prompts comfortably below that, and `max_chars` bounds a prompt made
+    of one very long word (checked first: splitting a megabyte of text is itself slow).
     """
-    if not prompt or not prompt.strip():
+    if not isinstance(prompt, str) or not prompt.strip():
         return "empty prompt"
+    if len(prompt) > max_chars:
+        return f"longer than {max_chars} characters"
     if len(prompt.split()) > max_words:
         return f"longer than {max_words} words"
     if not states_value(prompt, task.target, group.target):
@@ -206,7 +216,18 @@ def load_prompt_file(path: str | os.PathLike) -> PromptFile:
         raise PromptWriterError(f"{path}: not a valid prompt file ({exc.__class__.__name__}: {exc})") from None
     for name in groups:
         task.group(name)
+        _check_prompt_texts(path, name, groups[name])
     return PromptFile(task=task, groups=groups, plain=plain, made_by=dict(d.get("made_by") or {}))
+
+
+def _check_prompt_texts(path: Path, group: str, prompts: list[Any]) -> None:
+    """Every prompt of a file is text of bounded length (a YAML number is not a prompt)."""
+    for i, p in enumerate(prompts, 1):
+        if not isinstance(p, str):
+            raise PromptWriterError(MSG_PROMPT_NOT_TEXT.format(path=path, group=group, i=i, value=p))
+        if len(p) > MAX_PROMPT_CHARS:
+            raise PromptWriterError(MSG_PROMPT_TOO_LONG.format(path=path, group=group, i=i, n=len(p),
+                                                               max=MAX_PROMPT_CHARS))
 
 
 def save_prompt_file(path: str | os.PathLike, pf: PromptFile) -> Path:

@@ -39,6 +39,8 @@ SYNC_EVERY = 25  # on CUDA, batches between reads of the loss (each read waits f
 MSG_BAD_BN = "--bn must be one of {modes}; got '{bn}'"
 MSG_UNKNOWN_TRAINABLE = "trainable names not in the model: {names}"
 MSG_NOTHING_TRAINABLE = "no parameter tensor is trainable: nothing to fine-tune"
+MSG_NON_FINITE_SCORES = ("{what} gives non-finite scores (NaN or inf) for {n} of {total} images: its weights are "
+                         "degenerate (a NaN weight, a negative BatchNorm variance); no metric is computed from them")
 MSG_BAD_EPOCHS = "epochs must be at least 1; got {epochs}"
 MSG_LOSS_NOT_FINITE = (
     "{description}: the training loss became {value} in epoch {epoch}{where}; stopped, no checkpoint written "
@@ -83,22 +85,43 @@ class Predictions:
 HISTORY_COLUMNS = ("epoch", "lr", "loss", "acc", "val_acc", "val_wst", "val_eo", "img_s", "seconds")
 
 
-def write_history(out: "str | os.PathLike", history: list[dict[str, Any]]) -> "Path":
-    """`<out stem>.history.csv` beside a checkpoint: one row per epoch (HISTORY_COLUMNS; empty where unknown)."""
+def _history_cells(row: dict[str, Any]) -> list[Any]:
+    values = [row.get(k) for k in HISTORY_COLUMNS]
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else
+            (f"{v:.6g}" if isinstance(v, float) else v) for v in values]
+
+
+def start_history(path: "str | os.PathLike", history: list[dict[str, Any]]) -> None:
+    """Write the history file anew with the rows so far (none, or a resumed state's): a resumed run continues it
+    without repeating a row, whatever the kill left in the file."""
     import csv
-    from pathlib import Path
 
     from .fsio import atomic_open
 
-    out = Path(out)
-    path = out.with_name(out.stem + ".history.csv")
     with atomic_open(path) as fh:
         writer = csv.writer(fh)
         writer.writerow(HISTORY_COLUMNS)
-        for row in history:
-            values = [row.get(k) for k in HISTORY_COLUMNS]
-            writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else
-                             (f"{v:.6g}" if isinstance(v, float) else v) for v in values])
+        writer.writerows(_history_cells(row) for row in history)
+
+
+def append_history(path: "str | os.PathLike", row: dict[str, Any]) -> None:
+    """One epoch's row, flushed to disk at once (`tail -f` follows a run; a killed run keeps its epochs)."""
+    import csv
+
+    from .fsio import write_errors
+
+    with write_errors(path), open(path, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerow(_history_cells(row))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_history(out: "str | os.PathLike", history: list[dict[str, Any]]) -> "Path":
+    """`<out stem>.history.csv` beside a checkpoint: one row per epoch (HISTORY_COLUMNS; empty where unknown)."""
+    from .resume import history_path_for
+
+    path = history_path_for(out)
+    start_history(path, history)
     return path
 
 
@@ -228,9 +251,10 @@ def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
 
 
 def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", amp: bool = False, task: Any = None,
-            channels_last: bool = False) -> Predictions:
+            channels_last: bool = False, what: str = "the model") -> Predictions:
     """Scores for every image in `loader`, in eval mode, sorted by dataset index (duplicates that
-    DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions."""
+    DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions. A score that is
+    not finite is a CheckpointError naming `what`: a NaN never becomes a prediction, hence never a metric."""
     import numpy as np
     import torch
 
@@ -255,6 +279,11 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
            for a, dt in ((scores, np.float32), (targets, np.int64), (protected, np.int64), (indices, np.int64))]
     cat = _gather(cat)
     _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
+    bad = int((~np.isfinite(cat[0][first])).sum())
+    if bad:
+        from .errors import CheckpointError
+
+        raise CheckpointError(MSG_NON_FINITE_SCORES.format(what=what, n=bad, total=len(first)))
     return Predictions(*(a[first] for a in cat))
 
 
@@ -386,6 +415,8 @@ def fit(
         best_acc = -math.inf if math.isnan(state.best_acc) else state.best_acc
         start = state.epoch + 1
         log.info("%s: resumed after epoch %d of %d from %s", description, state.epoch, optim.epochs, resumable.path)
+    history_file = resumable.history if resumable is not None and dist.is_main() else None
+    history_started = False  # the file is (re)written at the first epoch's end: a run that fails before leaves none
     try:
         with progress.task(description, total=optim.epochs) as overall:  # one bar for the whole run (ETA)
             overall.advance(start - 1)
@@ -412,6 +443,11 @@ def fit(
                     save_state(resumable.path, config=resumable.config, model=model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, epoch=epoch, best_state=best_state,
                                best_epoch=best_epoch, best_acc=best_acc, history=history)
+                if history_file is not None and history_started:
+                    append_history(history_file, history[-1])
+                elif history_file is not None:
+                    start_history(history_file, history)
+                    history_started = True
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(old_flags[n])

@@ -325,7 +325,9 @@ def test_pretrain_image_missing_or_corrupt(bad_run):
 
 
 def test_pretrain_bad_options(bad_run):
-    assert _error(_pretrain("--milestones", "ten")) == "Error: --milestones: expected a whole number, got 'ten'\n"
+    # a flag's value that is not of its type is a usage error, exit 2 (docs/exit-codes.md)
+    ten = _pretrain("--milestones", "ten")
+    assert ten.exit_code == 2 and ten.stderr == "Error: --milestones: expected a whole number, got 'ten'\n"
     result = _run(["pretrain", "--train", "data/train.csv", "--val", "data/val.csv", "--out", "out.pt", *TINY])
     assert _error(result) == "Error: " + MSG_BAD_OUT.format(out="out.pt") + "\n"
     assert _error(_pretrain("--device", "tpu")) == "Error: unknown device 'tpu' (use auto, cpu, cuda or cuda:N)\n"

@@ -88,7 +88,7 @@ BAD_FLAGS = [
     (["pretrain", "--crop-scale", "nan"], "--crop-scale: must be a finite number, got nan"),
     (["pretrain", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
     (["pretrain", "--workers", "-1"], "--workers: must be at least 0, got -1"),
-    (["pretrain", "--milestones", "3,ten"], "--milestones: expected a whole number, got 'ten'"),
+    (["pretrain", "--milestones", "3,5,,6"], "--milestones: an empty item in the comma-separated list '3,5,,6'"),
     (["pretrain", "--amp", "maybe"], "--amp: must be one of auto, on, off, got 'maybe'"),
     (["finetune", "--lr", "inf"], "--lr: must be a finite number, got inf"),
     (["finetune", "--bn", "thaw"], "--bn: must be one of update, freeze, got 'thaw'"),

@@ -164,8 +164,10 @@ def test_pretrain_parent_is_a_file(ws):
 
 
 def test_pretrain_out_is_a_folder(ws):
-    """Typer's own path check answers this on the command line (exit 2); the library refuses it too."""
-    from aimfair_cli.errors import OutputError
+    """The options' own path check answers this, on the command line (exit 1, docs/exit-codes.md) and in the
+    library alike."""
+    from aimfair_cli.errors import UsageError as OutputError
+    from aimfair_cli.options import MSG_IS_DIR
     from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
 
     (ws / "m.safetensors").mkdir()
@@ -173,7 +175,7 @@ def test_pretrain_out_is_a_folder(ws):
     with pytest.raises(OutputError) as err:
         run_pretrain(PretrainConfig(train=Path("data/train.csv"), val=Path("data/val.csv"), out=Path("m.safetensors"),
                                     epochs=1, image_size=32, batch_size=8, workers=0, device="cpu"))
-    assert str(err.value) == MSG_IS_FOLDER.format(path="m.safetensors")
+    assert str(err.value) == MSG_IS_DIR.format(where="--out", value="m.safetensors")
     assert snapshot(ws) == before
 
 

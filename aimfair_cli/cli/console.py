@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import sys
 import time
 from typing import Any, Iterator
@@ -19,8 +21,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import dist
-from ..errors import OutputError
+from .. import dist, fsio
+from ..errors import OutputError, WriteError
+from ..fsio import check_writable
 from ..progress import NULL
 
 # Under torchrun, ranks other than 0 print nothing at all (their error line, if any, goes through cli/errors.py).
@@ -33,7 +36,8 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 PLAIN_DATE = "%Y-%m-%d %H:%M:%S"
 PROGRESS_LOGGER = "aimfair_cli.progress"  # the plain progress lines (see PlainProgress)
 PROGRESS_EVERY_S = 30.0  # within a long task, a plain progress line at most this often
-_log_file: logging.Handler | None = None
+_log_file: "LogFile | None" = None
+MSG_LOG_FILE = "--log-file: cannot write {path}: {reason}"
 
 
 def interactive() -> bool:
@@ -58,6 +62,73 @@ def _plain(handler: logging.Handler) -> logging.Handler:
     return handler
 
 
+class LogFile(logging.Handler):
+    """The --log-file: plain lines appended to a file, held in memory until the command has checked that the
+    file is none of its inputs (`fsio.check_outputs` releases it), so a log never appends into a manifest or a
+    checkpoint. A write that fails (a full disk, /dev/full) is one WriteError, and the file is not tried again."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.existed = os.path.exists(path)
+        self.pending: list[str] = []
+        self.stream: Any = None
+        self.released = self.broken = False
+        self.setFormatter(logging.Formatter(PLAIN_FORMAT, PLAIN_DATE))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        line = self.format(record) + "\n"
+        if not self.released:
+            self.pending.append(line)
+            return
+        self._write(line)
+
+    def _write(self, text: str) -> None:
+        try:
+            if self.stream is None:
+                self.stream = open(self.path, "a", encoding="utf-8")
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as exc:
+            self.broken = True
+            raise WriteError(MSG_LOG_FILE.format(path=self.path, reason=exc.strerror or exc)) from None
+
+    def veto(self) -> None:
+        """The file was refused as an output (it is an input, or another output): never write to it."""
+        self.broken = True
+        self.pending = []
+
+    def start(self) -> None:
+        """Start writing: the file has been checked against the command's inputs."""
+        if self.released or self.broken:
+            return
+        self.released = True
+        text, self.pending = "".join(self.pending), []
+        if text:
+            self._write(text)
+
+    def finish(self, failed: bool) -> None:
+        """At the end of the command: a failure before the check writes only to a file that did not exist
+        (it cannot have been an input); a success writes what was held (and a failure to is an error)."""
+        try:
+            if not self.released and not failed:
+                self.start()
+            elif not self.released and not self.existed:
+                with contextlib.suppress(WriteError):
+                    self.start()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None
+        super().close()
+
+
 def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
     """Log lines on stderr (rich on a terminal, plain timestamped lines otherwise) and, with `log_file`, the
     same plain lines, progress included, appended to that file."""
@@ -74,11 +145,18 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
     if _log_file is not None:
         _log_file.close()
     _log_file = None
+    fsio.clear_common_outputs()
     if log_file is not None and dist.is_main():
+        if os.path.isdir(log_file):
+            raise OutputError(MSG_LOG_FILE.format(path=log_file, reason="it is a folder"))
+        if not os.path.isdir(os.path.dirname(os.path.abspath(log_file))):
+            raise OutputError(MSG_LOG_FILE.format(path=log_file, reason=os.strerror(errno.ENOENT)))
         try:
-            _log_file = _plain(logging.FileHandler(log_file, encoding="utf-8"))
-        except OSError as exc:
-            raise OutputError(f"--log-file: cannot write {log_file}: {exc.strerror or exc}") from None
+            check_writable(log_file)
+        except OutputError as exc:
+            raise OutputError("--log-file: " + str(exc)) from None
+        _log_file = LogFile(log_file)
+        fsio.add_common_output("--log-file", log_file, _log_file.start, _log_file.veto)
     files = [_log_file] if _log_file is not None else []
     root = logging.getLogger("aimfair_cli")
     root.handlers[:] = [screen, *files]
@@ -94,7 +172,17 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
 def to_log_file(message: str) -> None:
     """Copy a line printed outside logging (the final `Error:` line) to the --log-file."""
     if _log_file is not None:
-        _log_file.handle(logging.makeLogRecord({"msg": message, "levelname": "ERROR", "levelno": logging.ERROR}))
+        with contextlib.suppress(WriteError):
+            _log_file.handle(logging.makeLogRecord({"msg": message, "levelname": "ERROR", "levelno": logging.ERROR}))
+
+
+def finish_log_file(failed: bool) -> None:
+    """Called once when the command ends (see cli/errors.py)."""
+    global _log_file
+    if _log_file is not None:
+        _log_file.finish(failed)
+        _log_file = None
+    fsio.clear_common_outputs()
 
 
 class _RichTask:

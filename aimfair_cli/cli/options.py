@@ -19,7 +19,11 @@ import typer
 
 from .. import config as config_mod
 from ..options import Option, base_type, fields_of, flag_name, format_bound, show_default, spec_of
+from ..errors import OutputError
+from ..fsio import refuse_common, refuse_inputs
 from . import console
+
+_MANIFESTS_IN_FOLDERS = ("metadata.jsonl", "train.csv", "val.csv", "test.csv")  # what a folder option is read for
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 ConfigOpt = Annotated[
@@ -78,14 +82,27 @@ def _parameter(field: dataclasses.Field, tp: Any) -> inspect.Parameter:
         decls, cli_type = [flag_name(field), *spec.short], Optional[str]  # comma-separated, split by options.convert
     else:
         decls, cli_type = [flag_name(field), *spec.short], Optional[inner]
-    extra: dict[str, Any] = {}
-    if inner is Path and spec.path == "file":
-        extra["dir_okay"] = False
-    if inner is Path and spec.path == "dir":
-        extra["file_okay"] = False
+    extra: dict[str, Any] = {}  # a folder given for a file (or the reverse) is options.build's: exit 1, one line
     info = typer.Option(*decls, help=help_, show_default=False, metavar=None if inner is bool else _metavar(inner, spec),
                         hidden=spec.hidden, **extra)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[cli_type, info], default=None)
+
+
+def _check_log_file(log_file: Path, cfg: Any, config_file: Path | None) -> None:
+    """--log-file is none of the paths the command is given (nor the config file, nor the manifest inside a
+    folder it reads): compared by identity, so a symlink, a hard link or another spelling counts."""
+    paths: dict[str, Any] = {"--config": config_file or (Path(config_mod.CONFIG_FILE) if Path(config_mod.CONFIG_FILE).is_file() else None)}
+    for f, _ in fields_of(type(cfg)):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, list) else [value]
+        items = [Path(v) for v in items if isinstance(v, Path) or (isinstance(v, str) and Path(v).exists())]
+        items += [v / name for v in items if v.is_dir() for name in _MANIFESTS_IN_FOLDERS]
+        paths[flag_name(f)] = items
+    try:
+        refuse_inputs({"--log-file": log_file}, paths)
+    except OutputError as exc:
+        refuse_common(exc)
+        raise
 
 
 def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -111,6 +128,8 @@ def command(section: str, cls: type, *, json: bool = True) -> Callable[[Callable
             json_out, log_file = values.pop("json_out", False), values.pop("log_file", None)
             console.setup_logging(verbose, None if log_file is None else str(log_file))
             cfg = config_mod.resolve(section, cls, values, config_file=config_file)
+            if log_file is not None:
+                _check_log_file(log_file, cfg, config_file)
             return fn(cfg, json_out=json_out) if json else fn(cfg)
 
         wrapper.__signature__ = inspect.Signature(params + common)  # type: ignore[attr-defined]

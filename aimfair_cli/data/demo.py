@@ -205,17 +205,20 @@ def make_demo_dataset(
                                         columns=("file_name", "target", "protected", "split")) for split in SPLITS}
         config_path = write_resolved_config(tmp, STAGE, recorded_config(cfg))
         seconds = time.perf_counter() - started
-        # Swap in: old images aside, new images in, manifests and config over the old ones, old images gone.
+        # Swap in. The manifests are what makes a folder look imported, so the old ones go first and the new
+        # ones come last: a kill at any point of the swap leaves no manifest beside images they do not describe.
+        for split in SPLITS:
+            (out / f"{split}.csv").unlink(missing_ok=True)
         old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
         if images_final.exists():
             os.replace(images_final, old)
         os.replace(images, images_final)
+        final_config = out / config_path.name
+        os.replace(config_path, final_config)
         paths = {}
         for split, path in staged.items():
             paths[split] = out / path.name
             os.replace(path, paths[split])
-        final_config = out / config_path.name
-        os.replace(config_path, final_config)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import GeneratorError, UsageError
-from ..hub import first_line, locate_model, quiet_loading, resolve_device
+from ..hub import first_line, locate_model, quiet_loading, require_safetensors, resolve_device
 from ..options import DEVICE_HELP, MAX_IMAGE, option
 from .base import ImageRequest
 
@@ -129,6 +129,9 @@ class DiffusersGenerator:
         self.save_size, self.negative_prompt, self.compile = save_size, negative_prompt, bool(compile)
         # Where the model is comes first: it needs no torch import, so a missing model fails in a blink.
         self.source = locate_model(self.model, marker="model_index.json", what="diffusers pipeline")
+        if self.source.where == "folder":
+            require_safetensors(self.source.name_or_path, expected="diffusion_pytorch_model.safetensors in each "
+                                "component folder", error=GeneratorError)
         self.device = resolve_device(device)
         # fp16 halves memory and doubles speed on GPUs; CPUs are slow and inexact in fp16, so fp32 there.
         self.dtype = DTYPES[dtype.lower()] if dtype else ("float16" if self.device.startswith("cuda") else "float32")

@@ -186,8 +186,13 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
     from ..report import write_report
     from ..studies import StudiesResult, execute, parse_studies
 
+    from ..models import resolve_device
+    from .mask import check_topk
+
     c = check(cfg).resolved()
     studies = studies or parse_studies(c.study)
+    check_topk(c.topk)  # every option that can be checked is checked before the run folder is made
+    resolve_device(c.device)
     started = time.perf_counter()
     out = Path(c.out).resolve()
     check_writable(out, folder=True)  # a read-only or misplaced folder is found before minutes of work

@@ -111,7 +111,7 @@ def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: in
     loader = make_loader(ImageDataset(manifest, transform), batch_size=batch_size, shuffle=False, workers=workers,
                          seed=0, pin_memory=device.type == "cuda")
     with progress.task(f"eval {model_path.name}", total=len(loader)) as task:
-        return predict(model, loader, device=device, task=task, channels_last=device.type == "cuda")
+        return predict(model, loader, device=device, task=task, channels_last=device.type == "cuda", what=str(model_path))
 
 
 def write_predictions(path: str | os.PathLike, manifest: Manifest, preds: Any) -> Path:
@@ -352,7 +352,9 @@ def run_eval(cfg: EvalConfig, *, progress: Progress = NULL) -> EvalResult:
 
     if cfg.out is not None:
         check_suffix(cfg.out, (".json",), "--out")
-        check_outputs({"--out": cfg.out}, {"--data": cfg.data, **{f"--model {m}": m for m in cfg.model}})
+    # every output (--out, --predictions, --plot, the --log-file) against every input, even with no --out
+    check_outputs({"--out": cfg.out, "--predictions": cfg.predictions, "--plot": cfg.plot},
+                  {"--data": cfg.data, **{f"--model {m}": m for m in [*cfg.model, *(cfg.reference or [])]}})
     kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
               allow_duplicates=cfg.allow_duplicates, progress=progress, plot=cfg.plot)
     if cfg.reference:

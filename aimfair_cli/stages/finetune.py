@@ -26,7 +26,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
                        SPEED_MODES, check, mode_flag, option)
 from ..progress import NULL, Progress
 from ..provenance import provenance
-from ..resume import finish, prepare, state_path_for
+from ..resume import finish, history_path_for, prepare, state_path_for
 from ..tracking import check_tensorboard, open_tensorboard
 from ..synthsets import draw_balanced
 
@@ -92,7 +92,7 @@ class FinetuneResult:
 
 def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneResult:
     from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..images import ImageDataset, build_transform, check_images, make_loader
+    from ..images import ImageDataset, build_transform, check_images, check_trainable, make_loader
     from ..maskfile import load_mask
     from ..models import resolve_device
     from ..tensorcache import make_train_loader
@@ -110,7 +110,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     check_suffix(cfg.out, (".safetensors",), "--out")
     check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune"),
                    "the resumable state": state_path_for(cfg.out),
-                   "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
+                   "the history": history_path_for(cfg.out)},
                   {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     check_tensorboard(cfg.tensorboard)
@@ -134,6 +134,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
         # written before this key existed record only the (possibly capped) sizes.
         n = mask.meta.get("n_synth") or mask.meta.get("sizes", {}).get("synthetic_balanced")
     train = Manifest(path=synth.path, rows=draw_balanced(synth.rows, n=n, seed=cfg.seed), columns=synth.columns)
+    check_trainable(len(train.rows), f"--synth {cfg.synth} (the balanced set)", cfg.batch_size)
     check_images(train)
     check_images(val)
     size, mean, std = meta["image_size"], meta["mean"], meta["std"]

@@ -17,6 +17,7 @@ bias-ratio study's real and balanced passes, the cosine score's three) reuse it 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import zlib
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .. import dist, layout
 from ..bias import CELLS, parse_bias
 from ..config import config_path_for, write_resolved_config
-from ..errors import UsageError
+from ..errors import MaskError, UsageError
 from ..fsio import check_outputs, check_suffix
 from ..manifest import Manifest, read_manifest
 from ..maskfile import Mask, load_mask, save_mask
@@ -219,13 +220,14 @@ def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth:
     from ..training import predict
 
     model.eval()
-    pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device)
+    pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device,
+                 what=str(cfg.model))
     error = float(((pr.scores >= 0.5).astype(int) != pr.targets).mean())
     # A biased model errs mostly on the minority cells, so the error rate approximates the minority share.
     share = min(max(error, 0.01), 0.5)
     bias = Fraction(share / (1 - share)).limit_denominator(1000)
     ps = predict(model, _loader(_subset(synth, balanced), image_size=image_size, mean=mean, std=std, cfg=cfg),
-                 device=device)
+                 device=device, what=str(cfg.model))
     correct = (ps.scores >= 0.5).astype(int) == ps.targets
     acc = {}
     for y, s in CELLS:
@@ -292,7 +294,7 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     import torch
 
     from ..checkpoint import load_checkpoint
-    from ..images import check_images, row_key
+    from ..images import check_images, check_trainable, row_key
     from ..models import resolve_device
     from ..training import seed_everything
 
@@ -350,6 +352,8 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         "synthetic_biased": _subset(synth, sets.biased),
         "synthetic_balanced": _subset(synth, sets.balanced),
     }
+    for label, m in named.items():
+        check_trainable(len(m.rows), f"mask: the {label.replace('_', ' ')} set", cfg.batch_size)
     for m in named.values():
         check_images(m)
 
@@ -377,6 +381,9 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         while len(_passes) > _PASSES_KEPT:
             _passes.popitem(last=False)
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
+    bad = [n_ for n_, s in scores.items() if not (math.isfinite(s.delta1) and math.isfinite(s.delta2))]
+    if bad:  # a NaN gradient would rank arbitrarily: no mask is better than a meaningless one
+        raise MaskError(MSG_SCORES_NOT_FINITE.format(n=len(bad), name=bad[0], model=cfg.model))
     selected = select(scores, k)
     sizes = {label: len(m.rows) for label, m in named.items()}
     mask = Mask(
@@ -407,6 +414,18 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
                       estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
                       cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
+
+
+MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n} tensor(s) (first: {name}): the "
+                         "model's weights are degenerate; no mask is written")
+
+
+def check_topk(topk: str, *, arch: str = "resnet18") -> int:
+    """Before a pipeline's work: --topk parsed against the architecture's tensor count (an out-of-range or
+    non-numeric k is known as soon as the architecture is, not at the mask step)."""
+    from ..models import build_model
+
+    return parse_topk(topk, len(list(build_model(weights="none", arch=arch).parameters())))
 
 
 def _write(cfg: MaskConfig, mask: Mask) -> None:

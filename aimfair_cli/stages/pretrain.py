@@ -22,7 +22,7 @@ from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAS
                        RESUME_HELP, SPEED_MODES, check, mode_flag, option)
 from ..progress import NULL, Progress
 from ..provenance import provenance
-from ..resume import finish, prepare, state_path_for
+from ..resume import finish, history_path_for, prepare, state_path_for
 from ..tracking import check_tensorboard, open_tensorboard
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
 
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:
     from ..checkpoint import save_checkpoint
-    from ..images import MEAN, STD, ImageDataset, build_transform, check_images, make_loader
+    from ..images import MEAN, STD, ImageDataset, build_transform, check_images, check_trainable, make_loader
     from ..tensorcache import make_train_loader
     from ..checkpoint import initial_model
     from ..models import resolve_device
@@ -124,10 +124,11 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
     check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "pretrain"),
                    "the resumable state": state_path_for(cfg.out),
-                   "the history": cfg.out.with_name(cfg.out.stem + ".history.csv")},
+                   "the history": history_path_for(cfg.out)},
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     check_tensorboard(cfg.tensorboard)
+    device = resolve_device(cfg.device)  # a bad --device is refused before any download
     if str(cfg.weights) == "imagenet":
         from ..models import ensure_imagenet_weights
 
@@ -135,7 +136,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     # protected may be empty: pretraining uses no group labels
     train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
-    device = resolve_device(cfg.device)
+    check_trainable(len(train.rows), f"--train {cfg.train}", cfg.batch_size)
     check_images(train, progress=progress)
     check_images(val, progress=progress)
 

@@ -76,13 +76,18 @@ MSG_WRITER_SECRET = "prompt writer '{writer}' returned a prompt for group {group
 _SECRET = re.compile(r"^(.*_)?(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 
+MSG_PARTIAL_CORRUPT = "%s is corrupt (not a partial prompt file aimfair wrote): ignoring it and starting over"
+
+
 def partial_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(out.name + PARTIAL_SUFFIX)
 
 
 def _scrub(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if not _SECRET.search(str(k))}
+    from ..redact import redact_values
+
+    return {k: redact_values(v) for k, v in d.items() if not _SECRET.search(str(k))}
 
 
 def _load_partial(path: Path, *, task: Task, made_by: dict[str, Any]) -> dict[str, list[str]]:
@@ -93,9 +98,12 @@ def _load_partial(path: Path, *, task: Task, made_by: dict[str, Any]) -> dict[st
         return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        saved = {str(k): [str(p) for p in v] for k, v in (data.get("groups") or {}).items()}
-    except (yaml.YAMLError, AttributeError, TypeError):
-        log.warning("ignoring unreadable %s", path)
+        groups = data.get("groups") or {}
+        if not all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in groups.values()):
+            raise TypeError("groups must map names to lists of prompts")
+        saved = {str(k): list(v) for k, v in groups.items()}
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError, OSError, RecursionError):
+        log.warning(MSG_PARTIAL_CORRUPT, path)
         return {}
     for what, have, want in (("task", data.get("task"), task.name),
                              ("seed", (data.get("made_by") or {}).get("seed"), made_by.get("seed")),

@@ -55,6 +55,15 @@ class StudyConfig:
     cache: bool = option(True, help=CACHE_HELP)
 
 
+def _check_early(c: StudyConfig) -> None:
+    """--topk against the architecture and --device, before any work."""
+    from ..models import resolve_device
+    from .mask import check_topk
+
+    check_topk(c.topk)
+    resolve_device(c.device)
+
+
 def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> Any:
     from ..config import write_resolved_config
     from ..report import write_report
@@ -65,6 +74,7 @@ def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = No
     studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or s.name != "prompts"]
     if any(s.name == "prompts" for s in studies):
         raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
+    _check_early(c)
     run = Path(c.run).resolve()
     src = Sources(train=run / layout.TRAIN, val=run / layout.VAL, test=run / layout.TEST,
                   prompts=run / layout.PROMPTS_DIR, synth=run / layout.SYNTH_MANIFEST)

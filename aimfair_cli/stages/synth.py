@@ -347,6 +347,7 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
         raise UsageError(MSG_CANNOT_CREATE.format(out=out, reason=exc.strerror or exc.__class__.__name__)) from None
     mine = out / JOB_LOCK.format(i=shard[0], n=shard[1])
     lock = FileLock(mine)
+    failed = True
     try:
         try:
             lock.acquire(timeout=0)
@@ -365,7 +366,10 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
                 except Timeout:
                     raise UsageError(MSG_BUSY.format(out=out, lock=other.name)) from None
             yield
+            failed = False
         finally:
+            if created and failed:
+                _undo_failed_start(out, mine)
             lock.release()
     finally:
         # Only a folder this run created and left holding nothing but its lock (another run may have just
@@ -375,6 +379,18 @@ def job_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
             with contextlib.suppress(OSError):  # stops at the first folder that is not empty
                 for folder in created:
                     folder.rmdir()
+
+
+def _undo_failed_start(out: Path, mine: Path) -> None:
+    """A run that created `out` and failed before any image was finished (a file-size limit, a full disk on the
+    first image) removes what it wrote there (config, part files, group folders): nothing half-done stays."""
+    import shutil
+
+    if any(out.rglob("*.png")) or any(_JOB_LOCK_RE.match(p.name) and p != mine for p in out.iterdir()):
+        return
+    for p in out.iterdir():
+        if p != mine:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def remove_orphans(out: Path, groups: Sequence[str], shard: tuple[int, int]) -> int:
@@ -464,7 +480,7 @@ def _comparable(settings: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (settings or {}).items() if not k.endswith("_version")}
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+def _check_settings(out: Path, settings: dict[str, Any], *, only_given: bool = False) -> None:
     """Refuse to add images made with other generator settings (size, model, steps, ...) to a folder that
     already holds images: the result would be a dataset that no single command reproduces."""
     import yaml
@@ -476,7 +492,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     if saved is None:
         return
     before, now = _comparable(saved), _comparable(settings)
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    keys = (before.keys() & now.keys()) if only_given else (before.keys() | now.keys())  # only_given: the options asked
+    changed = sorted(k for k in keys if before.get(k) != now.get(k))
     if changed:
         diffs = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise UsageError(MSG_SETTINGS_CHANGED.format(out=out, diffs=diffs))
@@ -613,6 +630,9 @@ def _synthesize(pf: PromptFile, *, prompts: Any, groups: list[str], n: int, out:
                           generator_options=generator_options, settings=settings, seed=seed, batch_size=batch_size,
                           prompt_kind=prompt_kind, prompt_order=prompt_order, shard=shard)
             written, seconds = _run(todo, gen=gen, out=out, shard=mine, batch_size=batch_size, progress=progress)
+        else:  # nothing to make: still, a rerun at another --size (or model) must not pass for one that is done
+            _check_settings(out, {"generator": generator, **{k: v for k, v in (generator_options or {}).items()
+                                                              if v is not None}}, only_given=True)
     except KeyboardInterrupt:
         if not dist.is_distributed() and (out / PARTS_DIR).is_dir():
             rebuild_manifest(out)  # the manifest lists what is on disk; a rerun continues

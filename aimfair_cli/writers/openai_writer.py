@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 
 from ..errors import PromptWriterError, UsageError
 from ..options import option
+from ..redact import redact_text, redact_url, url_secrets
 from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, REDACTED, ChatRequest, ChatWriter, reject_unknown, reply_schema
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ MSG_NO_KEY = (
     "environment variable {var} is not set: export your API key there (aimfair reads keys from the environment "
     "only), or name another variable with --api-key-env"
 )
+MSG_KEY_NOT_ASCII = ("${var} holds characters that are not printable ASCII (a typographic quote, a non-breaking "
+                     "space, a line break?); an API key is plain ASCII: export it again")
 # The value is not repeated: it may be the key itself.
 MSG_BAD_KEY_ENV = (
     "--api-key-env takes the NAME of an environment variable (letters, digits and _, e.g. OPENAI_API_KEY), "
@@ -246,11 +249,16 @@ class OpenAIWriter(ChatWriter):
         self._lock = threading.Lock()
         self._tokens: int | None = 0  # completion tokens of the current round (None: a reply did not say)
         self._key = os.environ.get(api_key_env) or None
+        if self._key is not None and not (self._key.isascii() and self._key.isprintable()):
+            # HTTP headers are ASCII: the client would fail deep inside with a UnicodeEncodeError
+            raise PromptWriterError(MSG_KEY_NOT_ASCII.format(var=api_key_env))
+        self._secrets = [self._key] if self._key else []
+        self._secrets += url_secrets(self.base_url)
         if client is None:
             if self._key is None:
                 if not is_local_url(self.base_url):
                     raise PromptWriterError(MSG_NO_KEY.format(var=api_key_env))
-                log.info("$%s is not set; sending a placeholder key to the local server %s", api_key_env, self.base_url)
+                log.info("$%s is not set; sending a placeholder key to the local server %s", api_key_env, self._url)
             import openai
 
             # Retries are ours (they honour Retry-After and are logged), so the client's own are off.
@@ -260,13 +268,19 @@ class OpenAIWriter(ChatWriter):
 
     @property
     def _url(self) -> str:
-        return self.base_url or "the OpenAI API"
+        """The server as messages name it: credentials in the URL replaced by ***."""
+        return redact_url(self.base_url) if self.base_url else "the OpenAI API"
+
+    def _hide(self, text: str, mark: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, mark)
+        return redact_text(text)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return self._hide(text, "***")
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._key, REDACTED) if self._key else text
+        return self._hide(text, REDACTED)
 
     def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
         started = time.monotonic()
@@ -334,6 +348,9 @@ class OpenAIWriter(ChatWriter):
                 error: Exception = exc
             except retryable as exc:  # connection errors and timeouts (no status code)
                 error = exc
+            except (openai.OpenAIError, UnicodeError) as exc:  # anything else the client raises: one scrubbed line
+                raise PromptWriterError(MSG_HTTP.format(url=self._url, reason=self._scrub(_describe_error(exc)))) \
+                    from None
             attempt += 1
             if isinstance(error, openai.APITimeoutError):
                 # A server that does not answer in time rarely answers the next time: one more try, then stop.
@@ -380,7 +397,7 @@ class OpenAIWriter(ChatWriter):
         return {
             "writer": self.name,
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": redact_url(self.base_url) if self.base_url else None,
             "api_key_env": self.api_key_env,
             "temperature": self.temperature,
             "max_rounds": self.max_rounds,
@@ -392,7 +409,8 @@ class OpenAIWriter(ChatWriter):
         }
 
     def __repr__(self) -> str:
-        return f"OpenAIWriter(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+        shown = redact_url(self.base_url) if self.base_url else None
+        return f"OpenAIWriter(model={self.model!r}, base_url={shown!r}, api_key_env={self.api_key_env!r})"
 
 
 def _error_text(exc: Any) -> str:

@@ -74,20 +74,23 @@ class TransformersWriter(ChatWriter):
         if not model:
             raise UsageError(MSG_NO_MODEL.format(writer=self.name, extra=" or a local folder"))
         super().__init__(max_rounds=max_rounds, temperature=temperature)
-        from ..hub import first_line, locate_model, quiet_loading, resolve_device
+        from ..hub import first_line, locate_model, quiet_loading, require_safetensors, resolve_device
 
         self.model = str(model)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.source = locate_model(self.model, marker="config.json", what="transformers model", error=PromptWriterError)
+        if self.source.where == "folder":
+            require_safetensors(self.source.name_or_path, expected="model.safetensors", error=PromptWriterError)
         self.device = resolve_device(device)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kw = dict(local_files_only=self.source.local_files_only)
+        model_kw = dict(kw, use_safetensors=True)  # never a pickle, from a folder or the Hub
         try:
             with quiet_loading():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.source.name_or_path, **kw)
-                self.lm = AutoModelForCausalLM.from_pretrained(self.source.name_or_path, **kw)
+                self.lm = AutoModelForCausalLM.from_pretrained(self.source.name_or_path, **model_kw)
         except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
             raise PromptWriterError(f"cannot load transformers model '{self.model}': {first_line(exc)}") from exc
         # bf16 on GPUs that have it keeps 7B models in memory; CPUs compute fp32.
