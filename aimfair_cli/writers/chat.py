@@ -1,17 +1,25 @@
 """The conversation both LLM prompt writers hold (`openai_writer.py`, `transformers_writer.py`).
 
-Both send the same instruction, laid out as in the paper (§3.1): {Task}, {Number of Prompts}, {Target
+Two modes. `composed` (the default, `compose.py`): the model writes only the context fields of each prompt
+({"contexts": [{"hair": ..., "pose": ..., ...}]}) and aimfair composes the prompt around the group's canonical
+phrase, so every prompt states the group by construction; a context that contradicts the group is rejected
+with the reason. `free`: the model writes whole prompts, as below.
+
+In free mode both send the same instruction, laid out as in the paper (§3.1): {Task}, {Number of Prompts}, {Target
 Attribute}, {Protected Attribute}, {Other Detailed Descriptions} (facial features, hair, eyes, head orientation
 and angle) and {Prompt Format}, asking for a JSON object {"prompts": [...]}. Both run every reply through the
 same checks — `tasks.check_prompt` (states the group's target and protected values, short enough for CLIP's
 77 tokens) and a case/whitespace-insensitive duplicate check — and, in the same conversation, ask again for
-what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. Valid
+what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. In both
+modes exact and near-duplicates (`diversity.near_key`) are rejected, and every rejection is counted by reason
+(`ChatWriter.rejections`, for the prompt file's diversity figures). Valid
 prompts are handed to `on_partial` as they arrive, so an interrupted run keeps them and a rerun continues.
 Several groups are written side by side (`write_groups`): each round, every group that still misses prompts
 sends its own conversation, and a backend may answer them together (`_chat_many`: one batch on a local model,
 concurrent requests to a server). A backend implements `_chat(messages, seed=, want=) -> reply text` or
 `_chat_many` (and `scrub` when it holds a secret). `want` is how many prompts the reply must hold: backends that
-can constrain decoding force the reply into `reply_schema(want)`.
+can constrain decoding force the reply into the request's `schema` (`reply_schema(want)` in free mode,
+`compose.context_schema` in composed mode).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import PromptWriterError, UsageError
 from ..tasks import Attribute, Group, Task, check_prompt
+from . import compose
+from .diversity import MSG_NEAR_DUPLICATE, near_key
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,10 @@ MSG_NO_MODEL = "--writer {writer} needs --model (an LLM name{extra})"
 MSG_UNKNOWN_OPTIONS = "option(s) {names} do not apply to --writer {writer}"
 MSG_BAD_ROUNDS = "--max-rounds must be at least 1, got {value}"
 MSG_BAD_TEMPERATURE = "--temperature must be >= 0, got {value}"
+MODES = ("composed", "free")
+MSG_BAD_MODE = "--mode must be one of composed, free; got {value}"
+MODE_HELP = ("composed: the model writes only each prompt's context and aimfair states the group (works with small "
+             "models); free: the model writes whole prompts.")
 MSG_KEY_IN_PROMPT = "contained the API key"
 REDACTED = "[redacted API key]"  # what an echoed key is replaced with (no JSON-special characters)
 MSG_CAP = "writer produced {got} of {n} valid prompts for group {group} after {rounds} rounds; last reasons: {reasons}"
@@ -49,9 +63,10 @@ TOKEN_MARGIN = 32
 MAX_PROMPT_CHARS = 320
 
 
-def token_budget(want: int) -> int:
-    """New tokens a reply of `want` prompts may take (the default --max-new-tokens)."""
-    return TOKENS_PER_PROMPT * max(1, want) + TOKEN_MARGIN
+def token_budget(want: int, per_item: int = TOKENS_PER_PROMPT) -> int:
+    """New tokens a reply of `want` prompts (or contexts, `per_item` tokens each) may take (the default
+    --max-new-tokens)."""
+    return per_item * max(1, want) + TOKEN_MARGIN
 
 
 def reply_schema(want: int) -> dict[str, Any]:
@@ -118,11 +133,8 @@ def follow_up(*, accepted: int, missing: int, rejected: list[tuple[str, str]], e
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
-def parse_reply(text: str | None) -> tuple[list[str], str | None]:
-    """The prompt strings in a reply, and why none could be read (None if the reply was usable).
-
-    Accepts {"prompts": [...]}, a bare JSON list, ```json fences and text around the JSON.
-    """
+def load_reply(text: str | None) -> tuple[Any, str | None]:
+    """The JSON value in a reply, and why none could be read. Accepts ```json fences and text around the JSON."""
     text = (text or "").strip()
     fenced = _FENCE.search(text)
     if fenced:
@@ -140,7 +152,18 @@ def parse_reply(text: str | None) -> tuple[list[str], str | None]:
         except ValueError:
             continue
     else:
-        return [], MSG_REPLY_NOT_JSON
+        return None, MSG_REPLY_NOT_JSON
+    return data, None
+
+
+def parse_reply(text: str | None) -> tuple[list[str], str | None]:
+    """The prompt strings in a reply, and why none could be read (None if the reply was usable).
+
+    Accepts {"prompts": [...]}, a bare JSON list, ```json fences and text around the JSON.
+    """
+    data, error = load_reply(text)
+    if error:
+        return [], error
     if isinstance(data, dict):
         data = data.get("prompts", next((v for v in data.values() if isinstance(v, list)), None))
     if not isinstance(data, list):
@@ -193,13 +216,31 @@ def summarize(reasons: Sequence[str]) -> str:
     return ", ".join(f"{why} ({k})" for why, k in counts.most_common()) or "none"
 
 
+def parse_contexts(text: str | None) -> tuple[list[dict[str, Any] | str], str | None]:
+    """The contexts in a composed-mode reply (objects of fields, or plain strings), and why none could be read."""
+    data, error = load_reply(text)
+    if error:
+        return [], error
+    contexts = compose.contexts_in(data)
+    return ([], MSG_REPLY_NO_CONTEXTS) if contexts is None else (contexts, None)
+
+
+MSG_REPLY_NO_CONTEXTS = 'reply had no "contexts" list'
+
+
 @dataclass
 class ChatRequest:
-    """One group's turn in a round: its conversation so far, its seed and how many prompts it still misses."""
+    """One group's turn in a round: its conversation so far, its seed, how many prompts it still misses and the
+    JSON schema its reply should follow (None: `reply_schema(want)`)."""
 
     messages: list[dict[str, str]]
     seed: int
     want: int
+    schema: dict[str, Any] | None = None
+
+    @property
+    def reply_schema(self) -> dict[str, Any]:
+        return self.schema if self.schema is not None else reply_schema(self.want)
 
 
 @dataclass
@@ -218,52 +259,86 @@ class RoundReport:
 
 
 class _Conversation:
-    """One group's side of the exchange: its valid prompts so far, the messages and the last round's reasons."""
+    """One group's side of the exchange: its valid prompts so far, the messages, the last round's reasons and the
+    count of every rejection by reason."""
 
     def __init__(self, writer: "ChatWriter", task: Task, group: Group, n: int, existing: Sequence[str]) -> None:
         self.writer, self.task, self.group, self.n = writer, task, group, n
+        self.composed = writer.mode == "composed"
         self.prompts: list[str] = []
         self.seen: set[str] = set()
+        self.rejections: collections.Counter = collections.Counter()
         for p in existing:  # a resumed run: keep what is still valid
             if writer.scrub(p) != p or REDACTED in p:
                 continue  # a partial file written before replies were scrubbed
-            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and prompt_key(p) not in self.seen:
+            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and near_key(p) not in self.seen:
                 self.prompts.append(p)
-                self.seen.add(prompt_key(p))
-        self.messages = build_instruction(task, group, self.missing) if self.missing > 0 else []
+                self.seen.add(near_key(p))
+        build = compose.build_instruction if self.composed else build_instruction
+        self.messages = build(task, group, self.ask) if self.missing > 0 else []
         self.reasons: list[str] = ["no reply"]
 
     @property
     def missing(self) -> int:
         return self.n - len(self.prompts)
 
+    @property
+    def ask(self) -> int:
+        """How many items the next reply should hold: in the composed mode SPARE_CONTEXTS more than are missing,
+        as a small model often repeats one (surplus valid ones are not used)."""
+        return self.missing + (compose.SPARE_CONTEXTS if self.composed and self.missing > 0 else 0)
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema the next reply should follow."""
+        if self.composed:
+            return compose.context_schema(self.task, self.ask)
+        return reply_schema(self.missing)
+
+    def _candidates(self, reply: str) -> tuple[list[tuple[str, str, str | None]], str | None]:
+        """(prompt, what the model wrote, why it is rejected before any other check) per item of the reply."""
+        if not self.composed:
+            prompts, error = parse_reply(reply)
+            return [(p, p, None) for p in prompts], error
+        contexts, error = parse_contexts(reply)
+        out = []
+        for ctx in contexts:
+            written = compose.context_text(ctx, self.task)
+            out.append((compose.compose(self.task, self.group, ctx), written,
+                        compose.contradiction(ctx, self.task, self.group)))
+        return out, error
+
+    def _judge(self, prompt: str, written: str, why: str | None) -> str | None:
+        if self.writer.scrub(written) != written or REDACTED in written or self.writer.scrub(prompt) != prompt:
+            return MSG_KEY_IN_PROMPT
+        why = why or check_prompt(prompt, self.task, self.group, max_words=MAX_WORDS)
+        if why is None and near_key(prompt) in self.seen:
+            same = any(prompt_key(p) == prompt_key(prompt) for p in self.prompts)
+            why = MSG_DUPLICATE if same else MSG_NEAR_DUPLICATE
+        return why
+
     def take(self, reply: str) -> tuple[int, list[tuple[str, str]]]:
         """Check a (scrubbed) reply, keep its valid prompts, add the follow-up; (added, rejected)."""
-        candidates, error = parse_reply(reply)
+        candidates, error = self._candidates(reply)
         self.reasons, rejected, added = [], [], 0
         if error:
             self.reasons.append(error)
-        for p in candidates:
-            clean = self.writer.scrub(p)
-            if clean != p or REDACTED in p:
-                self.reasons.append(MSG_KEY_IN_PROMPT)
-                rejected.append((clean, MSG_KEY_IN_PROMPT))
-                continue
-            why = check_prompt(p, self.task, self.group, max_words=MAX_WORDS)
-            if why is None and prompt_key(p) in self.seen:
-                why = MSG_DUPLICATE
+        for prompt, written, why in candidates:
+            why = self._judge(prompt, written, why)
             if why is not None:
                 self.reasons.append(why)
-                rejected.append((p, why))
+                rejected.append((self.writer.scrub(written), why))
                 continue
             if len(self.prompts) < self.n:
-                self.prompts.append(p)
-                self.seen.add(prompt_key(p))
+                self.prompts.append(prompt)
+                self.seen.add(near_key(prompt))
                 added += 1
+        self.rejections.update(self.reasons)
+        tell = compose.follow_up if self.composed else follow_up
+        extra = {"shown": SHOWN_REJECTIONS} if self.composed else {}
         self.messages = self.messages + [
             {"role": "assistant", "content": reply},
-            {"role": "user", "content": follow_up(accepted=added, missing=self.missing, rejected=rejected,
-                                                  error=error)},
+            {"role": "user", "content": tell(accepted=added, missing=self.ask, rejected=rejected, error=error,
+                                             **extra)},
         ]
         return added, rejected
 
@@ -274,22 +349,36 @@ class ChatWriter:
 
     name = "llm"
 
-    def __init__(self, *, max_rounds: int, temperature: float) -> None:
+    def __init__(self, *, max_rounds: int, temperature: float, mode: str = "composed") -> None:
         if max_rounds < 1:
             raise UsageError(MSG_BAD_ROUNDS.format(value=max_rounds))
         if temperature < 0:
             raise UsageError(MSG_BAD_TEMPERATURE.format(value=temperature))
-        self.max_rounds, self.temperature = int(max_rounds), float(temperature)
+        if mode not in MODES:
+            raise UsageError(MSG_BAD_MODE.format(value=mode))
+        self.max_rounds, self.temperature, self.mode = int(max_rounds), float(temperature), mode
+        # group -> rejections by reason over this writer's runs (the prompt file's diversity figures)
+        self.rejections: dict[str, collections.Counter] = {}
         # (tokens, seconds) generated by the last _chat_many, for backends that count them
         self.last_generated: tuple[int, float] | None = None
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:  # pragma: no cover - abstract
+    @property
+    def instruction_version(self) -> int:
+        return compose.INSTRUCTION_VERSION if self.mode == "composed" else INSTRUCTION_VERSION
+
+    @property
+    def tokens_per_item(self) -> int:
+        """Tokens one prompt (free) or one context (composed) of a reply takes at most, about."""
+        return compose.TOKENS_PER_CONTEXT if self.mode == "composed" else TOKENS_PER_PROMPT
+
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int,
+              schema: dict[str, Any] | None = None) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
         """One reply per request, in order (or the exception that request ended with, when the others should
         still be used). Backends that can answer several at once override this."""
-        return [self._chat(r.messages, seed=r.seed, want=r.want) for r in requests]
+        return [self._chat(r.messages, seed=r.seed, want=r.want, schema=r.schema) for r in requests]
 
     def scrub(self, text: str) -> str:
         """`text` with every secret this writer holds replaced by REDACTED (writers without secrets: as is)."""
@@ -328,6 +417,8 @@ class ChatWriter:
 
         existing = existing or {}
         convs = [_Conversation(self, task, g, n, existing.get(g.name, ())) for g in groups]
+        for c in convs:  # counted from now on, also when the run stops
+            c.rejections = self.rejections.setdefault(c.group.name, collections.Counter())
         rounds = 0
         while pending := [c for c in convs if c.missing > 0]:
             if rounds == self.max_rounds:
@@ -335,8 +426,8 @@ class ChatWriter:
                 raise PromptWriterError(MSG_CAP.format(got=len(c.prompts), n=n, group=c.group.name, rounds=rounds,
                                                        reasons=summarize(c.reasons)))
             rounds += 1
-            requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.missing)
-                        for c in pending]
+            requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.ask,
+                                    c.schema()) for c in pending]
             self.last_generated = None
             # said before the round's requests: a local model's round can take minutes
             log.info("%s round %d/%d: asking for %s", self.name, rounds, self.max_rounds,
