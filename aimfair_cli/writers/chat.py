@@ -265,6 +265,8 @@ class _Conversation:
     def __init__(self, writer: "ChatWriter", task: Task, group: Group, n: int, existing: Sequence[str]) -> None:
         self.writer, self.task, self.group, self.n = writer, task, group, n
         self.composed = writer.mode == "composed"
+        # one context per request (a local model's batch rows): no reply can repeat itself, rows sample apart
+        self.split = self.composed and writer.one_context_per_request
         self.prompts: list[str] = []
         self.seen: set[str] = set()
         self.rejections: collections.Counter = collections.Counter()
@@ -275,7 +277,7 @@ class _Conversation:
                 self.prompts.append(p)
                 self.seen.add(near_key(p))
         build = compose.build_instruction if self.composed else build_instruction
-        self.messages = build(task, group, self.ask) if self.missing > 0 else []
+        self.messages = build(task, group, 1 if self.split else self.ask) if self.missing > 0 else []
         self.reasons: list[str] = ["no reply"]
 
     @property
@@ -291,21 +293,38 @@ class _Conversation:
     def schema(self) -> dict[str, Any]:
         """The JSON schema the next reply should follow."""
         if self.composed:
-            return compose.context_schema(self.task, self.ask)
+            return compose.context_schema(self.task, 1 if self.split else self.ask)
         return reply_schema(self.missing)
 
-    def _candidates(self, reply: str) -> tuple[list[tuple[str, str, str | None]], str | None]:
-        """(prompt, what the model wrote, why it is rejected before any other check) per item of the reply."""
+    def requests(self, seed: int, rounds: int) -> list[ChatRequest]:
+        """This round's requests: one, or (split) one per context asked, each with its own seed."""
+        from ..generators.base import image_seed
+
+        if not self.split:
+            return [ChatRequest(self.messages, image_seed(seed, f"prompts/{self.group.name}", rounds), self.ask,
+                                self.schema())]
+        return [ChatRequest(self.messages, image_seed(seed, f"prompts/{self.group.name}" + (f"/{i}" if i else ""),
+                                                      rounds), 1, self.schema()) for i in range(self.ask)]
+
+    def _candidates(self, replies: list[str]) -> tuple[list[tuple[str, str, str | None]], str | None, str]:
+        """(prompt, what the model wrote, why it is rejected before any other check) per item of the replies, why
+        a reply could not be read, and the assistant turn to keep in the conversation."""
         if not self.composed:
-            prompts, error = parse_reply(reply)
-            return [(p, p, None) for p in prompts], error
-        contexts, error = parse_contexts(reply)
+            prompts, error = parse_reply(replies[0])
+            return [(p, p, None) for p in prompts], error, replies[0]
+        contexts, error = [], None
+        for reply in replies:
+            got, why = parse_contexts(reply)
+            contexts += got
+            error = error or why
+        # split replies are kept as the one reply they stand for
+        turn = replies[0] if len(replies) == 1 else json.dumps({"contexts": contexts}, ensure_ascii=False)
         out = []
         for ctx in contexts:
             written = compose.context_text(ctx, self.task)
             out.append((compose.compose(self.task, self.group, ctx), written,
-                        compose.contradiction(ctx, self.task, self.group)))
-        return out, error
+                        compose.rejection(ctx, self.task, self.group)))
+        return out, error, turn
 
     def _judge(self, prompt: str, written: str, why: str | None) -> str | None:
         if self.writer.scrub(written) != written or REDACTED in written or self.writer.scrub(prompt) != prompt:
@@ -316,9 +335,9 @@ class _Conversation:
             why = MSG_DUPLICATE if same else MSG_NEAR_DUPLICATE
         return why
 
-    def take(self, reply: str) -> tuple[int, list[tuple[str, str]]]:
-        """Check a (scrubbed) reply, keep its valid prompts, add the follow-up; (added, rejected)."""
-        candidates, error = self._candidates(reply)
+    def take(self, replies: list[str]) -> tuple[int, list[tuple[str, str]]]:
+        """Check the (scrubbed) replies of a round, keep their valid prompts, add the follow-up; (added, rejected)."""
+        candidates, error, turn = self._candidates(replies)
         self.reasons, rejected, added = [], [], 0
         if error:
             self.reasons.append(error)
@@ -334,10 +353,11 @@ class _Conversation:
                 added += 1
         self.rejections.update(self.reasons)
         tell = compose.follow_up if self.composed else follow_up
-        extra = {"shown": SHOWN_REJECTIONS} if self.composed else {}
+        extra = {"shown": 0 if self.split else SHOWN_REJECTIONS} if self.composed else {}
         self.messages = self.messages + [
-            {"role": "assistant", "content": reply},
-            {"role": "user", "content": tell(accepted=added, missing=self.ask, rejected=rejected, error=error,
+            {"role": "assistant", "content": turn},
+            {"role": "user", "content": tell(accepted=added, missing=1 if self.split else self.ask, rejected=rejected,
+                                             error=error,
                                              **extra)},
         ]
         return added, rejected
@@ -348,6 +368,7 @@ class ChatWriter:
     answer several groups at once, `_chat_many(requests) -> texts`."""
 
     name = "llm"
+    one_context_per_request = False  # composed mode: ask for each context in a request of its own (batch rows)
 
     def __init__(self, *, max_rounds: int, temperature: float, mode: str = "composed") -> None:
         if max_rounds < 1:
@@ -412,9 +433,8 @@ class ChatWriter:
         """`n` valid prompts for each of `groups`, asked side by side: each round sends the conversation of every
         group still missing prompts (`_chat_many`), so a local model answers them in one batch and a server
         concurrently. Replies are handled in the order of `groups`, so callbacks and results do not depend on
-        which reply arrived first. Group g's round r is seeded with image_seed(seed, "prompts/g", r)."""
-        from ..generators.base import image_seed
-
+        which reply arrived first. Group g's round r is seeded with image_seed(seed, "prompts/g", r) (its i-th split
+        request, i > 0, with "prompts/g/i")."""
         existing = existing or {}
         convs = [_Conversation(self, task, g, n, existing.get(g.name, ())) for g in groups]
         for c in convs:  # counted from now on, also when the run stops
@@ -426,28 +446,32 @@ class ChatWriter:
                 raise PromptWriterError(MSG_CAP.format(got=len(c.prompts), n=n, group=c.group.name, rounds=rounds,
                                                        reasons=summarize(c.reasons)))
             rounds += 1
-            requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.ask,
-                                    c.schema()) for c in pending]
+            asked = [c.requests(seed, rounds) for c in pending]
+            requests = [r for rs in asked for r in rs]
             self.last_generated = None
             # said before the round's requests: a local model's round can take minutes
             log.info("%s round %d/%d: asking for %s", self.name, rounds, self.max_rounds,
                      ", ".join(f"{c.missing} {c.group.name}" for c in pending))
             # A backend may hand back an exception in place of a reply (one of several concurrent requests
             # failed): the other groups' replies are still used and saved before it is raised.
-            replies = self._chat_many(requests)
-            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            flat = self._chat_many(requests)
+            failed = next((r for r in flat if isinstance(r, BaseException)), None)
+            replies, at = [], 0
+            for rs in asked:  # each conversation's replies
+                replies.append(flat[at:at + len(rs)])
+                at += len(rs)
             speed = None
             if self.last_generated is not None:
                 tokens, seconds = self.last_generated
                 speed = tokens / seconds if seconds > 0 else None
                 log.info("%s round %d/%d: %d tokens in %.1f s (%s tokens/s) for %d group(s)", self.name, rounds,
                          self.max_rounds, tokens, seconds, f"{speed:.1f}" if speed else "?", len(pending))
-            for c, reply in zip(pending, replies):
-                if isinstance(reply, BaseException):
+            for c, mine in zip(pending, replies):
+                if any(isinstance(r, BaseException) for r in mine):
                     continue
                 # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
                 # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
-                added, rejected = c.take(self.scrub(reply or ""))
+                added, rejected = c.take([self.scrub(r or "") for r in mine])
                 for prompt, why in rejected:  # -v shows what the model wrote
                     log.debug("%s round %d, %s rejected %r: %s", self.name, rounds, c.group.name, prompt, why)
                 top = collections.Counter(c.reasons).most_common(1)

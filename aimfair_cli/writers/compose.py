@@ -5,13 +5,14 @@ The model fills the fields of `context_schema` (age, hair, clothing, accessories
 `compose` puts them after the group's canonical phrase, the subject of the group's plain prompt ("Portrait face
 photo of a smiling male, ..."), so every prompt states the group's target and protected values by construction,
 however weak the model. What a context may still get wrong is to contradict its group — a frown in a smiling
-group, "her" or "a woman" in a male group, a second person — and `contradiction` says why such a context is
+group, "her" or "a woman" in a male group, a second person — and `rejection` says why such a context is
 rejected. Fields that would restate a value the group fixes are left out of the schema (no `age` field in a
 task about age).
 """
 
 from __future__ import annotations
 
+import collections
 import re
 from typing import Any, Sequence
 
@@ -55,9 +56,16 @@ EXTRA_WORDS[("Female", 0)] = EXTRA_WORDS[("Male", 1)]
 OTHER_PEOPLE = ("couple", "two people", "friends", "family", "crowd", "group of", "people", "children", "child",
                 "kids", "baby", "wife", "husband", "girlfriend", "boyfriend", "mother", "father", "daughter", "son",
                 "partner", "together", "another person", "colleagues", "team")
+# Not for a training photo of a face.
+UNSAFE = ("naked", "nude", "nudity", "topless", "lingerie", "underwear", "sexy", "erotic", "blood", "gun", "weapon")
+MSG_UNSAFE = "unsuitable for a face photo ('{word}')"
 MSG_CONTRADICTS = "contradicts '{phrase}' ('{word}')"
 MSG_OTHER_PERSON = "puts another person in the picture ('{word}')"
 MSG_NO_CONTEXT = "empty context"
+MIN_PARTS = 2  # a context of one detail ("the light") adds too little to a prompt
+MSG_THIN = "too little context ({k} detail)"
+MAX_REPEATS = 3  # a word said more often than this is a small model looping ("camera camera camera camera")
+MSG_LOOPING = "repeats '{word}' {k} times"
 
 
 def fields_for(task: Task) -> tuple[str, ...]:
@@ -90,9 +98,24 @@ def subject(task: Task, group: Group) -> str:
     return plain_prompt(task, group).rstrip(".")
 
 
-def _clean(value: str) -> str:
+# the words of each field's description, without its example ("e.g. ..."), which is a fine value
+_DESCRIBED = {name: set(re.findall(r"[a-z]+", what.split("e.g.")[0])) for name, what in FIELDS}
+
+
+def _clean(value: str, key: str | None = None) -> str:
+    """The value as it goes into the prompt, or "" for one that adds nothing: "none", mostly punctuation (a small
+    model's stray brackets), one word three times or more (a loop), or two or more words all from the field's own description ("head orientation and
+    angle", copied from the instruction)."""
     value = " ".join(str(value).split()).strip(" .,;:\"'")
-    return "" if value.lower() in EMPTY else value
+    if value.lower() in EMPTY or sum(ch.isalnum() or ch == " " for ch in value) < len(value) / 2:
+        return ""
+    looped = collections.Counter(w for w in re.findall(r"[a-z]+", value.lower()) if len(w) > 3)
+    if looped and looped.most_common(1)[0][1] >= 3:  # "camera_camera_lens_camera_camera": the field looped
+        return ""
+    said = set(re.findall(r"[a-z]+", value.lower())) - {"the", "a", "an", "and", "or", "of"}
+    if key in _DESCRIBED and len(said) >= 2 and said <= _DESCRIBED[key]:  # one word ("glasses") may be meant
+        return ""
+    return value
 
 
 def context_text(context: dict[str, Any] | str, task: Task) -> str:
@@ -104,9 +127,9 @@ def context_text(context: dict[str, Any] | str, task: Task) -> str:
     parts = []
     for key in ordered:
         value = context.get(key)
-        if not isinstance(value, str) or not _clean(value):
+        value = _clean(value, key) if isinstance(value, str) else ""
+        if not value:
             continue
-        value = _clean(value)
         if key == "clothing" and not re.match(r"(?i)(wearing|in|dressed|with)\b", value):
             value = "wearing " + value  # "a blue shirt" reads as clothing, not as a second subject
         parts.append(value)
@@ -127,12 +150,19 @@ def _opposite_words(attr: Attribute, value: int) -> tuple[str, ...]:
     return tuple(attr.words[1 - value]) + EXTRA_WORDS.get((attr.name, 1 - value), ())
 
 
-def contradiction(context: dict[str, Any] | str, task: Task, group: Group) -> str | None:
-    """Why the context contradicts the group (states the other value of its target or protected attribute, or
-    adds a person), or None. "not smiling" is read before "smiling" (longest phrase first)."""
+def rejection(context: dict[str, Any] | str, task: Task, group: Group) -> str | None:
+    """Why the context is rejected: it is empty, thin or looping, contradicts the group (states the other value
+    of its target or protected attribute), adds a person or is unsuitable; None if it is usable. "not smiling" is read before "smiling" (longest phrase first)."""
     text = context_text(context, task)
     if not text:
         return MSG_NO_CONTEXT
+    parts = [p for p in text.split(",") if p.strip()]
+    if len(parts) < MIN_PARTS:
+        return MSG_THIN.format(k=len(parts))
+    counts = collections.Counter(w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 3)
+    word, k = counts.most_common(1)[0] if counts else ("", 0)
+    if k > MAX_REPEATS:
+        return MSG_LOOPING.format(word=word, k=k)
     for attr, value in ((task.target, group.target), (task.protected, group.protected)):
         own = sorted(attr.words[value] + EXTRA_WORDS.get((attr.name, value), ()), key=len, reverse=True)
         rest = text
@@ -144,6 +174,9 @@ def contradiction(context: dict[str, Any] | str, task: Task, group: Group) -> st
     for word in OTHER_PEOPLE:
         if _found(text, word):
             return MSG_OTHER_PERSON.format(word=word)
+    for word in UNSAFE:
+        if _found(text, word):
+            return MSG_UNSAFE.format(word=word)
     return None
 
 
@@ -155,14 +188,14 @@ def build_instruction(task: Task, group: Group, n: int) -> list[dict[str, str]]:
     system = ("You write short scene descriptions for a text-to-image model that makes training photos for a fair "
               "image classifier. You answer with JSON only.")
     user = "\n".join([
-        f"Write {n} different contexts for a realistic {task.subject} photo of one person who is {target} and "
+        f"Write {'one context' if n == 1 else f'{n} different contexts'} for a realistic {task.subject} photo of one person who is {target} and "
         f"{protected}. The person is already described; write only the context around them.",
         f"Fields of each context: {described}. Each field a few words.",
-        "Make every context different from the others in every field.",
+        *(["Make every context different from the others in every field."] if n > 1 else []),
         f"Do not describe the facial expression, the gender or anything that contradicts \"{target}\" or "
         f"\"{protected}\", and no other people.",
         # No example values: a small model copies them into every context.
-        f'Answer with only a JSON object {{"contexts": [...]}} whose list holds {n} objects with the keys '
+        f'Answer with only a JSON object {{"contexts": [...]}} whose list holds {n} object{"s" if n > 1 else ""} with the keys '
         f'{", ".join(names)}, each a string.',
     ])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -175,9 +208,11 @@ def follow_up(*, accepted: int, missing: int, rejected: Sequence[tuple[str, str]
         lines.append(f'Your reply could not be used: {error}. Answer with only a JSON object {{"contexts": [...]}}.')
     else:
         lines.append(f"{accepted} of your contexts were accepted.")
-    if rejected:
+    if rejected and shown:
         lines.append("These were rejected:")
         lines += [f'- "{p}": {why}' for p, why in rejected[:shown]]
+    elif rejected:  # reasons only: a small model copies a context it is shown, the wrong words included
+        lines.append("Rejected because: " + "; ".join(dict.fromkeys(why for _, why in rejected)) + ".")
     lines.append(f'Write {missing} more, different from every earlier context, as {{"contexts": [...]}}.')
     return "\n".join(lines)
 

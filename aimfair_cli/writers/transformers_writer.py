@@ -1,6 +1,7 @@
 """The `transformers` prompt writer: a local chat model (a Hub id in the local cache, or a folder).
 
-The groups still missing prompts are generated as one batch (left padding). With the optional extra `grammar`
+The groups still missing prompts are generated as one batch (left padding); in the composed mode every context
+asked is a row of its own. With the optional extra `grammar`
 (xgrammar, see `grammar.py`) decoding is constrained to the reply's JSON schema, so even a small model returns
 parseable JSON and stops when the object is closed; without it, generation stops once a JSON object is complete.
 Replies are bounded to `max_new_tokens` new tokens, by default `chat.token_budget(n)` for n prompts asked.
@@ -35,7 +36,6 @@ from .compose import TOKENS_PER_CONTEXT
 
 log = logging.getLogger(__name__)
 
-REPETITION_PENALTY = 1.3
 MSG_MANY_GGUF = "{path} holds several GGUF files ({names}): pass the one to load as --model"
 AUTO_TOKENS = f"{TOKENS_PER_PROMPT} per prompt (composed: {TOKENS_PER_CONTEXT} per context) asked + {TOKEN_MARGIN}"
 
@@ -68,6 +68,9 @@ class TransformersWriter(ChatWriter):
     """
 
     name = "transformers"
+    # Composed mode: each context is a batch row of its own (cheap on a local model). A small model asked for
+    # several contexts in one reply copies the first; independent rows, sampled apart, do not.
+    one_context_per_request = True
     options = TransformersOptions
 
     def __init__(
@@ -118,9 +121,6 @@ class TransformersWriter(ChatWriter):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.stop_ids = _stop_ids(self.tokenizer, self.lm)
-        # Composed mode: a small model copies the contexts it already wrote (in its reply and in the conversation);
-        # penalising tokens it has seen steers it to new words. The grammar keeps the JSON keys it must repeat.
-        self.repetition_penalty = REPETITION_PENALTY if self.mode == "composed" else None
         self.grammar: grammar.SchemaGrammar | None = None
         if grammar.available():
             width = self.lm.get_output_embeddings().weight.shape[0]
@@ -161,7 +161,6 @@ class TransformersWriter(ChatWriter):
         sample = self.temperature > 0
         config = GenerationConfig(max_new_tokens=max(self.budget(r.want) for r in requests), do_sample=sample,
                                   temperature=self.temperature if sample else None, top_p=None, top_k=None,
-                                  repetition_penalty=self.repetition_penalty,
                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         kwargs: dict[str, Any] = {}
         if self.grammar is not None:
@@ -196,7 +195,6 @@ class TransformersWriter(ChatWriter):
             "constrained": f"json schema (xgrammar {grammar.version()})" if self.grammar is not None else None,
             "max_rounds": self.max_rounds,
             "mode": self.mode,
-            "repetition_penalty": self.repetition_penalty,
             "chat_template": self.has_chat_template,
             "device": self.device,
             "transformers_version": str(transformers.__version__),
