@@ -173,6 +173,9 @@ class PromptFile:
     groups: dict[str, list[str]]  # group name -> prompts
     plain: dict[str, str] = field(default_factory=dict)  # group name -> the single plain prompt
     made_by: dict[str, Any] = field(default_factory=dict)  # writer name, model, seed, ...
+    # group name -> how varied its prompts are (writers.diversity.diversity: distinct contexts, distinct-bigram
+    # ratio, rejections by reason); empty for files written before it was measured
+    diversity: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def prompts(self, group: str, *, kind: str = "contextual") -> list[str]:
         self.task.group(group)
@@ -189,6 +192,7 @@ class PromptFile:
             "version": PROMPT_FILE_VERSION,
             "task": self.task.to_dict(),
             "made_by": self.made_by,
+            **({"diversity": self.diversity} if self.diversity else {}),
             "groups": {
                 g.name: {
                     "target": g.target,
@@ -217,7 +221,9 @@ def load_prompt_file(path: str | os.PathLike) -> PromptFile:
     for name in groups:
         task.group(name)
         _check_prompt_texts(path, name, groups[name])
-    return PromptFile(task=task, groups=groups, plain=plain, made_by=dict(d.get("made_by") or {}))
+    diversity = d.get("diversity") if isinstance(d.get("diversity"), dict) else {}
+    return PromptFile(task=task, groups=groups, plain=plain, made_by=dict(d.get("made_by") or {}),
+                      diversity={str(k): v for k, v in diversity.items() if isinstance(v, dict)})
 
 
 def _check_prompt_texts(path: Path, group: str, prompts: list[Any]) -> None:

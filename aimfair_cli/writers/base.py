@@ -3,9 +3,10 @@ endpoint) and `transformers` (a local chat model).
 
 A writer returns prompts for one group of a task. Every prompt it returns has passed
 `aimfair_cli.tasks.check_prompt` (states the group's target and protected values, short enough for CLIP)
-and is not a duplicate. LLM writers (`chat.ChatWriter`) also have `write_groups`, which asks for several groups
-side by side (one batch on a local model, concurrent requests to a server); the prompts stage uses it when a
-writer has it.
+and is neither a duplicate nor a near-duplicate (`diversity.near_key`). Writers count what they rejected, by
+reason, in `rejections` (group -> Counter) for the prompt file's diversity figures. LLM writers
+(`chat.ChatWriter`) also have `write_groups`, which asks for several groups side by side (one batch on a local
+model, concurrent requests to a server); the prompts stage uses it when a writer has it.
 """
 
 from __future__ import annotations

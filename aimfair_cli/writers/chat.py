@@ -1,17 +1,25 @@
 """The conversation both LLM prompt writers hold (`openai_writer.py`, `transformers_writer.py`).
 
-Both send the same instruction, laid out as in the paper (§3.1): {Task}, {Number of Prompts}, {Target
+Two modes. `composed` (the default, `compose.py`): the model writes only the context fields of each prompt
+({"contexts": [{"hair": ..., "pose": ..., ...}]}) and aimfair composes the prompt around the group's canonical
+phrase, so every prompt states the group by construction; a context that contradicts the group is rejected
+with the reason. `free`: the model writes whole prompts, as below.
+
+In free mode both send the same instruction, laid out as in the paper (§3.1): {Task}, {Number of Prompts}, {Target
 Attribute}, {Protected Attribute}, {Other Detailed Descriptions} (facial features, hair, eyes, head orientation
 and angle) and {Prompt Format}, asking for a JSON object {"prompts": [...]}. Both run every reply through the
 same checks — `tasks.check_prompt` (states the group's target and protected values, short enough for CLIP's
 77 tokens) and a case/whitespace-insensitive duplicate check — and, in the same conversation, ask again for
-what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. Valid
+what is still missing, telling the model why prompts were rejected, for at most `max_rounds` rounds. In both
+modes exact and near-duplicates (`diversity.near_key`) are rejected, and every rejection is counted by reason
+(`ChatWriter.rejections`, for the prompt file's diversity figures). Valid
 prompts are handed to `on_partial` as they arrive, so an interrupted run keeps them and a rerun continues.
 Several groups are written side by side (`write_groups`): each round, every group that still misses prompts
 sends its own conversation, and a backend may answer them together (`_chat_many`: one batch on a local model,
 concurrent requests to a server). A backend implements `_chat(messages, seed=, want=) -> reply text` or
 `_chat_many` (and `scrub` when it holds a secret). `want` is how many prompts the reply must hold: backends that
-can constrain decoding force the reply into `reply_schema(want)`.
+can constrain decoding force the reply into the request's `schema` (`reply_schema(want)` in free mode,
+`compose.context_schema` in composed mode).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import PromptWriterError, UsageError
 from ..tasks import Attribute, Group, Task, check_prompt
+from . import compose
+from .diversity import MSG_NEAR_DUPLICATE, near_key
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,10 @@ MSG_NO_MODEL = "--writer {writer} needs --model (an LLM name{extra})"
 MSG_UNKNOWN_OPTIONS = "option(s) {names} do not apply to --writer {writer}"
 MSG_BAD_ROUNDS = "--max-rounds must be at least 1, got {value}"
 MSG_BAD_TEMPERATURE = "--temperature must be >= 0, got {value}"
+MODES = ("composed", "free")
+MSG_BAD_MODE = "--mode must be one of composed, free; got {value}"
+MODE_HELP = ("composed: the model writes only each prompt's context and aimfair states the group (works with small "
+             "models); free: the model writes whole prompts.")
 MSG_KEY_IN_PROMPT = "contained the API key"
 REDACTED = "[redacted API key]"  # what an echoed key is replaced with (no JSON-special characters)
 MSG_CAP = "writer produced {got} of {n} valid prompts for group {group} after {rounds} rounds; last reasons: {reasons}"
@@ -49,9 +63,10 @@ TOKEN_MARGIN = 32
 MAX_PROMPT_CHARS = 320
 
 
-def token_budget(want: int) -> int:
-    """New tokens a reply of `want` prompts may take (the default --max-new-tokens)."""
-    return TOKENS_PER_PROMPT * max(1, want) + TOKEN_MARGIN
+def token_budget(want: int, per_item: int = TOKENS_PER_PROMPT) -> int:
+    """New tokens a reply of `want` prompts (or contexts, `per_item` tokens each) may take (the default
+    --max-new-tokens)."""
+    return per_item * max(1, want) + TOKEN_MARGIN
 
 
 def reply_schema(want: int) -> dict[str, Any]:
@@ -118,11 +133,8 @@ def follow_up(*, accepted: int, missing: int, rejected: list[tuple[str, str]], e
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
-def parse_reply(text: str | None) -> tuple[list[str], str | None]:
-    """The prompt strings in a reply, and why none could be read (None if the reply was usable).
-
-    Accepts {"prompts": [...]}, a bare JSON list, ```json fences and text around the JSON.
-    """
+def load_reply(text: str | None) -> tuple[Any, str | None]:
+    """The JSON value in a reply, and why none could be read. Accepts ```json fences and text around the JSON."""
     text = (text or "").strip()
     fenced = _FENCE.search(text)
     if fenced:
@@ -140,7 +152,18 @@ def parse_reply(text: str | None) -> tuple[list[str], str | None]:
         except ValueError:
             continue
     else:
-        return [], MSG_REPLY_NOT_JSON
+        return None, MSG_REPLY_NOT_JSON
+    return data, None
+
+
+def parse_reply(text: str | None) -> tuple[list[str], str | None]:
+    """The prompt strings in a reply, and why none could be read (None if the reply was usable).
+
+    Accepts {"prompts": [...]}, a bare JSON list, ```json fences and text around the JSON.
+    """
+    data, error = load_reply(text)
+    if error:
+        return [], error
     if isinstance(data, dict):
         data = data.get("prompts", next((v for v in data.values() if isinstance(v, list)), None))
     if not isinstance(data, list):
@@ -193,13 +216,31 @@ def summarize(reasons: Sequence[str]) -> str:
     return ", ".join(f"{why} ({k})" for why, k in counts.most_common()) or "none"
 
 
+def parse_contexts(text: str | None) -> tuple[list[dict[str, Any] | str], str | None]:
+    """The contexts in a composed-mode reply (objects of fields, or plain strings), and why none could be read."""
+    data, error = load_reply(text)
+    if error:
+        return [], error
+    contexts = compose.contexts_in(data)
+    return ([], MSG_REPLY_NO_CONTEXTS) if contexts is None else (contexts, None)
+
+
+MSG_REPLY_NO_CONTEXTS = 'reply had no "contexts" list'
+
+
 @dataclass
 class ChatRequest:
-    """One group's turn in a round: its conversation so far, its seed and how many prompts it still misses."""
+    """One group's turn in a round: its conversation so far, its seed, how many prompts it still misses and the
+    JSON schema its reply should follow (None: `reply_schema(want)`)."""
 
     messages: list[dict[str, str]]
     seed: int
     want: int
+    schema: dict[str, Any] | None = None
+
+    @property
+    def reply_schema(self) -> dict[str, Any]:
+        return self.schema if self.schema is not None else reply_schema(self.want)
 
 
 @dataclass
@@ -218,52 +259,106 @@ class RoundReport:
 
 
 class _Conversation:
-    """One group's side of the exchange: its valid prompts so far, the messages and the last round's reasons."""
+    """One group's side of the exchange: its valid prompts so far, the messages, the last round's reasons and the
+    count of every rejection by reason."""
 
     def __init__(self, writer: "ChatWriter", task: Task, group: Group, n: int, existing: Sequence[str]) -> None:
         self.writer, self.task, self.group, self.n = writer, task, group, n
+        self.composed = writer.mode == "composed"
+        # one context per request (a local model's batch rows): no reply can repeat itself, rows sample apart
+        self.split = self.composed and writer.one_context_per_request
         self.prompts: list[str] = []
         self.seen: set[str] = set()
+        self.rejections: collections.Counter = collections.Counter()
         for p in existing:  # a resumed run: keep what is still valid
             if writer.scrub(p) != p or REDACTED in p:
                 continue  # a partial file written before replies were scrubbed
-            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and prompt_key(p) not in self.seen:
+            if check_prompt(p, task, group, max_words=MAX_WORDS) is None and near_key(p) not in self.seen:
                 self.prompts.append(p)
-                self.seen.add(prompt_key(p))
-        self.messages = build_instruction(task, group, self.missing) if self.missing > 0 else []
+                self.seen.add(near_key(p))
+        build = compose.build_instruction if self.composed else build_instruction
+        self.messages = build(task, group, 1 if self.split else self.ask) if self.missing > 0 else []
         self.reasons: list[str] = ["no reply"]
 
     @property
     def missing(self) -> int:
         return self.n - len(self.prompts)
 
-    def take(self, reply: str) -> tuple[int, list[tuple[str, str]]]:
-        """Check a (scrubbed) reply, keep its valid prompts, add the follow-up; (added, rejected)."""
-        candidates, error = parse_reply(reply)
+    @property
+    def ask(self) -> int:
+        """How many items the next reply should hold: in the composed mode SPARE_CONTEXTS more than are missing,
+        as a small model often repeats one (surplus valid ones are not used)."""
+        return self.missing + (compose.SPARE_CONTEXTS if self.composed and self.missing > 0 else 0)
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema the next reply should follow."""
+        if self.composed:
+            return compose.context_schema(self.task, 1 if self.split else self.ask)
+        return reply_schema(self.missing)
+
+    def requests(self, seed: int, rounds: int) -> list[ChatRequest]:
+        """This round's requests: one, or (split) one per context asked, each with its own seed."""
+        from ..generators.base import image_seed
+
+        if not self.split:
+            return [ChatRequest(self.messages, image_seed(seed, f"prompts/{self.group.name}", rounds), self.ask,
+                                self.schema())]
+        return [ChatRequest(self.messages, image_seed(seed, f"prompts/{self.group.name}" + (f"/{i}" if i else ""),
+                                                      rounds), 1, self.schema()) for i in range(self.ask)]
+
+    def _candidates(self, replies: list[str]) -> tuple[list[tuple[str, str, str | None]], str | None, str]:
+        """(prompt, what the model wrote, why it is rejected before any other check) per item of the replies, why
+        a reply could not be read, and the assistant turn to keep in the conversation."""
+        if not self.composed:
+            prompts, error = parse_reply(replies[0])
+            return [(p, p, None) for p in prompts], error, replies[0]
+        contexts, error = [], None
+        for reply in replies:
+            got, why = parse_contexts(reply)
+            contexts += got
+            error = error or why
+        # split replies are kept as the one reply they stand for
+        turn = replies[0] if len(replies) == 1 else json.dumps({"contexts": contexts}, ensure_ascii=False)
+        out = []
+        for ctx in contexts:
+            written = compose.context_text(ctx, self.task)
+            out.append((compose.compose(self.task, self.group, ctx), written,
+                        compose.rejection(ctx, self.task, self.group)))
+        return out, error, turn
+
+    def _judge(self, prompt: str, written: str, why: str | None) -> str | None:
+        if self.writer.scrub(written) != written or REDACTED in written or self.writer.scrub(prompt) != prompt:
+            return MSG_KEY_IN_PROMPT
+        why = why or check_prompt(prompt, self.task, self.group, max_words=MAX_WORDS)
+        if why is None and near_key(prompt) in self.seen:
+            same = any(prompt_key(p) == prompt_key(prompt) for p in self.prompts)
+            why = MSG_DUPLICATE if same else MSG_NEAR_DUPLICATE
+        return why
+
+    def take(self, replies: list[str]) -> tuple[int, list[tuple[str, str]]]:
+        """Check the (scrubbed) replies of a round, keep their valid prompts, add the follow-up; (added, rejected)."""
+        candidates, error, turn = self._candidates(replies)
         self.reasons, rejected, added = [], [], 0
         if error:
             self.reasons.append(error)
-        for p in candidates:
-            clean = self.writer.scrub(p)
-            if clean != p or REDACTED in p:
-                self.reasons.append(MSG_KEY_IN_PROMPT)
-                rejected.append((clean, MSG_KEY_IN_PROMPT))
-                continue
-            why = check_prompt(p, self.task, self.group, max_words=MAX_WORDS)
-            if why is None and prompt_key(p) in self.seen:
-                why = MSG_DUPLICATE
+        for prompt, written, why in candidates:
+            why = self._judge(prompt, written, why)
             if why is not None:
                 self.reasons.append(why)
-                rejected.append((p, why))
+                rejected.append((self.writer.scrub(written), why))
                 continue
             if len(self.prompts) < self.n:
-                self.prompts.append(p)
-                self.seen.add(prompt_key(p))
+                self.prompts.append(prompt)
+                self.seen.add(near_key(prompt))
                 added += 1
+        self.rejections.update(self.reasons)
+        tell = compose.follow_up if self.composed else follow_up
+        extra = {"shown": 0 if self.split else SHOWN_REJECTIONS} if self.composed else {}
         self.messages = self.messages + [
-            {"role": "assistant", "content": reply},
-            {"role": "user", "content": follow_up(accepted=added, missing=self.missing, rejected=rejected,
-                                                  error=error)},
+            {"role": "assistant", "content": turn},
+            {"role": "user", "content": tell(accepted=added, missing=1 if self.split else self.ask, rejected=rejected,
+                                             error=error,
+                                             **extra)},
         ]
         return added, rejected
 
@@ -273,23 +368,38 @@ class ChatWriter:
     answer several groups at once, `_chat_many(requests) -> texts`."""
 
     name = "llm"
+    one_context_per_request = False  # composed mode: ask for each context in a request of its own (batch rows)
 
-    def __init__(self, *, max_rounds: int, temperature: float) -> None:
+    def __init__(self, *, max_rounds: int, temperature: float, mode: str = "composed") -> None:
         if max_rounds < 1:
             raise UsageError(MSG_BAD_ROUNDS.format(value=max_rounds))
         if temperature < 0:
             raise UsageError(MSG_BAD_TEMPERATURE.format(value=temperature))
-        self.max_rounds, self.temperature = int(max_rounds), float(temperature)
+        if mode not in MODES:
+            raise UsageError(MSG_BAD_MODE.format(value=mode))
+        self.max_rounds, self.temperature, self.mode = int(max_rounds), float(temperature), mode
+        # group -> rejections by reason over this writer's runs (the prompt file's diversity figures)
+        self.rejections: dict[str, collections.Counter] = {}
         # (tokens, seconds) generated by the last _chat_many, for backends that count them
         self.last_generated: tuple[int, float] | None = None
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:  # pragma: no cover - abstract
+    @property
+    def instruction_version(self) -> int:
+        return compose.INSTRUCTION_VERSION if self.mode == "composed" else INSTRUCTION_VERSION
+
+    @property
+    def tokens_per_item(self) -> int:
+        """Tokens one prompt (free) or one context (composed) of a reply takes at most, about."""
+        return compose.TOKENS_PER_CONTEXT if self.mode == "composed" else TOKENS_PER_PROMPT
+
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int,
+              schema: dict[str, Any] | None = None) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
         """One reply per request, in order (or the exception that request ended with, when the others should
         still be used). Backends that can answer several at once override this."""
-        return [self._chat(r.messages, seed=r.seed, want=r.want) for r in requests]
+        return [self._chat(r.messages, seed=r.seed, want=r.want, schema=r.schema) for r in requests]
 
     def scrub(self, text: str) -> str:
         """`text` with every secret this writer holds replaced by REDACTED (writers without secrets: as is)."""
@@ -323,11 +433,12 @@ class ChatWriter:
         """`n` valid prompts for each of `groups`, asked side by side: each round sends the conversation of every
         group still missing prompts (`_chat_many`), so a local model answers them in one batch and a server
         concurrently. Replies are handled in the order of `groups`, so callbacks and results do not depend on
-        which reply arrived first. Group g's round r is seeded with image_seed(seed, "prompts/g", r)."""
-        from ..generators.base import image_seed
-
+        which reply arrived first. Group g's round r is seeded with image_seed(seed, "prompts/g", r) (its i-th split
+        request, i > 0, with "prompts/g/i")."""
         existing = existing or {}
         convs = [_Conversation(self, task, g, n, existing.get(g.name, ())) for g in groups]
+        for c in convs:  # counted from now on, also when the run stops
+            c.rejections = self.rejections.setdefault(c.group.name, collections.Counter())
         rounds = 0
         while pending := [c for c in convs if c.missing > 0]:
             if rounds == self.max_rounds:
@@ -335,28 +446,32 @@ class ChatWriter:
                 raise PromptWriterError(MSG_CAP.format(got=len(c.prompts), n=n, group=c.group.name, rounds=rounds,
                                                        reasons=summarize(c.reasons)))
             rounds += 1
-            requests = [ChatRequest(c.messages, image_seed(seed, f"prompts/{c.group.name}", rounds), c.missing)
-                        for c in pending]
+            asked = [c.requests(seed, rounds) for c in pending]
+            requests = [r for rs in asked for r in rs]
             self.last_generated = None
             # said before the round's requests: a local model's round can take minutes
             log.info("%s round %d/%d: asking for %s", self.name, rounds, self.max_rounds,
                      ", ".join(f"{c.missing} {c.group.name}" for c in pending))
             # A backend may hand back an exception in place of a reply (one of several concurrent requests
             # failed): the other groups' replies are still used and saved before it is raised.
-            replies = self._chat_many(requests)
-            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            flat = self._chat_many(requests)
+            failed = next((r for r in flat if isinstance(r, BaseException)), None)
+            replies, at = [], 0
+            for rs in asked:  # each conversation's replies
+                replies.append(flat[at:at + len(rs)])
+                at += len(rs)
             speed = None
             if self.last_generated is not None:
                 tokens, seconds = self.last_generated
                 speed = tokens / seconds if seconds > 0 else None
                 log.info("%s round %d/%d: %d tokens in %.1f s (%s tokens/s) for %d group(s)", self.name, rounds,
                          self.max_rounds, tokens, seconds, f"{speed:.1f}" if speed else "?", len(pending))
-            for c, reply in zip(pending, replies):
-                if isinstance(reply, BaseException):
+            for c, mine in zip(pending, replies):
+                if any(isinstance(r, BaseException) for r in mine):
                     continue
                 # Scrubbed before anything else sees it: the reply goes back into the conversation and its prompts
                 # into files. A prompt that held the key is rejected (JSON escapes are caught by the second scrub).
-                added, rejected = c.take(self.scrub(reply or ""))
+                added, rejected = c.take([self.scrub(r or "") for r in mine])
                 for prompt, why in rejected:  # -v shows what the model wrote
                     log.debug("%s round %d, %s rejected %r: %s", self.name, rounds, c.group.name, prompt, why)
                 top = collections.Counter(c.reasons).most_common(1)

@@ -1,7 +1,8 @@
 """Grammar-constrained decoding for the transformers writer, with xgrammar (the optional extra `grammar`).
 
-At every step a model may only pick tokens that keep its reply a prefix of `chat.reply_schema(n)` — the JSON
-object {"prompts": [string x n]} — and, once the object is closed, only a stop token. Even a tiny model then
+At every step a model may only pick tokens that keep its reply a prefix of the request's JSON schema — the
+object {"contexts": [{field: string} x n]} of the composed mode (`compose.context_schema`) or {"prompts":
+[string x n]} of the free mode (`chat.reply_schema`) — and, once the object is closed, only a stop token. Even a tiny model then
 returns JSON that parses, and generation ends with the object. The content is judged afterwards like any
 reply. Why xgrammar: a CPU wheel with no dependency beyond torch and transformers, JSON schema compiled to a
 token mask in milliseconds, per-row matchers that fit a batched `model.generate` (one per group), maintained by
@@ -14,8 +15,6 @@ import importlib.util
 import json
 import logging
 from typing import Any, Sequence
-
-from .chat import reply_schema
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def version() -> str:
 
 
 class SchemaGrammar:
-    """`reply_schema(n)` compiled for one tokenizer (once per n), and a logits processor per generate call."""
+    """Reply schemas compiled for one tokenizer (once per schema), and a logits processor per generate call."""
 
     def __init__(self, tokenizer: Any, *, vocab_size: int, stop_ids: Sequence[int]) -> None:
         import xgrammar as xgr
@@ -43,18 +42,18 @@ class SchemaGrammar:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
         self.vocab_size = vocab_size
         self._compiler = xgr.GrammarCompiler(info)
-        self._compiled: dict[int, Any] = {}
+        self._compiled: dict[str, Any] = {}
 
-    def compiled(self, want: int) -> Any:
-        if want not in self._compiled:
+    def compiled(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema)  # key order kept: the reply follows the properties in order
+        if key not in self._compiled:
             # any_whitespace=False: JSON's separators only, so a model cannot spend its budget on blank space.
-            self._compiled[want] = self._compiler.compile_json_schema(json.dumps(reply_schema(want)),
-                                                                      any_whitespace=False, strict_mode=True)
-        return self._compiled[want]
+            self._compiled[key] = self._compiler.compile_json_schema(key, any_whitespace=False, strict_mode=True)
+        return self._compiled[key]
 
-    def processor(self, wants: Sequence[int]) -> Any:
-        """A logits processor for one `generate` call whose row i must hold `wants[i]` prompts."""
-        return _constrained_rows()([self.compiled(w) for w in wants], self.vocab_size)
+    def processor(self, schemas: Sequence[dict[str, Any]]) -> Any:
+        """A logits processor for one `generate` call whose row i must follow `schemas[i]`."""
+        return _constrained_rows()([self.compiled(s) for s in schemas], self.vocab_size)
 
 
 def _constrained_rows() -> type:

@@ -12,11 +12,14 @@ Each request waits at most `timeout` seconds for the reply. A request that times
 server that never answers ends the run after about twice the timeout); refused connections, 408/409/429 and
 5xx answers are retried up to `max_retries` times with backoff.
 
-Structured output: each request carries the reply's JSON schema ({"prompts": [string x n]}) as
+Structured output: each request carries the reply's JSON schema ({"contexts": [{field: string} x n]} in the
+composed mode, {"prompts": [string x n]} in the free mode) as
 `response_format={"type": "json_schema", ...}` (OpenAI, vLLM, llama.cpp's llama-server, Ollama). A server that
 answers HTTP 400 or 422 to it is asked with the next form instead, for the rest of the run: `{"type":
 "json_object", "schema": ...}` (llama-cpp-python's server), then plain `{"type": "json_object"}`, then no
 response_format (and, last, no `seed`). The groups' requests of a round are sent concurrently (`concurrency`).
+Every form gives usable prompts in the composed mode: the instruction names the fields and the JSON shape,
+so a reply without a schema is still read (a context given as a plain string is composed as it is).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from urllib.parse import urlparse
 from ..errors import PromptWriterError, UsageError
 from ..options import option
 from ..redact import redact_text, redact_url, url_secrets
-from .chat import INSTRUCTION_VERSION, MSG_NO_MODEL, REDACTED, ChatRequest, ChatWriter, reject_unknown, reply_schema
+from .chat import MODE_HELP, MODES, MSG_NO_MODEL, REDACTED, ChatRequest, ChatWriter, reject_unknown, reply_schema
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +77,19 @@ FALLBACK_STATUS = (400, 422)
 _NAMES_FORMAT = re.compile(r"response_format|json_schema")
 
 
-def response_format(form: str, want: int) -> dict[str, Any] | None:
-    """The response_format field of form `form` for a reply of `want` prompts."""
-    # No string length bounds here: OpenAI's strict mode refuses minLength/maxLength (the length is checked later).
-    schema = reply_schema(want)
-    schema["properties"]["prompts"]["items"] = {"type": "string"}
+def _unbounded(schema: Any) -> Any:
+    """`schema` without string length bounds: OpenAI's strict mode refuses minLength/maxLength (the length is
+    checked later)."""
+    if isinstance(schema, dict):
+        return {k: _unbounded(v) for k, v in schema.items() if k not in ("minLength", "maxLength")}
+    if isinstance(schema, list):
+        return [_unbounded(v) for v in schema]
+    return schema
+
+
+def response_format(form: str, want: int, schema: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The response_format field of form `form` for a reply of `want` prompts (or following `schema`)."""
+    schema = _unbounded(schema if schema is not None else reply_schema(want))
     if form == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "prompts", "strict": True, "schema": schema}}
     if form == "json_object+schema":
@@ -190,6 +201,7 @@ class OpenAIOptions:
     max_new_tokens: int | None = option(None, min=1, max=1_000_000, help="tokens per reply at most, sent as max_tokens "
                                         "(for servers that otherwise generate up to their context size).",
                                         default_text="the server's")
+    mode: str = option("composed", choices=MODES, help=MODE_HELP)
 
 
 class OpenAIWriter(ChatWriter):
@@ -219,6 +231,7 @@ class OpenAIWriter(ChatWriter):
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
+        mode: str = OpenAIOptions.mode,
         json_mode: bool = True,
         client: Any = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -235,7 +248,7 @@ class OpenAIWriter(ChatWriter):
             raise UsageError(MSG_BAD_RETRIES.format(value=max_retries))
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(MSG_BAD_CONCURRENCY.format(value=concurrency))
-        super().__init__(max_rounds=max_rounds, temperature=temperature)
+        super().__init__(max_rounds=max_rounds, temperature=temperature, mode=mode)
         self.model, self.api_key_env, self.timeout = model, api_key_env, float(timeout)
         self.concurrency = int(concurrency)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
@@ -285,7 +298,7 @@ class OpenAIWriter(ChatWriter):
     def _chat_many(self, requests: list[ChatRequest]) -> list[str | BaseException]:
         started = time.monotonic()
         self._tokens = 0
-        calls = [lambda r=r: self._chat(r.messages, seed=r.seed, want=r.want) for r in requests]
+        calls = [lambda r=r: self._chat(r.messages, seed=r.seed, want=r.want, schema=r.schema) for r in requests]
         if self.concurrency == 1 or len(calls) == 1:
             replies: list[Any] = []
             for call in calls:  # one at a time: after a failure the rest are not sent
@@ -319,7 +332,8 @@ class OpenAIWriter(ChatWriter):
                 return True
             return False
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int,
+              schema: dict[str, Any] | None = None) -> str:
         import openai
 
         retryable = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
@@ -328,7 +342,7 @@ class OpenAIWriter(ChatWriter):
             form, sends_seed = self._form, self._sends_seed
             kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=self.temperature)
             if form != "none":
-                kwargs["response_format"] = response_format(form, want)
+                kwargs["response_format"] = response_format(form, want, schema)
             if sends_seed:
                 kwargs["seed"] = seed % (2**31)
             if self.max_new_tokens is not None:
@@ -405,7 +419,8 @@ class OpenAIWriter(ChatWriter):
             "response_format": self._form,
             "sends_seed": self._sends_seed,
             "max_new_tokens": self.max_new_tokens,
-            "instruction_version": INSTRUCTION_VERSION,
+            "mode": self.mode,
+            "instruction_version": self.instruction_version,
         }
 
     def __repr__(self) -> str:

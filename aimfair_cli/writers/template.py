@@ -21,12 +21,17 @@ values of one attribute, and never contradicting the group or each other:
 - no detail phrase contains a word that states a value of the task's attributes ("white hair" in a task
   about white / non-white people).
 
+Candidates that break these rules, fail `tasks.check_prompt` or repeat an earlier prompt (exactly or as a
+near-duplicate, `diversity.near_key`) are rejected and counted by reason in `rejections`, so the prompt file's
+diversity figures compare the template with an LLM writer.
+
 The same (seed, task, group) always gives the same prompts in the same order; a resumed run (`existing`)
 continues that order, so it ends with the same list as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import random
@@ -35,14 +40,17 @@ from typing import Any, Callable, Sequence
 
 from ..errors import PromptWriterError, UsageError
 from ..tasks import Group, Task, check_prompt, states_value
+from .diversity import MSG_NEAR_DUPLICATE, near_key
 
 log = logging.getLogger(__name__)
 
 PREFIX = "Portrait face photo of"
 MAX_TRIES_PER_PROMPT = 200  # candidates tried per requested prompt before giving up
 
+MSG_DUPLICATE = "duplicate"
 MSG_LLM_OPTION = "option --{flag} applies to --writer openai or transformers only"
 MSG_TOO_FEW = "template writer could make only {got} distinct prompts of {want} for group {group}"
+MSG_RULES = "details that contradict each other"  # a candidate broke a rule of `_pair_allowed`
 
 # Task attributes stated by the subject noun; the others become adjectives or a "who is ..." clause.
 NOUN_ATTRIBUTES = {"Male", "Female"}
@@ -197,6 +205,7 @@ class TemplateWriter:
         from ..vocabulary import Vocabulary, load_vocabulary
 
         self.vocabulary = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
+        self.rejections: dict[str, collections.Counter] = {}  # group -> rejected candidates by reason
 
     def describe(self) -> dict[str, Any]:
         return {"writer": self.name, "vocabulary": self.vocabulary.sha256}
@@ -279,10 +288,11 @@ class TemplateWriter:
     ) -> list[str]:
         prompts: list[str] = []
         seen: set[str] = set()
+        rejected = self.rejections.setdefault(group.name, collections.Counter())
         for p in existing:
-            if len(prompts) < n and check_prompt(p, task, group) is None and _norm(p) not in seen:
+            if len(prompts) < n and check_prompt(p, task, group) is None and near_key(p) not in seen:
                 prompts.append(p)
-                seen.add(_norm(p))
+                seen.add(near_key(p))
         options = self._options(task, group)
         if "head_pose" not in options:
             raise PromptWriterError(MSG_TOO_FEW.format(got=len(prompts), want=n, group=group.name))
@@ -293,10 +303,14 @@ class TemplateWriter:
             if len(prompts) >= n:
                 break
             text = self._candidate(rng, task, group, options, facts)
-            if text is None or _norm(text) in seen or check_prompt(text, task, group) is not None:
+            why = MSG_RULES if text is None else check_prompt(text, task, group)
+            if why is None and near_key(text) in seen:
+                why = MSG_DUPLICATE if any(_norm(p) == _norm(text) for p in prompts) else MSG_NEAR_DUPLICATE
+            if why is not None:
+                rejected[why] += 1
                 continue
             prompts.append(text)
-            seen.add(_norm(text))
+            seen.add(near_key(text))
             added = True
         if added and on_partial is not None:
             on_partial(list(prompts))  # instant to make, so one call at the end is enough

