@@ -20,6 +20,8 @@ LABEL_USES = ("none", "val", "train")
 
 MSG_SELECT_NEEDS_GROUPS = ("--select worst-group needs the protected label on every row of {path}; use --select "
                            "overall or worst-class")
+MSG_SELECT_NEEDS_CELL = ("--select worst-group needs every (target, protected) cell in {path}; it has no image of "
+                         "target={y}, protected={s}")
 
 
 def selection_score(preds: Any, select: str) -> float:
@@ -49,5 +51,11 @@ def check_select(select: str, val: Any) -> None:
     """Before training: worst-group selection needs every validation row's protected label."""
     from .errors import UsageError
 
-    if select == "worst-group" and any(p is None for p in val.protected):
+    if select != "worst-group":
+        return
+    if any(p is None for p in val.protected):
         raise UsageError(MSG_SELECT_NEEDS_GROUPS.format(path=val.path))
+    present = set(zip(val.targets, val.protected))
+    for y, s in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        if (y, s) not in present:
+            raise UsageError(MSG_SELECT_NEEDS_CELL.format(path=val.path, y=y, s=s))
