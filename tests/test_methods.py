@@ -233,3 +233,66 @@ def test_killed_and_resumed_ends_bit_identical(folder, method, cut_in):
     assert proc.returncode == 0, err.decode()[-2000:]
     assert _same(load_file(str(folder / whole)), load_file(str(folder / cut)))
     assert not list(folder.glob(f"cut-{method}-{cut_in}*.resume.safetensors"))  # every stage's state removed
+
+
+# ---- the studies: sota and sample-ratio ---------------------------------------------------------------------------
+
+def test_sota_and_sample_ratio_plan_every_method_once_per_ratio(tmp_path):
+    from aimfair_cli.pipeline import Pipeline
+    from aimfair_cli.studies import METHOD_LABELS, STUDIES, Sizes, Sources, run_seed, trainings
+
+    assert set(METHOD_LABELS) == set(METHODS) - {"erm"}  # the studies read the registry's methods
+    sizes = Sizes(image_size=16, batch_size=8, crop_scale=0.6, pretrain_epochs=1, pretrain_lr=0.02,
+                  pretrain_milestones=(), finetune_epochs=1, finetune_lr=0.01, topk="55", n_train=100, n_synth=100,
+                  blocks=("fc",))
+    src = Sources(train=tmp_path / "train.csv", val=tmp_path / "val.csv", test=tmp_path / "test.csv",
+                  prompts=tmp_path / "p.yaml", synth=tmp_path / "synth.jsonl")
+    plan = Pipeline(tmp_path, plan=True)
+    results = {}
+    run_seed(plan, [STUDIES["sota"], STUDIES["sample-ratio"]], src, sizes, tmp_path / "seed0", 0, results)
+    lines = plan.commands()
+    # sota: ERM and 5 methods; sample-ratio: the same at each of 3 ratios; one pretraining each, none twice
+    assert trainings(plan) == {"pretrain": 6 * 4, "finetune": 4}
+    for m in METHOD_LABELS:
+        assert sum(f"--method {m}" in line for line in lines) == 4
+    subsets = [line for line in lines if "--kind subsample" in line]
+    assert len(subsets) == 3 and all(f"--n {n}" in " ".join(subsets) for n in (50, 25, 10))
+    assert [r.name for r in results["sample-ratio"]][:7] == [
+        "pretrained@50", "jtt@50", "cvar-dro@50", "lff@50", "eiil@50", "group-dro@50", "aimfair@50"]
+
+
+def test_rows_pair_with_aimfair_at_their_own_ratio():
+    from aimfair_cli.metrics import GroupMetrics
+    from aimfair_cli.report import distinguishable_text, paired_vs_reference, study_json, summary_rows
+    from aimfair_cli.studies import STUDIES, RowRuns
+
+    def runs(name, wst_cells, labels="none"):
+        cells = {(0, 0): (10, wst_cells), (0, 1): (10, 9), (1, 0): (10, 9), (1, 1): (10, 8)}
+        r = RowRuns(name, name, [GroupMetrics(cells=cells)], group_labels=labels, method=name.split("@")[0])
+        return r
+
+    rows = [runs("jtt@50", 5), runs("aimfair@50", 7), runs("jtt@10", 2), runs("aimfair@10", 8),
+            runs("group-dro@10", 9, "train")]
+    paired = paired_vs_reference(rows, "aimfair")
+    assert set(paired) == {"jtt@50", "jtt@10", "group-dro@10"}
+    assert paired["jtt@50"]["wst"]["mean_diff"] == pytest.approx(0.5 - 0.7)  # with aimfair@50, not @10
+    assert paired["jtt@10"]["wst"]["mean_diff"] == pytest.approx(0.2 - 0.8)
+    assert distinguishable_text(rows[:1], "aimfair") == "No AIM-Fair row: nothing is paired."
+    table = summary_rows(rows)
+    assert table[4]["group labels"] == "train" and table[0]["select"] == "overall"
+    entry = study_json([STUDIES["sample-ratio"]], {"sample-ratio": rows})["studies"]["sample-ratio"]["rows"][0]
+    assert (entry["method"], entry["group_labels"], entry["select"]) == ("jtt", "none", "overall")
+    assert entry["paired_vs_aimfair"]["wst"]["n"] == 1
+
+
+def test_compose_subsample_draws_n_real_images(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    r = runner.invoke(app, ["data", "compose", "--kind", "subsample", "--real", "data/train.csv", "--n", "15",
+                            "--seed", "2", "--out", "sets/sub.csv"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(folder / "sets" / "sub.csv")))
+    assert len(rows) == 15 and len({row["file_name"] for row in rows}) == 15
+    assert all((folder / "sets" / row["file_name"]).is_file() for row in rows)
+    r = runner.invoke(app, ["data", "compose", "--kind", "subsample", "--real", "data/train.csv", "--n", "61",
+                            "--out", "sets/sub2.csv"])
+    assert _error(r) == "Error: --kind subsample: --n 61 is more than the 60 images of data/train.csv"
