@@ -263,7 +263,9 @@ class EpochSampler:
     def batches(self) -> list[list[int]]:
         mine = self._indices()
         out = [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
-        if self.order is not None and len(out) > 1 and len(out[-1]) == 1:
+        # a last single-image batch joins the one before: one pass in `order`, and upsampled epochs, whose length
+        # the error set decides (a 1-image batch stops BatchNorm in training mode at small sizes)
+        if (self.order is not None or self.pool is not None) and len(out) > 1 and len(out[-1]) == 1:
             out[-2].extend(out.pop())
         return out
 

@@ -87,8 +87,9 @@ def test_jtt_error_set_and_upsampled_epoch():
     drawn = [i for b in sampler.batches() for i in b]
     assert sorted(drawn) == sorted(pool)  # each error-set image 3 times an epoch, the others once
     assert jtt.upsampled_pool(5, errors, 1) == list(range(5))
-    plain = EpochSampler(5, batch_size=4, seed=0)
-    assert EpochSampler(5, batch_size=4, seed=0, pool=range(5)).batches() == plain.batches()
+    plain = EpochSampler(6, batch_size=4, seed=0)
+    assert EpochSampler(6, batch_size=4, seed=0, pool=range(6)).batches() == plain.batches()
+    assert [len(b) for b in EpochSampler(5, batch_size=4, seed=0, pool=range(5)).batches()] == [5]  # no 1-image batch
 
 
 def test_cvar_loss_is_the_mean_of_the_worst_fraction():

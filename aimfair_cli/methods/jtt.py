@@ -2,7 +2,8 @@
 error set), then train again from the start on the training set with the error set upsampled λ times.
 
 Upsampling, as JTT's released code does it: an epoch of the second training is a shuffle of every training image
-once plus λ − 1 more copies of each error-set image. With λ = 1 the second training is ERM itself, bit for bit.
+once plus λ − 1 more copies of each error-set image. With λ = 1 (or no error) the second training reads ERM's
+own epochs from ERM's start: ERM's weights, bit for bit.
 No group labels (the paper tunes T and λ on worst-group validation accuracy; that is `--select`).
 """
 
@@ -40,7 +41,9 @@ class JTT:
         errors = error_set(ctx.predict_train(identify))
         ctx.notes["jtt_error_set"] = len(errors)
         model = ctx.new_model(True)  # the same start as ERM's
-        return model, ctx.fit(model, ctx.loader(upsampled_pool(len(ctx.train), errors, cfg.jtt_upweight)))
+        upsample = errors and cfg.jtt_upweight > 1  # else nothing is upsampled: ERM's own epochs
+        pool = upsampled_pool(len(ctx.train), errors, cfg.jtt_upweight) if upsample else None
+        return model, ctx.fit(model, ctx.loader(pool))
 
     def cost(self, cfg: Any) -> float:
         # the identification epochs plus longer epochs: each error-set image λ times. The error set is unknown
