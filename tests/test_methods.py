@@ -297,3 +297,16 @@ def test_compose_subsample_draws_n_real_images(folder, monkeypatch):
     r = runner.invoke(app, ["data", "compose", "--kind", "subsample", "--real", "data/train.csv", "--n", "61",
                             "--out", "sets/sub2.csv"])
     assert _error(r) == "Error: --kind subsample: --n 61 is more than the 60 images of data/train.csv"
+
+
+def test_finetune_select_is_recorded_with_its_label_use(folder, monkeypatch):
+    _pretrain(folder, monkeypatch, "base-oracle.safetensors", "--method", "group-dro", "--epochs", "1")
+    args = ["finetune", "--model", "base-oracle.safetensors", "--strategy", "full", "--synth", "data/train.csv",
+            "--val", "data/val.csv", "--epochs", "1", "--batch-size", "12", "--device", "cpu", "--workers", "0"]
+    r = runner.invoke(app, [*args, "--select", "worst-group", "--out", "ft.safetensors"])
+    assert r.exit_code == 0, r.output
+    meta = read_meta(folder / "ft.safetensors")
+    assert (meta["method"], meta["base_method"], meta["select"]) == ("finetune full", "group-dro", "worst-group")
+    assert meta["group_labels"] == "train"  # the pretrained oracle's use is inherited
+    r = runner.invoke(app, [*args, "--val", "data/val_nogroups.csv", "--select", "worst-group", "--out", "ft2.safetensors"])
+    assert _error(r) == "Error: " + MSG_SELECT_NEEDS_GROUPS.format(path="data/val_nogroups.csv")
