@@ -250,8 +250,9 @@ class EpochSampler:
     ImageDataset."""
 
     def __init__(self, n: int, *, batch_size: int, seed: int, order: Sequence[int] | None = None,
-                 keys: bool = False) -> None:
+                 keys: bool = False, pool: Sequence[int] | None = None) -> None:
         self.n, self.batch_size, self.seed, self.order, self.keys, self.epoch = n, batch_size, seed, order, keys, 0
+        self.pool = None if pool is None else list(pool)  # shuffled: the indices an epoch draws from (may repeat)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -266,9 +267,12 @@ class EpochSampler:
             return list(self.order)[rank::world]
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
+        if self.pool is None:
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:  # an upsampled epoch (JTT): a permutation of the pool; the pool range(n) draws what no pool draws
+            order = [self.pool[i] for i in torch.randperm(len(self.pool), generator=g).tolist()]
         if world > 1:
-            total = -(-self.n // world) * world
+            total = -(-len(order) // world) * world
             order = (order * -(-total // max(len(order), 1)))[:total]
             return order[rank:total:world]
         return order
@@ -294,7 +298,7 @@ class EpochSampler:
 
 
 def make_epoch_loader(dataset: Any, *, batch_size: int, workers: int, seed: int, order: Sequence[int] | None = None,
-                      pin_memory: bool = False) -> "DataLoader":
+                      pin_memory: bool = False, pool: Sequence[int] | None = None) -> "DataLoader":
     """A training loader over image files whose order and augmentations depend only on the seed, the epoch
     (`loader.batch_sampler.set_epoch`) and the image: not on the worker count, nor on earlier epochs.
     `batch_size` is the global batch (each rank loads its share). With `order`: one pass in that order."""
@@ -303,7 +307,7 @@ def make_epoch_loader(dataset: Any, *, batch_size: int, workers: int, seed: int,
     from . import dist
 
     per_rank = dist.local_batch(batch_size) if dist.is_distributed() else batch_size
-    sampler = EpochSampler(len(dataset), batch_size=per_rank, seed=seed, order=order, keys=True)
+    sampler = EpochSampler(len(dataset), batch_size=per_rank, seed=seed, order=order, keys=True, pool=pool)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0)
 

@@ -26,12 +26,17 @@ def summary_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict
     """One row per strategy: mean ± std over seeds (percent; no ± for one seed). WST and STD are shown both ways
     when there are several seeds (mean of per-seed values, and from the mean cell accuracies as the paper does)."""
     rows = []
+    mixed = any((getattr(s, "group_labels", "none"), getattr(s, "select", "overall")) != ("none", "overall")
+                for s in strategies)
     for s in strategies:
         agg = s.aggregate()
         name = s.label if labels else s.name
         if agg["degenerate_runs"]:  # a constant predictor must never read as "perfectly fair"
             name += f" {DEGENERATE_MARK} ({agg['degenerate_runs']}/{agg['n_runs']} seeds)"
-        row = {"strategy": name, "ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")}
+        row = {"strategy": name}
+        if mixed:  # rows that read group labels, or chose their epoch otherwise, say so in the table itself
+            row.update({"group labels": getattr(s, "group_labels", "none"), "select": getattr(s, "select", "overall")})
+        row.update({"ACC": _pm(agg, "acc"), "WST": _pm(agg, "wst_mean_of_runs")})
         if agg["n_runs"] > 1:
             row["WST (min of mean cells)"] = _pm(agg, "wst_of_mean_cells")
         row.update({"EO": _pm(agg, "eo"), "EO worst": _pm(agg, "eo_worst"), "STD": _pm(agg, "std")})
@@ -41,23 +46,38 @@ def summary_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict
     return rows
 
 
-def paired_vs_reference(strategies: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """`metrics.paired` of every strategy but the reference against full fine-tuning, seed by seed (nothing when a
-    study has no full fine-tuning row)."""
+REFERENCE_WORDS = {"full": "full fine-tuning", "aimfair": "AIM-Fair"}
+
+
+def reference_words(reference: str = REFERENCE) -> str:
+    return REFERENCE_WORDS.get(reference, reference)
+
+
+def _reference_of(name: str, reference: str) -> str:
+    """The row `name` is paired with: the reference, at the same training-set ratio for rows "x@50"."""
+    return reference + (name[name.index("@"):] if "@" in name else "")
+
+
+def paired_vs_reference(strategies: Sequence[Any], reference: str = REFERENCE) -> dict[str, dict[str, Any]]:
+    """`metrics.paired` of every strategy but the reference against the reference (full fine-tuning unless a study
+    names another), seed by seed (nothing for rows whose reference the study lacks)."""
     from .metrics import paired
 
-    ref = next((s for s in strategies if s.name == REFERENCE), None)
-    if ref is None:
-        return {}
-    return {s.name: paired(s.metrics, ref.metrics) for s in strategies if s.name != REFERENCE}
+    by_name = {s.name: s for s in strategies}
+    out = {}
+    for s in strategies:
+        ref = by_name.get(_reference_of(s.name, reference))
+        if ref is not None and ref is not s:
+            out[s.name] = paired(s.metrics, ref.metrics)
+    return out
 
 
-def paired_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict[str, str]]:
-    """One row per strategy: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against full fine-tuning, in
+def paired_rows(strategies: Sequence[Any], *, labels: bool = True, reference: str = REFERENCE) -> list[dict[str, str]]:
+    """One row per strategy: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against the reference, in
     percentage points ("—" for the interval with one seed)."""
     from .metrics import PAIRED, format_paired
 
-    comparisons = paired_vs_reference(strategies)
+    comparisons = paired_vs_reference(strategies, reference)
     rows = []
     for s in strategies:
         if s.name not in comparisons:
@@ -70,14 +90,15 @@ def paired_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict[
     return rows
 
 
-def distinguishable_text(strategies: Sequence[Any]) -> str:
-    """In words: which paired differences against full fine-tuning have a 95 % interval that excludes 0."""
+def distinguishable_text(strategies: Sequence[Any], reference: str = REFERENCE) -> str:
+    """In words: which paired differences against the reference have a 95 % interval that excludes 0."""
     from .metrics import PAIRED, excludes_zero
 
-    comparisons = paired_vs_reference(strategies)
+    comparisons = paired_vs_reference(strategies, reference)
+    words = reference_words(reference)
     if not comparisons:
-        return "No full fine-tuning row: nothing is paired."
-    n = len(next(s for s in strategies if s.name == REFERENCE).metrics)
+        return f"No {words} row: nothing is paired."
+    n = len(next(s for s in strategies if s.name in comparisons).metrics)
     if n == 1:
         return ("With one seed there is no interval, so no difference can be told from seed-to-seed noise; "
                 "run more seeds (--seeds) for that.")
@@ -89,9 +110,9 @@ def distinguishable_text(strategies: Sequence[Any]) -> str:
                 verdict = "better" if entry["mean_diff"] * better > 0 else "worse"
                 found.append(f"{s.label}: {key.upper()} {100 * entry['mean_diff']:+.2f} points ({verdict})")
     if not found:
-        return (f"At {n} seeds no difference against full fine-tuning is distinguishable from zero: every 95 % "
+        return (f"At {n} seeds no difference against {words} is distinguishable from zero: every 95 % "
                 "interval contains 0.")
-    return (f"At {n} seeds these differences against full fine-tuning are distinguishable from zero (95 % interval "
+    return (f"At {n} seeds these differences against {words} are distinguishable from zero (95 % interval "
             "excludes 0): " + "; ".join(found) + ". Every other interval contains 0.")
 
 
@@ -238,13 +259,24 @@ def utility_fairness(out: Path, rows: Sequence[Any], *, name: str = "utility-fai
             f"![utility against fairness]({name})", ""]
 
 
-def table_lines(rows: Sequence[Any]) -> list[str]:
+def label_use_lines(rows: Sequence[Any]) -> list[str]:
+    """Which group labels each row's training read and how its epoch was chosen: one line when all rows agree."""
+    uses = {(getattr(r, "group_labels", "none"), getattr(r, "select", "overall")) for r in rows}
+    if len(uses) == 1:
+        (labels, select), = uses
+        return [f"Every row: group labels used {labels}; epoch chosen by {select} validation accuracy.", ""]
+    return ["Group labels used (none, val: validation only, train: training) and the criterion that chose each "
+            "row's epoch:", "", *(f"- {r.label}: method {r.method}, group labels {r.group_labels}, selection "
+                                  f"{r.select}" for r in rows), ""]
+
+
+def table_lines(rows: Sequence[Any], reference: str = REFERENCE) -> list[str]:
     """The summary table, then the paired table and its reading, for one study's rows."""
     from .bias import CELLS
     from .metrics import cell_key
     from .tasks import get_task
 
-    summary, prows = summary_rows(rows), paired_rows(rows)
+    summary, prows = summary_rows(rows), paired_rows(rows, reference=reference)
     task = get_task(TASK)
     for row, r in zip(summary, rows):
         cells = r.aggregate()["cells"]
@@ -252,10 +284,13 @@ def table_lines(rows: Sequence[Any]) -> list[str]:
     cols = list(summary[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
              *("| " + " | ".join(r[c] for c in cols) + " |" for r in summary), ""]
+    lines += label_use_lines(rows)
     if prows:
-        lines += ["Paired against full fine-tuning (mean difference [95 % interval] wins/seeds, percentage points):",
+        lines += [f"Paired against {reference_words(reference)} (mean difference [95 % interval] wins/seeds, "
+                  "percentage points):",
                   "", "| " + " | ".join(prows[0]) + " |", "|" + "---|" * len(prows[0]),
-                  *("| " + " | ".join(r.values()) + " |" for r in prows), "", distinguishable_text(rows), ""]
+                  *("| " + " | ".join(r.values()) + " |" for r in prows), "",
+                  distinguishable_text(rows, reference), ""]
     return lines
 
 
@@ -282,7 +317,9 @@ def study_sections(out: Path, studies: Sequence[Any], results: dict[str, list[An
         if study.name == "main":
             continue
         rows = results[study.name]
-        lines += [f"## Study `{study.name}`: {study.title}", "", *table_lines(rows)]
+        lines += [f"## Study `{study.name}`: {study.title}", "", *table_lines(rows, study.reference)]
+        if study.reference != REFERENCE:  # the comparison methods' studies: their own utility-vs-fairness figure
+            lines += utility_fairness(out, rows, name=f"utility-fairness-{study.name}.png")
         if study.figure == "topk":
             lines += topk_figure(out, rows)
         details = [d for r in rows for d in r.detail]
@@ -299,16 +336,17 @@ def study_json(studies: Sequence[Any], results: dict[str, list[Any]]) -> dict[st
     payload: dict[str, Any] = {}
     for study in studies:
         rows = results[study.name]
-        comparisons = paired_vs_reference(rows)
+        comparisons = paired_vs_reference(rows, study.reference)
         listed = []
         for r in rows:
             agg = r.aggregate()
-            entry = {"name": r.name, "label": r.label, "n_seeds": agg["n_runs"], "acc": agg["acc"],
+            entry = {"name": r.name, "label": r.label, "method": r.method, "group_labels": r.group_labels,
+                     "select": r.select, "n_seeds": agg["n_runs"], "acc": agg["acc"],
                      "wst": agg["wst_mean_of_runs"], "wst_of_mean_cells": agg["wst_of_mean_cells"], "eo": agg["eo"],
                      "eo_worst": agg["eo_worst"], "std": agg["std"], "std_of_mean_cells": agg["std_of_mean_cells"],
                      "cells": agg["cells"], "degenerate_runs": agg["degenerate_runs"]}
             if r.name in comparisons:
-                entry["paired_vs_full"] = {k: {"mean_diff": v["mean_diff"], "ci95": v["ci95"], "wins": v["wins"],
+                entry[f"paired_vs_{study.reference}"] = {k: {"mean_diff": v["mean_diff"], "ci95": v["ci95"], "wins": v["wins"],
                                                "n": v["n"]} for k, v in comparisons[r.name].items()}
             if r.detail:
                 entry["chosen"] = r.detail

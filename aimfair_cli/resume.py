@@ -71,6 +71,7 @@ class TrainState:
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
     rng: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, "torch.Tensor"] = field(default_factory=dict)  # a method's own state (methods/)
 
 
 def _cpu(t: "torch.Tensor") -> "torch.Tensor":
@@ -116,7 +117,7 @@ def _json_safe(x: Any) -> Any:
 
 def save_state(path: Path, *, config: dict[str, Any], model, optimizer, scheduler, scaler, epoch: int,
                best_state: dict[str, "torch.Tensor"], best_epoch: int, best_acc: float,
-               history: list[dict[str, Any]]) -> None:
+               history: list[dict[str, Any]], extra: dict[str, "torch.Tensor"] | None = None) -> None:
     from safetensors.torch import save_file
 
     from .checkpoint import state_tensors
@@ -137,6 +138,8 @@ def save_state(path: Path, *, config: dict[str, Any], model, optimizer, schedule
             else:
                 entry[name] = {"value": value}
         opt_meta["state"][str(i)] = entry
+    for k, v in (extra or {}).items():
+        tensors[f"extra.{k}"] = _cpu(v)
     rng_meta, rng_tensors = _rng_state()
     tensors.update(rng_tensors)
     meta = {
@@ -185,6 +188,7 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, Any]]:
         optimizer={"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]},
         scheduler=scheduler, scaler=meta["scaler"],
         rng={"meta": meta["rng"], "tensors": {k: v for k, v in tensors.items() if k.startswith("rng.")}},
+        extra={k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")},
     )
     return state, meta["config"]
 
@@ -239,6 +243,17 @@ def prepare(out: str | os.PathLike, config: Any, *, resume: bool) -> Resumable:
         logging.getLogger(__name__).warning("%s holds the state of an unfinished run: starting over (--resume "
                                             "continues it)", path)
     return Resumable(path=path, config=current, resume=resume, history=history_path_for(out))
+
+
+def stage_resumable(main: Resumable, stage: str, *, resume: bool) -> Resumable:
+    """The state of an earlier training stage of the same run (a method's reference model, methods/), beside the
+    main state: `<out stem>.<stage>.resume.safetensors`. With `resume` it continues where that state exists (a
+    stage that had finished resumes to its end at once) and starts the stage over where none was written."""
+    path = main.path.with_name(main.path.name.replace(".resume.safetensors", f".{stage}.resume.safetensors"))
+    resume = resume and path.is_file()
+    if resume:
+        check_config(path, read_config(path), main.config)
+    return Resumable(path=path, config=main.config, resume=resume)
 
 
 def finish(resumable: Resumable, *, keep: bool) -> None:

@@ -9,9 +9,13 @@
                 AIM-Fair with the cosine score, AIM-Fair, the opposite criterion (a control);
     prompts     Tab. 5: trained on balanced synthetic only, from 1 plain prompt, 25 or 50 contextual prompts per group;
     topk        Fig. 5: AIM-Fair for k in 40, 45, 50, 55, 60;
-    bias-ratio  Tab. 6: the synthetic-biased set of the mask at 4:6, 3:7, 2:8, 1:9 and auto.
+    bias-ratio  Tab. 6: the synthetic-biased set of the mask at 4:6, 3:7, 2:8, 1:9 and auto;
+    sota        Tab. 1: ERM, JTT, CVaR DRO, LfF, EIIL, GroupDRO (an oracle with training group labels) and AIM-Fair,
+                each paired with AIM-Fair;
+    sample-ratio  Tab. 2: the same rows at 50, 25 and 10 % of the real training set, paired with AIM-Fair at each.
 
-Every study also runs full fine-tuning, the reference each row is paired with seed by seed. A row is a function
+Every study also runs full fine-tuning, the reference each row is paired with seed by seed (sota and sample-ratio:
+AIM-Fair, `Study.reference`). A row is a function
 of a `Bench` (one seed's steps: pretrain, compose, mask, finetune, evaluate), so rows shared by several studies
 (ERM, AIM-Fair, full fine-tuning) are one step each, run once. "Best" rows choose on the validation set by
 worst-group accuracy, which uses group labels AIM-Fair does not need. A new study is a `STUDIES` entry.
@@ -78,23 +82,44 @@ class Bench:
     def __init__(self, pipe: Pipeline, src: Sources, sizes: Sizes, folder: Path, seed: int) -> None:
         self.pipe, self.src, self.z, self.folder, self.seed = pipe, src, sizes, folder, seed
         self.details: dict[str, str] = {}
+        self._ratios: dict[int, Bench] = {}
 
     def _common(self) -> dict[str, Any]:
         return dict(batch_size=self.z.batch_size, workers=self.z.workers, device=self.z.device, cache=self.z.cache,
                     seed=self.seed)
 
-    def pretrain(self, name: str = "pretrain", train: Path | None = None, n: int | None = None) -> Path:
-        """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate)."""
+    def pretrain(self, name: str = "pretrain", train: Path | None = None, n: int | None = None,
+                 method: str = "erm") -> Path:
+        """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate) with
+        `method` (`pretrain --method`, its hyper-parameters at their defaults)."""
+        from .methods import METHODS
         from .stages.pretrain import PretrainConfig
 
         train, n = train or self.src.train, n or self.z.n_train
         cfg = PretrainConfig(train=train, val=self.src.val, out=self.folder / f"{name}.safetensors",
                              epochs=self.z.pretrain_epochs, lr=self.z.pretrain_lr,
                              milestones=tuple(self.z.pretrain_milestones), image_size=self.z.image_size,
-                             crop_scale=self.z.crop_scale, weights=self.z.weights, **self._common())
+                             crop_scale=self.z.crop_scale, weights=self.z.weights, method=method, **self._common())
+        cost = self.z.pretrain_epochs * (n + self.z.n_val / 3) * METHODS[method].cost(cfg)
         self.pipe.run(Step(("pretrain",), cfg, (train, self.src.val), (cfg.out,), f"pretrain {name} seed {self.seed}",
-                           cost=self.z.pretrain_epochs * (n + self.z.n_val / 3)))
+                           cost=cost))
         return cfg.out
+
+    def at_ratio(self, percent: int) -> "Bench":
+        """This seed's steps on `percent` % of the real training set (drawn with the seed: `data compose --kind
+        subsample`), the balanced synthetic sets scaled alike (N_S = N_R), in `ratio-<percent>/`."""
+        from .data.compose import ComposeConfig
+
+        if percent not in self._ratios:
+            n = max(8, round(self.z.n_train * percent / 100))
+            cfg = ComposeConfig(kind="subsample", real=self.src.train, out=self.folder / "sets" / f"real-{percent}.csv",
+                                n=n, seed=self.seed)
+            self.pipe.run(Step(("data", "compose"), cfg, (cfg.real,), (cfg.out,),
+                               f"compose real-{percent} seed {self.seed}", cost=1))
+            sizes = dataclasses.replace(self.z, n_train=n, n_synth=max(4, round(self.z.n_synth * percent / 100)))
+            self._ratios[percent] = Bench(self.pipe, dataclasses.replace(self.src, train=cfg.out), sizes,
+                                          self.folder / f"ratio-{percent}", self.seed)
+        return self._ratios[percent]
 
     def compose(self, kind: str, synth: Path | None = None, name: str | None = None) -> Path:
         from .data.compose import ComposeConfig
@@ -268,6 +293,26 @@ class Study:
     title: str  # the paper's table or figure
     rows: tuple[Row, ...]
     figure: str | None = None  # "topk": metrics against k
+    reference: str = REFERENCE  # the row every other is paired with (a row "x@50" with "<reference>@50")
+
+
+# the comparison methods of Tab. 1-2 (`pretrain --method`, aimfair_cli/methods/), as the paper names them
+METHOD_LABELS = {"jtt": "JTT", "cvar-dro": "CVaR DRO", "lff": "LfF", "eiil": "EIIL",
+                 "group-dro": "GroupDRO (oracle: training group labels)"}
+RATIOS = (50, 25, 10)  # Tab. 2: percent of the real training set
+
+
+def _method_rows(at: Callable[[Bench], Bench] = lambda b: b, suffix: str = "") -> tuple[Row, ...]:
+    """ERM, every comparison method and AIM-Fair, each on the Bench that `at` picks."""
+    def method(m: str) -> Row:
+        return Row(f"{m}{suffix}", METHOD_LABELS[m] + suffix, lambda b: at(b).pretrain(f"pretrain-{m}", method=m))
+    return (Row(f"{ERM.name}{suffix}", "ERM" + suffix, lambda b: at(b).pretrain()),
+            *(method(m) for m in METHOD_LABELS),
+            Row(f"{AIMFAIR.name}{suffix}", "AIM-Fair" + suffix, lambda b: at(b).aimfair()))
+
+
+def _ratio_rows() -> tuple[Row, ...]:
+    return tuple(r for p in RATIOS for r in _method_rows(lambda b, p=p: b.at_ratio(p), f"@{p}"))
 
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
@@ -292,6 +337,9 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk"),
     Study("bias-ratio", "Tab. 6: bias ratio of the synthetic-biased set", (
         ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto")))),
+    Study("sota", "Tab. 1: AIM-Fair against the debiasing methods", _method_rows(), reference=AIMFAIR.name),
+    Study("sample-ratio", "Tab. 2: the methods at 50, 25 and 10 % of the real training set", _ratio_rows(),
+          reference=AIMFAIR.name),
 )}
 
 
@@ -316,6 +364,17 @@ class RowRuns:
     label: str
     metrics: list[Any] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
+    method: str = ""  # from the checkpoints: `pretrain --method`, aimfair, or the fine-tuning strategy
+    group_labels: str = "none"  # none / val / train: which group labels the row's training read
+    select: str = "overall"  # the model selection criterion
+
+    def record(self, model: Path) -> None:
+        """Take method, label use and selection from the row's checkpoint (older checkpoints: ERM, none, overall)."""
+        from .checkpoint import read_meta
+
+        meta = read_meta(model)
+        self.method = meta.get("method") or ("erm" if meta.get("stage") == "pretrain" else self.name)
+        self.group_labels, self.select = meta.get("group_labels", "none"), meta.get("select", "overall")
 
     def aggregate(self) -> dict[str, Any]:
         from .metrics import aggregate
@@ -330,7 +389,10 @@ def run_seed(pipe: Pipeline, studies: Sequence[Study], src: Sources, sizes: Size
     for study in studies:
         runs = results.setdefault(study.name, [RowRuns(r.name, r.label.format(k=sizes.topk)) for r in study.rows])
         for row, rr in zip(study.rows, runs):
-            rr.metrics.append(bench.evaluate(row.make(bench)))
+            model = row.make(bench)
+            rr.metrics.append(bench.evaluate(model))
+            if not pipe.pending(model):
+                rr.record(model)
             if row.name in bench.details:
                 rr.detail.append(f"seed {seed}: {bench.details[row.name]}")
     return bench

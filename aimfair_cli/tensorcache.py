@@ -254,12 +254,13 @@ class CachedLoader:
     as the DataLoader over files yields them; `sampler.set_epoch` gives each epoch its own order and crops."""
 
     def __init__(self, cached: CachedImages, *, image_size: int, crop_scale: float, mean: Sequence[float],
-                 std: Sequence[float], batch_size: int, seed: int, order: Sequence[int] | None = None) -> None:
+                 std: Sequence[float], batch_size: int, seed: int, order: Sequence[int] | None = None,
+                 pool: Sequence[int] | None = None) -> None:
         self.cached, self.image_size = cached, image_size
         self.scale = (crop_scale, 1.0)
         self.mean, self.std, self.seed = tuple(mean), tuple(std), seed
         per_rank = dist.local_batch(batch_size) if dist.is_distributed() else batch_size
-        self.sampler = EpochSampler(len(cached), batch_size=per_rank, seed=seed, order=order)
+        self.sampler = EpochSampler(len(cached), batch_size=per_rank, seed=seed, order=order, pool=pool)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -282,28 +283,31 @@ class CachedLoader:
 def training_loader(manifest: Manifest, *, image_size: int, crop_scale: float, mean: Sequence[float],
                     std: Sequence[float], batch_size: int, seed: int, device: "torch.device",
                     order: Sequence[int] | None = None, progress: Progress = NULL,
-                    budget: int | None = None) -> CachedLoader | None:
+                    budget: int | None = None, pool: Sequence[int] | None = None) -> CachedLoader | None:
     """A CachedLoader over the manifest, or None when its images do not fit in memory (read files then)."""
     cached = load(manifest, image_size=image_size, device=device, progress=progress, budget=budget)
     if cached is None:
         return None
     return CachedLoader(cached, image_size=image_size, crop_scale=crop_scale, mean=mean, std=std,
-                        batch_size=batch_size, seed=seed, order=order)
+                        batch_size=batch_size, seed=seed, order=order, pool=pool)
 
 
 def make_train_loader(manifest: Manifest, *, cache: bool, image_size: int, crop_scale: float, mean: Sequence[float],
                       std: Sequence[float], batch_size: int, seed: int, workers: int, device: "torch.device",
-                      order: Sequence[int] | None = None, progress: Progress = NULL) -> Any:
+                      order: Sequence[int] | None = None, progress: Progress = NULL,
+                      pool: Sequence[int] | None = None) -> Any:
     """The loader of a training pass (shuffled each epoch) or, with `order`, of one pass in that order (the
     mask's gradients): from the decoded-image cache when `cache` and the images fit, else from the files
-    (PIL, `workers` processes, the same augmentation distribution)."""
+    (PIL, `workers` processes, the same augmentation distribution). `pool`: the row indices a shuffled epoch
+    draws from, repeats allowed (upsampling; default every row once)."""
     from .images import ImageDataset, build_transform, make_epoch_loader
 
     if cache:
         loader = training_loader(manifest, image_size=image_size, crop_scale=crop_scale, mean=mean, std=std,
-                                 batch_size=batch_size, seed=seed, device=device, order=order, progress=progress)
+                                 batch_size=batch_size, seed=seed, device=device, order=order, progress=progress,
+                                 pool=pool)
         if loader is not None:
             return loader
     dataset = ImageDataset(manifest, build_transform(image_size, train=True, mean=mean, std=std, crop_scale=crop_scale))
     return make_epoch_loader(dataset, batch_size=batch_size, workers=workers, seed=seed, order=order,
-                             pin_memory=device.type == "cuda")
+                             pin_memory=device.type == "cuda", pool=pool)

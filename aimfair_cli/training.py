@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import dist
 from .errors import TrainingError, UsageError
 from .images import batches, set_epoch
+from .modelselect import selection_score
 from .progress import NULL, Progress
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class FitResult:
     best_epoch: int  # 1-based
     best_val_acc: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = math.nan  # the `select` criterion's value at the best epoch
+    select: str = "overall"
 
 
 def seed_everything(seed: int) -> None:
@@ -174,8 +177,12 @@ def train_one_epoch(
     frozen_bn: list["nn.Module"] | tuple = (),
     epoch: int = 1,
     description: str = "train",
+    objective: Any = None,
 ) -> dict[str, float]:
     """One pass over `loader`. Returns the mean loss and accuracy over the images seen (all ranks).
+
+    objective: None trains on the mean BCE loss (ERM); a debiasing method (`aimfair_cli/methods/`) passes an
+    object whose `loss(images, logits, targets, protected, idx)` returns the batch's loss instead.
 
     A non-finite loss raises TrainingError at once in a single process; under torchrun the ranks agree on it
     at the end of the epoch (through the summed loss), so no rank waits forever for one that stopped.
@@ -193,12 +200,15 @@ def train_one_epoch(
     # on CPU, and within SYNC_EVERY batches on CUDA.
     sync_every = SYNC_EVERY if device.type == "cuda" else 1
     started = time.perf_counter()
-    for batch, (images, targets, _protected, _idx) in enumerate(batches(loader), 1):
+    for batch, (images, targets, protected, idx) in enumerate(batches(loader), 1):
         images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
         targets = targets.to(device, non_blocking=True)  # [B]
         with autocast(device, amp):
             logits = model(images).squeeze(1)  # [B]
-            loss = loss_fn(logits.float(), targets)
+            if objective is None:
+                loss = loss_fn(logits.float(), targets)
+            else:
+                loss = objective.loss(images, logits.float(), targets, protected, idx)
         synced = batch % sync_every == 0 or batch == 1
         if single and synced and not math.isfinite(loss.item()):
             raise TrainingError(MSG_LOSS_NOT_FINITE.format(description=description, value=loss.item(), epoch=epoch,
@@ -300,7 +310,7 @@ def _frozen_batchnorms(model: "nn.Module", trainable: set[str]) -> list["nn.Modu
 
 
 def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, device, amp, scaler, channels_last,
-           frozen_bn, progress, description) -> tuple[dict[str, float], float, float]:
+           frozen_bn, progress, description, objective=None, select="overall") -> tuple[dict[str, float], float, float]:
     """One epoch of fit: train on `net` (maybe DDP-wrapped), then val accuracy (and WST/EO where the val set has
     group labels) of the plain `model`. Returns (training stats with img/s and seconds, val acc, lr)."""
     for loader in (train_loader, val_loader):
@@ -310,7 +320,8 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
     started = time.perf_counter()
     with progress.task(f"{description} epoch {epoch}/{optim.epochs}", total=len(train_loader)) as task:
         stats = train_one_epoch(net, train_loader, optimizer, device=device, amp=amp, task=task, scaler=scaler,
-                                channels_last=channels_last, frozen_bn=frozen_bn, epoch=epoch, description=description)
+                                channels_last=channels_last, frozen_bn=frozen_bn, epoch=epoch, description=description,
+                                objective=objective)
     stats["seconds"] = time.perf_counter() - started
     stats["img_s"] = stats["n"] / max(stats["seconds"], 1e-9)
     bad = first_non_finite(model)  # under DDP every rank holds the same weights, so all ranks agree
@@ -321,6 +332,7 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
         preds = predict(model, val_loader, device=device, amp=amp, channels_last=channels_last)
         val_acc = preds.accuracy
         stats.update(_val_fairness(preds))
+        stats["val_score"] = selection_score(preds, select)
     return stats, val_acc, lr
 
 
@@ -353,8 +365,11 @@ def fit(
     restore_best: bool = True,
     resumable: "Resumable | None" = None,
     on_epoch: "Callable[[dict[str, Any]], None] | None" = None,
+    objective: Any = None,
+    select: str = "overall",
 ) -> FitResult:
-    """Train for `optim.epochs` epochs and keep the state with the best val accuracy (ties: earlier epoch).
+    """Train for `optim.epochs` epochs and keep the state with the best validation score (ties: earlier epoch):
+    `select` is overall accuracy, worst-class or worst-group accuracy (`modelselect.py`).
 
     trainable: parameter names to update (all if None). The others get requires_grad=False and are left out
     of the optimizer, so weight decay and momentum never touch them: they stay bit-identical.
@@ -365,6 +380,8 @@ def fit(
     resumable: after every epoch rank 0 saves the resumable state to `resumable.path` (atomically); with
     `resumable.resume` training continues from the state found there (see resume.py).
     on_epoch: called with each epoch's history row (TensorBoard).
+    objective: a method's loss (see train_one_epoch); it may hold state (`start`, `state_tensors`,
+    `load_state_tensors`), which the resumable state carries.
     """
     import torch
 
@@ -401,6 +418,8 @@ def fit(
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
     scaler = torch.amp.GradScaler(device.type) if amp and device.type == "cuda" else None
+    if objective is not None:
+        objective.start(model=model, optimizer=optimizer, device=device)
 
     history: list[dict[str, Any]] = []
     best_state: dict[str, torch.Tensor] | None = None
@@ -411,6 +430,8 @@ def fit(
 
         state, _config = load_state(resumable.path)
         restore(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        if objective is not None:
+            objective.load_state_tensors(state.extra)
         history, best_epoch, best_state = list(state.history), state.best_epoch, state.best
         best_acc = -math.inf if math.isnan(state.best_acc) else state.best_acc
         start = state.epoch + 1
@@ -423,7 +444,8 @@ def fit(
             for epoch in range(start, optim.epochs + 1):
                 stats, val_acc, lr = _epoch(net, model, train_loader, val_loader, optimizer, epoch=epoch, optim=optim,
                                             device=device, amp=amp, scaler=scaler, channels_last=channels_last,
-                                            frozen_bn=frozen_bn, progress=progress, description=description)
+                                            frozen_bn=frozen_bn, progress=progress, description=description,
+                                            objective=objective, select=select)
                 scheduler.step()
                 history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc,
                                 "val_wst": stats.get("val_wst", math.nan), "val_eo": stats.get("val_eo", math.nan),
@@ -433,16 +455,18 @@ def fit(
                 log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
                          description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
                 overall.advance(1, val_acc=f"{val_acc:.3f}")
-                better = val_acc > best_acc if val_loader is not None else True  # strict: ties keep the earlier epoch
+                score = stats.get("val_score", val_acc)
+                better = score > best_acc if val_loader is not None else True  # strict: ties keep the earlier epoch
                 if better or best_state is None:
-                    best_epoch, best_acc = epoch, val_acc
+                    best_epoch, best_acc = epoch, score
                     best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
                 if resumable is not None and dist.is_main():
                     from .resume import save_state
 
                     save_state(resumable.path, config=resumable.config, model=model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, epoch=epoch, best_state=best_state,
-                               best_epoch=best_epoch, best_acc=best_acc, history=history)
+                               best_epoch=best_epoch, best_acc=best_acc, history=history,
+                               extra=None if objective is None else objective.state_tensors())
                 if history_file is not None and history_started:
                     append_history(history_file, history[-1])
                 elif history_file is not None:
@@ -455,4 +479,8 @@ def fit(
     if restore_best:
         model.load_state_dict(best_state)
     model.eval()
-    return FitResult(best_state=best_state, best_epoch=best_epoch, best_val_acc=float(best_acc), history=history)
+    # best_acc is the selection score; the reported figure is the best epoch's overall val accuracy
+    best_val = next((float("nan" if h.get("val_acc") is None else h["val_acc"]) for h in history
+                     if h["epoch"] == best_epoch), float(best_acc))
+    return FitResult(best_state=best_state, best_epoch=best_epoch, best_val_acc=best_val, history=history,
+                     best_score=float(best_acc), select=select)

@@ -250,3 +250,18 @@ def test_a_leading_double_dash_is_dropped():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("aimfair ")
+
+
+def test_every_training_method_two_processes(run_dir, tmp_path):
+    """Each `pretrain --method` under torchrun: one checkpoint, rank 1 silent, the method recorded (methods with a
+    reference stage run it under DDP too; GroupDRO's weights and LfF's averages are merged over ranks)."""
+    from aimfair_cli.checkpoint import read_meta
+    from aimfair_cli.methods import METHODS
+
+    for method in [m for m in METHODS if m != "erm"]:
+        out = _ok(["pretrain", "--weights", "none", "--epochs", 1, "--image-size", 32, *FAST, "--method", method,
+                   "--eiil-steps", 20, "--out", f"ddp-{method}.safetensors", "--json"], run_dir, tmp_path, method)
+        assert json.loads(out)["best_epoch"] == 1
+        meta = read_meta(run_dir / f"ddp-{method}.safetensors")
+        assert meta["method"] == method and meta["group_labels"] == ("train" if method == "group-dro" else "none")
+        assert not list(run_dir.glob(f"ddp-{method}*.resume.safetensors"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..report import distinguishable_text, paired_rows, paired_vs_reference, study_json, summary_rows
+from ..report import (distinguishable_text, paired_rows, paired_vs_reference, reference_words, study_json,
+                      summary_rows)
 from ..stages.demo import DemoConfig, run_demo
 from . import console
 from .options import command
@@ -35,9 +36,11 @@ def print_result(result, *, seeds: int, json_out: bool) -> None:
         runs = result.results[study.name]
         console.print_wide(_table(f"{study.title}: real test set, % (mean ± std over {seeds} seed(s))",
                                   summary_rows(runs, labels=False)))
-        console.print_wide(_table("Paired against full fine-tuning, percentage points: mean diff [95 % CI] "
-                                  "wins/seeds (higher ACC/WST, lower EO/STD win)", paired_rows(runs, labels=False)))
-        console.out.print(distinguishable_text(runs), markup=False)
+        prows = paired_rows(runs, labels=False, reference=study.reference)
+        if prows:
+            console.print_wide(_table(f"Paired against {reference_words(study.reference)}, percentage points: mean "
+                                      "diff [95 % CI] wins/seeds (higher ACC/WST, lower EO/STD win)", prows))
+        console.out.print(distinguishable_text(runs, study.reference), markup=False)
     for line in result.mask_summary:
         console.out.print(line)
     console.out.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")

@@ -3,7 +3,9 @@
     synthetic   balanced synthetic images only (n in total, n/4 per group);
     supplement  the real training set plus n balanced synthetic images, trained on together [47];
     repair      the real training set with synthetic images added to every (target, protected) cell smaller than
-                the largest, until all four cells are as large as it [9, 56].
+                the largest, until all four cells are as large as it [9, 56];
+    subsample   n images of the real training set drawn at random (seeded), no synthetic ones: the smaller training
+                sets of the paper's Tab. 2 (group labels are neither needed nor used).
 
 The synthetic images are drawn (seeded) from a synth manifest's pool; rows keep their images where they are
 (`file_name` is written relative to the new manifest's folder), so nothing is copied. A `source` column says
@@ -26,9 +28,10 @@ from ..manifest import FORMATS, Manifest, read_manifest, write_manifest
 from ..options import MAX_IMAGES, MAX_SEED, check, option
 from ..synthsets import balanced_quotas, draw_balanced
 
-KINDS = ("synthetic", "supplement", "repair")
+KINDS = ("synthetic", "supplement", "repair", "subsample")
 STAGE = "data_compose"
 MSG_NEEDS_N = "--kind {kind} needs --n (balanced synthetic images in total)"
+MSG_SUBSAMPLE_N = "--kind subsample: --n {n} is more than the {have} images of {real}"
 MSG_POOL_SMALL = ("{synth} holds {have} images of cell target={y}, protected={s}; --kind {kind} needs {need} "
                   "(make more with `aimfair synth --n`)")
 
@@ -38,12 +41,14 @@ class ComposeConfig:
     """Options of `aimfair data compose`."""
 
     kind: str = option("synthetic", choices=KINDS, help="synthetic: balanced synthetic only; supplement: real + "
-                       "balanced synthetic; repair: real, with synthetic images filling every cell up to the largest.")
+                       "balanced synthetic; repair: real, with synthetic images filling every cell up to the largest; subsample: "
+                       "--n real images drawn at random (Tab. 2).")
     real: Path = option(layout.TRAIN, path="file", help="Biased real training manifest (supplement, repair).")
     synth: Path = option(layout.SYNTH_MANIFEST, path="file", help="Synthetic manifest: the pool images are drawn from.")
     out: Path = option(Path("sets/train.csv"), short=("-o",), path="file", help="Manifest to write (.csv or .jsonl).")
     n: int | None = option(None, min=4, max=MAX_IMAGES, help="Balanced synthetic images in total, n/4 per group "
-                           "(synthetic, supplement).", default_text="as many real images as --real holds")
+                           "(synthetic, supplement); real images (subsample).",
+                           default_text="as many real images as --real holds")
     seed: int = option(0, help="Random seed of the draw.", min=0, max=MAX_SEED)
 
 
@@ -57,10 +62,28 @@ def _pool_check(pools: dict[tuple[int, int], list], need: dict[tuple[int, int], 
             raise UsageError(MSG_POOL_SMALL.format(synth=synth, have=len(pools[(y, s)]), y=y, s=s, kind=kind, need=k))
 
 
+def _subsample(cfg: ComposeConfig) -> tuple[Path, dict[str, int]]:
+    """--n rows of --real, drawn with the seed, in their manifest order."""
+    check_outputs({"--out": cfg.out}, {"--real": cfg.real})
+    real = read_manifest(cfg.real)
+    n = cfg.n if cfg.n is not None else len(real.rows)
+    if n > len(real.rows):
+        raise UsageError(MSG_SUBSAMPLE_N.format(n=n, have=len(real.rows), real=cfg.real))
+    keep = sorted(random.Random(f"{cfg.seed}:subsample").sample(range(len(real.rows)), n))
+    base = Path(cfg.out).resolve().parent
+    rows = _relative_rows(Manifest(path=real.path, rows=[real.rows[i] for i in keep], columns=real.columns), base,
+                          "real")
+    base.mkdir(parents=True, exist_ok=True)
+    write_manifest(cfg.out, rows, columns=["file_name", "target", "protected", "source"])
+    return Path(cfg.out), {"real": len(rows)}
+
+
 def compose_manifest(cfg: ComposeConfig) -> tuple[Path, dict[str, int]]:
     """Write the composed manifest; returns its path and its rows per source and cell."""
     cfg = check(cfg)
     check_suffix(cfg.out, FORMATS, "--out")
+    if cfg.kind == "subsample":
+        return _subsample(cfg)
     uses_real = cfg.kind != "synthetic"
     check_outputs({"--out": cfg.out}, {"--synth": cfg.synth, "--real": cfg.real if uses_real else None})
     synth = read_manifest(cfg.synth, require_protected=True)

@@ -24,6 +24,7 @@ from ..manifest import Manifest, read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
                        KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, RESUME_HELP,
                        SPEED_MODES, check, mode_flag, option)
+from ..modelselect import SELECT_HELP, SELECT_MODES
 from ..progress import NULL, Progress
 from ..provenance import provenance
 from ..resume import finish, history_path_for, prepare, state_path_for
@@ -77,6 +78,7 @@ class FinetuneConfig:
                                       "as TensorBoard scalars to this folder (needs the tensorboard package).")
     resume: bool = option(False, help=RESUME_HELP)
     keep_state: bool = option(False, help=KEEP_STATE_HELP)
+    select: str = option("overall", help=SELECT_HELP, choices=SELECT_MODES)
 
 
 @dataclass
@@ -126,8 +128,11 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
 
+    from ..modelselect import LABEL_USES, check_select, group_labels
+
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
+    check_select(cfg.select, val)
     n = cfg.n_synth
     if n is None and mask is not None:
         # The mask's uncapped set size: a mask computed with --max-samples must not shrink fine-tuning. Masks
@@ -152,14 +157,19 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
             optim=OptimConfig(lr=cfg.lr, epochs=cfg.epochs, milestones=tuple(cfg.milestones)),
             device=device, trainable=set(trainable), bn=cfg.bn, amp=mode_flag(cfg.amp),
             channels_last=mode_flag(cfg.channels_last), progress=progress, description=f"finetune {strategy}",
-            resumable=resumable, on_epoch=tensorboard,
+            resumable=resumable, on_epoch=tensorboard, select=cfg.select,
         )
     finally:
         if tensorboard is not None:
             tensorboard.close()
     new_meta = dict(meta)
+    base_labels = meta.get("group_labels", "none")  # the pretrained model's (older checkpoints: none)
     new_meta.update({
         "config": cfg,
+        "method": "aimfair" if str(strategy) == "mask" else f"finetune {strategy}",
+        "base_method": meta.get("method", "erm"),
+        "select": cfg.select,
+        "group_labels": max(base_labels, group_labels("none", cfg.select), key=LABEL_USES.index),
         "base_model": str(cfg.model),
         "provenance": provenance(device, {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val,
                                           "--mask": cfg.mask}),

@@ -20,6 +20,8 @@ from ..manifest import read_manifest
 from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
                        KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE,
                        RESUME_HELP, SPEED_MODES, check, mode_flag, option)
+from ..methods import METHOD_HELP, METHODS, cvar_dro, eiil, group_dro, jtt, lff
+from ..modelselect import SELECT_HELP, SELECT_MODES
 from ..progress import NULL, Progress
 from ..provenance import provenance
 from ..resume import finish, history_path_for, prepare, state_path_for
@@ -68,6 +70,17 @@ class PretrainConfig:
                                       "as TensorBoard scalars to this folder (needs the tensorboard package).")
     resume: bool = option(False, help=RESUME_HELP)
     keep_state: bool = option(False, help=KEEP_STATE_HELP)
+    method: str = option("erm", help=METHOD_HELP, choices=tuple(METHODS))
+    select: str = option("overall", help=SELECT_HELP, choices=SELECT_MODES)
+    jtt_epochs: int = option(jtt.EPOCHS, help=jtt.EPOCHS_HELP, min=1, max=MAX_EPOCHS)
+    jtt_upweight: int = option(jtt.UPWEIGHT, help=jtt.UPWEIGHT_HELP, min=1, max=1000)
+    cvar_alpha: float = option(cvar_dro.ALPHA, help=cvar_dro.ALPHA_HELP, above=0, max=1)
+    lff_q: float = option(lff.Q, help=lff.Q_HELP, above=0, max=1)
+    lff_ema: float = option(lff.EMA, help=lff.EMA_HELP, min=0, max=0.999)
+    eiil_ref_epochs: int = option(eiil.REF_EPOCHS, help=eiil.REF_EPOCHS_HELP, min=1, max=MAX_EPOCHS)
+    eiil_steps: int = option(eiil.STEPS, help=eiil.STEPS_HELP, min=1, max=1_000_000)
+    eiil_lr: float = option(eiil.LR, help=eiil.LR_HELP, above=0, max=MAX_LR)
+    dro_step: float = option(group_dro.STEP, help=group_dro.STEP_HELP, above=0, max=100)
 
 
 @dataclass
@@ -112,13 +125,69 @@ def _attribute_names(cfg: PretrainConfig) -> tuple[str | None, str | None]:
     return target, protected
 
 
+def _resume_main(cfg: PretrainConfig) -> bool:
+    """With --resume, whether the final training resumes: not when the run was cut during a method's earlier stage
+    (its state is there, the final training's is not yet): that stage resumes and the final training starts."""
+    main = state_path_for(cfg.out)
+    stages = main.parent.glob(main.name.replace(".resume.safetensors", ".*.resume.safetensors"))
+    return cfg.resume and (main.exists() or not any(stages))
+
+
+def _context(cfg: PretrainConfig, train: Any, val: Any, device: Any, resumable: Any, stages: list[Any],
+             tensorboard: Any, progress: Progress) -> Any:
+    """The method's view of this run (methods/base.py): models, loaders and the shared loop with the recipe bound."""
+    from ..checkpoint import initial_model
+    from ..images import MEAN, STD, ImageDataset, build_transform, make_loader
+    from ..methods.base import Context
+    from ..resume import stage_resumable
+    from ..tensorcache import make_train_loader
+    from ..training import OptimConfig, fit, predict, seed_everything
+
+    amp, channels_last = mode_flag(cfg.amp), mode_flag(cfg.channels_last)
+    plain = build_transform(cfg.image_size, train=False, mean=MEAN, std=STD)
+    val_loader = make_loader(ImageDataset(val, plain), batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers,
+                             seed=cfg.seed, pin_memory=device.type == "cuda")
+
+    def new_model(reseed: bool) -> Any:
+        if reseed:
+            seed_everything(cfg.seed)
+        return initial_model(cfg.weights, arch=cfg.arch)
+
+    def loader(pool: Any) -> Any:
+        return make_train_loader(train, cache=cfg.cache, image_size=cfg.image_size, crop_scale=cfg.crop_scale,
+                                 mean=MEAN, std=STD, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
+                                 device=device, progress=progress, pool=pool)
+
+    def predict_train(model: Any) -> Any:
+        plain_train = make_loader(ImageDataset(train, plain), batch_size=cfg.batch_size, shuffle=False,
+                                  workers=cfg.workers, seed=cfg.seed, pin_memory=device.type == "cuda")
+        return predict(model, plain_train, device=device, amp=device.type == "cuda" if amp is None else amp,
+                       channels_last=device.type == "cuda" if channels_last is None else channels_last)
+
+    def fit_stage(model: Any, train_loader: Any, *, stage: str | None = None, epochs: int | None = None,
+                  objective: Any = None, select_val: bool = True) -> Any:
+        state = resumable
+        if stage is not None:
+            state = stage_resumable(resumable, stage, resume=cfg.resume)
+            stages.append(state)
+        optim = OptimConfig(lr=float(cfg.lr), epochs=epochs or cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
+                            momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return fit(model, train_loader, val_loader if select_val else None, optim=optim, device=device, amp=amp,
+                   channels_last=channels_last, progress=progress, resumable=state, objective=objective,
+                   description="pretrain" + (f" ({cfg.method} {stage})" if stage else ""), select=cfg.select,
+                   on_epoch=tensorboard if stage is None else None)  # leaves the best epoch's weights in `model`
+
+    return Context(cfg=cfg, train=train, device=device, new_model=new_model, loader=loader,
+                   predict_train=predict_train, fit=fit_stage)
+
+
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:
     from ..checkpoint import save_checkpoint
-    from ..images import MEAN, STD, ImageDataset, build_transform, check_images, check_trainable, make_loader
-    from ..tensorcache import make_train_loader
-    from ..checkpoint import initial_model
+    from ..images import MEAN, STD, check_images, check_trainable
+    from ..methods import get_method
+    from ..modelselect import check_select, group_labels
     from ..models import resolve_device
-    from ..training import OptimConfig, fit, seed_everything, write_history
+    from ..training import write_history
 
     cfg = _check(cfg)
     weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
@@ -126,39 +195,28 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
                    "the resumable state": state_path_for(cfg.out),
                    "the history": history_path_for(cfg.out)},
                   {"--train": cfg.train, "--val": cfg.val, "--weights": weights})
-    resumable = prepare(cfg.out, cfg, resume=cfg.resume)
+    resumable = prepare(cfg.out, cfg, resume=_resume_main(cfg))
     check_tensorboard(cfg.tensorboard)
     device = resolve_device(cfg.device)  # a bad --device is refused before any download
     if str(cfg.weights) == "imagenet":
         from ..models import ensure_imagenet_weights
 
         ensure_imagenet_weights(cfg.arch)  # before any data is read: offline, fail at once saying where the file goes
-    # protected may be empty: pretraining uses no group labels
+    # protected may be empty: pretraining uses no group labels (but --method group-dro and --select worst-group do)
     train = read_manifest(cfg.train, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
     check_trainable(len(train.rows), f"--train {cfg.train}", cfg.batch_size)
+    check_select(cfg.select, val)
     check_images(train, progress=progress)
     check_images(val, progress=progress)
 
-    seed_everything(cfg.seed)
-    model = initial_model(cfg.weights, arch=cfg.arch)
-    pin = device.type == "cuda"
-    train_loader = make_train_loader(train, cache=cfg.cache, image_size=cfg.image_size, crop_scale=cfg.crop_scale,
-                                     mean=MEAN, std=STD, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
-                                     device=device, progress=progress)
-    val_loader = make_loader(ImageDataset(val, build_transform(cfg.image_size, train=False, mean=MEAN, std=STD)),
-                             batch_size=cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed,
-                             pin_memory=pin)
-    log.info("pretraining %s on %d images (val %d) on %s", cfg.arch, len(train), len(val), device)
+    method = get_method(cfg.method)
+    log.info("pretraining %s (%s) on %d images (val %d) on %s", cfg.arch, cfg.method, len(train), len(val), device)
     tensorboard = open_tensorboard(cfg.tensorboard, cfg.out.stem)
+    stages: list[Any] = []
+    ctx = _context(cfg, train, val, device, resumable, stages, tensorboard, progress)
     try:
-        result = fit(
-            model, train_loader, val_loader,
-            optim=OptimConfig(lr=float(cfg.lr), epochs=cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
-                              momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-            device=device, amp=mode_flag(cfg.amp), channels_last=mode_flag(cfg.channels_last), progress=progress,
-            description="pretrain", resumable=resumable, on_epoch=tensorboard,
-        )  # leaves the best epoch's weights in `model`
+        model, result = method.train(ctx)
     finally:
         if tensorboard is not None:
             tensorboard.close()
@@ -173,6 +231,10 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
         "protected": protected,
         "config": cfg,
         "weights": cfg.weights,
+        "method": cfg.method,
+        "group_labels": group_labels(method.group_labels, cfg.select),
+        "select": cfg.select,
+        "method_notes": ctx.notes,
         "best_val_acc": result.best_val_acc,
         "best_epoch": result.best_epoch,
         "history": result.history,
@@ -184,7 +246,8 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
         save_checkpoint(cfg.out, model, meta)
         write_resolved_config(cfg.out, "pretrain", cfg)
         write_history(cfg.out, result.history)
-        finish(resumable, keep=cfg.keep_state)
+        for state in (resumable, *stages):
+            finish(state, keep=cfg.keep_state)
     dist.barrier()
     return PretrainResult(out=cfg.out, best_val_acc=result.best_val_acc, best_epoch=result.best_epoch,
                           history=result.history, config_path=config_path)

@@ -30,7 +30,8 @@ class StudyConfig:
     """Options of `aimfair study` (defaults: the paper's CelebA set-up, §4.3)."""
 
     run: Path = option(Path("."), path="dir", help="Run folder with data/{train,val,test}.csv and synth/metadata.jsonl.")
-    study: str = option("main", help="Studies, comma-separated: main, strategies, partial, topk, bias-ratio; or all "
+    study: str = option("main", help="Studies, comma-separated: main, strategies, partial, topk, bias-ratio, sota, "
+                        "sample-ratio; or all "
                         "(every one of these; prompts runs on the offline benchmark only).")
     out: Path | None = option(None, short=("-o",), path="dir", help="Output folder.", default_text="<run>/studies")
     seeds: int = option(3, help="Training seeds; tables show mean ± std and paired 95 % intervals over them.",
