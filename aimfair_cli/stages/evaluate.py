@@ -45,8 +45,9 @@ class EvalConfig:
                               help="Checkpoint (.safetensors); repeat it or pass a quoted glob such as "
                               "'runs/seed*/finetune.safetensors' to aggregate several.")
     data: Path = option(layout.TEST, help="Test manifest with target and protected on every row.", path="file")
-    predictions: Path | None = option(None, path="file", help="Write one CSV row per image: "
-                                      "file_name,target,protected,score,pred (one --model only).")
+    predictions: Path | None = option(None, path="file", help="Write one row per image: "
+                                      "file_name,target,protected,score,pred, as CSV (.csv) or JSON lines (.jsonl); "
+                                      "one --model only.")
     batch_size: int = option(256, help="Images per batch.", min=1, max=MAX_BATCH)
     workers: int = option(2, help="Data-loader worker processes.", min=0, max=MAX_WORKERS)
     device: str = option("auto", help=DEVICE_HELP)
