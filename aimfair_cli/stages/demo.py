@@ -62,7 +62,8 @@ class DemoConfig:
     seeds: int = option(1, help="Training seeds; the table shows mean ± std over them.", min=1, max=100)
     study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
                         "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
-                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2).")
+                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2); all runs every one but sota "
+                        "and sample-ratio (hours each on a CPU: name them).")
     quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 2 pretraining epochs, single-block "
                          "baselines on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,

@@ -32,7 +32,7 @@ class StudyConfig:
     run: Path = option(Path("."), path="dir", help="Run folder with data/{train,val,test}.csv and synth/metadata.jsonl.")
     study: str = option("main", help="Studies, comma-separated: main, strategies, partial, topk, bias-ratio, sota, "
                         "sample-ratio; or all "
-                        "(every one of these; prompts runs on the offline benchmark only).")
+                        "(every one of these but sota and sample-ratio, which are named; prompts runs on the offline benchmark only).")
     out: Path | None = option(None, short=("-o",), path="dir", help="Output folder.", default_text="<run>/studies")
     seeds: int = option(3, help="Training seeds; tables show mean ± std and paired 95 % intervals over them.",
                         min=1, max=100)
