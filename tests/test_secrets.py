@@ -49,8 +49,9 @@ def error_line(result) -> str:
 
 
 def invoke(*args: str):
+    # the fake server writes whole prompts: the free mode (the composed mode has its own tests)
     return runner.invoke(app, ["prompts", "--task", "smiling_male", "--writer", "openai", "--model", "test-model",
-                               *args])
+                               "--mode", "free", *args])
 
 
 def ask(body: dict) -> tuple[str, str]:
@@ -172,7 +173,7 @@ def test_a_partial_file_holding_the_key_is_not_resumed_from(tmp_path):
         return prompts_reply(f"Portrait face photo of a {target} {protected} with glasses.")
 
     with ScriptedServer(reply) as server:
-        writer = openai_writer.OpenAIWriter(model="test-model", base_url=server.base_url)
+        writer = openai_writer.OpenAIWriter(model="test-model", base_url=server.base_url, mode="free")
         made_by = {**writer.describe(), "seed": 0, "per_group": 1}
         partial_path(out).write_text(json.dumps({"task": "smiling_male", "made_by": made_by,
                                                  "groups": {"smiling_male": [f"{good} {KEY}"]}}))

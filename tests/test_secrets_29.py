@@ -29,8 +29,9 @@ def env(monkeypatch, tmp_path):
 
 
 def invoke(*args: str):
+    # the fake server writes whole prompts: the free mode (the composed mode has its own tests)
     return runner.invoke(app, ["prompts", "--task", "smiling_male", "--writer", "openai", "--model", "test-model",
-                               *args])
+                               "--mode", "free", *args])
 
 
 @pytest.mark.parametrize("url, shown", [
