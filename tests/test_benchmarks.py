@@ -63,7 +63,7 @@ def test_demo_properties_prints_the_regime_rows_beside_the_papers(tmp_path):
     assert len(trained) >= 4
     # the quick preset is plumbing: its numbers are not asserted, only that the exit status follows the checks
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_properties.py"), "--regime", *sizes,
-                           "--n-test", "160", "--work", str(tmp_path), "--errors", "--json"], capture_output=True,
+                           "--n-val", "160", "--n-test", "160", "--work", str(tmp_path), "--errors", "--json"], capture_output=True,
                           text=True, timeout=600, cwd=ROOT)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(r["rows"]) == ["pretrained", "synthetic", "supplement", "repair", "full"]

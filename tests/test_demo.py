@@ -250,6 +250,7 @@ def test_every_study_runs_on_quick_sizes(tmp_path):
                                  str(out), "--device", "cpu", "--study", "all", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
+    # all: AIM-Fair's studies; sota and sample-ratio (the comparison methods) are asked for by name
     assert list(payload["studies"]) == ["main", "strategies", "partial", "prompts", "topk", "bias-ratio"]
     expected = {
         "main": STRATEGIES,
