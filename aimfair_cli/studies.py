@@ -58,7 +58,7 @@ class Sizes:
     workers: int = 0
     device: str = "auto"
     cache: bool = True  # the decoded-image cache of pretrain, mask and finetune
-    n_val: int = 1000  # images in val and in test, for the estimate
+    n_val: int = 1000  # images in the val split and in the test split, for the estimate
     n_test: int = 1000
 
 

@@ -13,19 +13,10 @@ from aimfair_cli.cli.app import app
 from aimfair_cli.redact import redact_text, redact_url
 from aimfair_cli.tasks import MAX_PROMPT_CHARS, MSG_PROMPT_NOT_TEXT, MSG_PROMPT_TOO_LONG
 
-from test_llm_writers import KEY, PROXY_VARS, ScriptedServer, prompts_reply
-from test_secrets import ask, error_line, files
+from test_llm_writers import ScriptedServer, prompts_reply
+from test_secrets import ask, env, error_line, files  # noqa: F401 (env: the autouse fixture, key set, no proxy)
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch, tmp_path):
-    for var in PROXY_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.chdir(tmp_path)
 
 
 def invoke(*args: str):

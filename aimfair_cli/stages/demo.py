@@ -31,9 +31,9 @@ from ..report import TASK
 log = logging.getLogger(__name__)
 
 
-# Sizes for these 2-core CPU machines, where a ResNet-18 trains at 120-140 img/s at 64 px. `default` is set so that
-# the main comparison at the paper's 10 seeds fits 90 minutes from an empty folder (the plan line says how long):
-# one pretraining of 5 epochs, a mask, 5 fine-tunings of 2 epochs, on 3,000 real and as many synthetic images. The
+# Sizes for these 2-core CPU machines, where a ResNet-18 trains at 120-140 img/s at 64 px. `default` aims the main
+# comparison at the paper's 10 seeds at 90 minutes from an empty folder (not yet measured; the plan line printed
+# before the work gives the estimate): one pretraining of 5 epochs, a mask, 5 fine-tunings of 2 epochs, on 3,000 real and as many synthetic images. The
 # test split is large enough that its smallest cell (15 % of it) holds 1,000 faces, so a cell's accuracy has a
 # sampling error of at most 1.6 points; val stays at 1,000 (it only chooses the epoch). "quick" takes about two
 # minutes. A GPU user can raise every number with the options.
@@ -62,8 +62,8 @@ class DemoConfig:
     seeds: int = option(1, help="Training seeds; the table shows mean ± std over them.", min=1, max=100)
     study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
                         "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
-                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2); all runs every one but sota "
-                        "and sample-ratio (hours each on a CPU: name them).")
+                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2); all "
+                        "runs every one but sota and sample-ratio (hours each on a CPU: name them).")
     quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 2 pretraining epochs, single-block "
                          "baselines on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,
