@@ -7,8 +7,8 @@ tested on the other meets a genuine domain shift:
   lighting, skin texture, lens blur, sensor noise and JPEG artefacts.
 - synthetic: what a text-to-image model's clean studio pictures look like from afar: a brighter, more
   saturated palette, even colours (less jitter), a two-tone shadow and contours a shade darker than their
-  fill, soft light, a colour grade (more saturation and contrast, warm highlights) and a smooth finish, and none
-  of a camera's noise, texture or compression.
+  fill, soft light, a colour grade (more saturation and contrast, warm highlights) and a soft focus that varies
+  from image to image over the photos' range, and none of a camera's noise, texture or compression.
 
 How far apart the two are is calibrated (`benchmarks/demo_properties.py --regime`): a model trained on the
 synthetic style alone should lose a few points of accuracy on the photo style, as Stable Diffusion images
@@ -203,8 +203,8 @@ GRADE_SATURATION, GRADE_CONTRAST, GRADE_TINT = 1.35, 1.2, (1.05, 1.0, 0.88)
 
 
 def finish_synthetic(img, a: FaceAttributes, p: FaceParams, rng: np.random.Generator):
-    """Studio look: the lighting's colour and a soft, even fall-off, the generator's colour grade, a smooth finish;
-    no noise, no compression."""
+    """Studio look: the lighting's colour and a soft, even fall-off, the generator's colour grade, a soft focus
+    (0.3-0.7 px at 64 px, drawn per image like the photos' lens blur); no noise, no compression."""
     from PIL import Image, ImageFilter
 
     size = img.size[0]
@@ -216,7 +216,7 @@ def finish_synthetic(img, a: FaceAttributes, p: FaceParams, rng: np.random.Gener
     arr = grey + GRADE_SATURATION * (arr - grey)
     arr = (128 + GRADE_CONTRAST * (arr - 128)) * np.asarray(GRADE_TINT, dtype=np.float32)
     img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-    return img.filter(ImageFilter.GaussianBlur(radius=0.35 * size / 64))
+    return img.filter(ImageFilter.GaussianBlur(radius=(0.3 + 0.4 * p.jitter["blur"]) * size / 64))
 
 
 FINISH: dict[str, Callable] = {"photo": finish_photo, "synthetic": finish_synthetic}
