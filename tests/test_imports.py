@@ -6,8 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aimfair_cli"
 # `aimfair demo` runs `data demo` as its first step, as it runs every other stage, through the study pipeline
-DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.stages.demo", "aimfair_cli.pipeline",
-              "aimfair_cli.studies")
+DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.experiments.demo",
+              "aimfair_cli.experiments.pipeline", "aimfair_cli.experiments.catalogue")
 
 
 def module_name(path: Path) -> str:
@@ -34,7 +34,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join(up + ([base] if base else []))
             if not base.startswith("aimfair_cli"):
                 continue
-            for alias in node.names:  # `from . import dist` imports the module aimfair_cli.dist
+            for alias in node.names:  # `from . import dist` imports the module aimfair_cli.core.dist
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if candidate in known else base)
     return {m for m in found if m in known and m != name}
@@ -76,7 +76,8 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_loop():
     g = graph()
-    assert "aimfair_cli.checkpoint" in g["aimfair_cli.stages.pretrain"]  # the graph sees function-level imports
+    # the graph sees function-level imports
+    assert "aimfair_cli.training.checkpoint" in g["aimfair_cli.stages.pretrain"]
     assert find_cycle(g) is None, " -> ".join(find_cycle(g))
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..report import (distinguishable_text, paired_rows, paired_vs_reference, reference_words, study_json,
-                      summary_rows)
-from ..stages.demo import DemoConfig, run_demo
+from ..experiments.demo import DemoConfig, run_demo
+from ..experiments.report import (distinguishable_text, paired_rows, paired_vs_reference, reference_words, study_json,
+                                  summary_rows)
 from . import console
 from .options import command
 

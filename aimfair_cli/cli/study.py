@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..stages.study import StudyConfig, run_study
+from ..experiments.study import StudyConfig, run_study
 from . import console
 from .demo import print_result
 from .options import command

@@ -6,7 +6,7 @@ split and cell) wear a faint closed-mouth expression whatever their label, like 
 label annotators could give either way: nothing in the face tells their label, so a model trained on the biased
 split learns to guess it from the gender there, and balanced synthetic data, which has no such faces, cannot
 teach otherwise. The train split is biased with the CelebA quotas
-(`aimfair_cli.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
+(`aimfair_cli.fairness.cells.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
 
     OUT/images/{train,val,test}/000000.png
     OUT/train.csv, OUT/val.csv, OUT/test.csv      file_name (relative to OUT), target, protected, split
@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
-from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from ..errors import UsageError
-from ..options import MAX_SEED, check, option
-from ..progress import NULL, Progress
+from ..core import layout
+from ..core.errors import UsageError
+from ..core.options import MAX_SEED, check, option
+from ..core.progress import NULL, Progress
+from ..fairness.cells import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .splits import ImportResult
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,9 @@ def make_demo_dataset(
     progress: Progress = NULL,
 ) -> DemoResult:
     """Render the demo dataset into `out` (see the module docstring for the layout)."""
-    from ..config import write_resolved_config
-    from ..fsio import check_writable
-    from ..manifest import write_manifest
+    from ..core.config import write_resolved_config
+    from ..core.fsio import check_writable
+    from ..core.manifest import write_manifest
 
     cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
                                ambiguous=ambiguous, seed=seed))

@@ -2,7 +2,7 @@
 parameter tensors.
 
 The strategies (which tensors receive updates; all others stay bit-identical) are the registry in
-`aimfair_cli/strategies.py`: mask (AIM-Fair, Eq. 8), full, linear, random:R, update:B, freeze:B and opposite.
+`aimfair_cli/masking/strategies.py`: mask (AIM-Fair, Eq. 8), full, linear, random:R, update:B, freeze:B and opposite.
 
 Training from scratch on synthetic data, supplementing real with synthetic data and repairing the real data
 (paper Tab. 3) start from random weights rather than from the biased model, so they are `aimfair pretrain`
@@ -16,20 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist, layout, strategies
-from ..config import config_path_for, write_resolved_config
-from ..errors import UsageError
-from ..fsio import check_outputs, check_suffix
-from ..manifest import Manifest, read_manifest
-from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, RESUME_HELP,
-                       SPEED_MODES, check, mode_flag, option)
-from ..modelselect import SELECT_HELP, SELECT_MODES
-from ..progress import NULL, Progress
-from ..provenance import provenance
-from ..resume import finish, history_path_for, prepare, state_path_for
-from ..tracking import check_tensorboard, open_tensorboard
-from ..synthsets import draw_balanced
+from ..core import dist, layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import UsageError
+from ..core.fsio import check_outputs, check_suffix
+from ..core.manifest import Manifest, read_manifest
+from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                            KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS,
+                            RESUME_HELP, SPEED_MODES, check, mode_flag, option)
+from ..core.progress import NULL, Progress
+from ..core.provenance import provenance
+from ..masking import strategies
+from ..masking.synthsets import draw_balanced
+from ..training.modelselect import SELECT_HELP, SELECT_MODES
+from ..training.resume import finish, history_path_for, prepare, state_path_for
+from ..training.tracking import check_tensorboard, open_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,12 @@ class FinetuneResult:
 
 
 def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneResult:
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..images import ImageDataset, build_transform, check_images, check_trainable, make_loader
-    from ..maskfile import load_mask
-    from ..models import resolve_device
-    from ..tensorcache import make_train_loader
-    from ..training import OptimConfig, fit, seed_everything, write_history
+    from ..masking.maskfile import load_mask
+    from ..training.checkpoint import load_checkpoint, save_checkpoint
+    from ..training.images import ImageDataset, build_transform, check_images, check_trainable, make_loader
+    from ..training.loop import OptimConfig, fit, seed_everything, write_history
+    from ..training.models import resolve_device
+    from ..training.tensorcache import make_train_loader
 
     cfg = check(cfg)
     if cfg.mask is None and cfg.strategy is None:
@@ -128,7 +129,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
 
-    from ..modelselect import LABEL_USES, check_select, group_labels
+    from ..training.modelselect import LABEL_USES, check_select, group_labels
 
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)

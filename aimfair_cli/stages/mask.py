@@ -1,7 +1,7 @@
 """`aimfair mask`: Selective Mask Generation (paper §3.2).
 
 Three mean-gradient passes over the same checkpoint — real-biased (R), synthetic-biased (S1),
-synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see selection.py).
+synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see masking/selection.py).
 Each pass reads its set as the released code's gradient pass does: in a seeded random order (so every batch
 mixes the cells and BatchNorm's batch statistics never follow one cell), with the training augmentation
 (RandomResizedCrop at the training crop scale + flip) and BatchNorm in training mode. The checkpoint's state,
@@ -27,19 +27,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import dist, layout
-from ..bias import CELLS, parse_bias
-from ..config import config_path_for, write_resolved_config
-from ..errors import MaskError, UsageError
-from ..fsio import check_outputs, check_suffix
-from ..manifest import Manifest, read_manifest
-from ..maskfile import Mask, load_mask, save_mask
-from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
-from ..progress import NULL, Progress
-from ..provenance import provenance, sha256_file
-from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
-from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
+from ..core import dist, layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import MaskError, UsageError
+from ..core.fsio import check_outputs, check_suffix
+from ..core.manifest import Manifest, read_manifest
+from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                            MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
+from ..core.progress import NULL, Progress
+from ..core.provenance import provenance, sha256_file
+from ..fairness.cells import CELLS, parse_bias
+from ..masking.maskfile import Mask, load_mask, save_mask
+from ..masking.selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
+from ..masking.synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
 
 def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
     """Evaluation loader (plain resize, file order) for the `auto` bias estimate."""
-    from ..images import ImageDataset, build_transform, make_loader
+    from ..training.images import ImageDataset, build_transform, make_loader
 
     ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
     # unpadded shards under torchrun: the gradient sums over ranks count every image exactly once
@@ -145,8 +145,8 @@ def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, st
     augmentation, from the decoded-image cache unless --no-cache. Reading files with workers=0, the
     augmentation draws from torch's global RNG: seed it with the same pass_seed before iterating
     (mean_gradients does)."""
-    from ..images import pass_order, row_key
-    from ..tensorcache import make_train_loader
+    from ..training.images import pass_order, row_key
+    from ..training.tensorcache import make_train_loader
 
     order = pass_order([row_key(r) for r in manifest.rows], pass_seed(cfg.seed, label))
     return make_train_loader(manifest, cache=cfg.cache, image_size=image_size, crop_scale=cfg.crop_scale, mean=mean,
@@ -163,8 +163,8 @@ def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: i
     import torch
     import torch.nn.functional as F
 
-    from ..images import batches
-    from ..training import autocast
+    from ..training.images import batches
+    from ..training.loop import autocast
 
     if rng_seed is not None:
         torch.manual_seed(rng_seed)
@@ -202,7 +202,7 @@ def pass_key(manifest: Manifest, *, label: str, model_sha: str, image_size: int,
              amp: bool, channels_last: bool) -> tuple:
     """Everything one gradient pass depends on: the model checkpoint's SHA-256, every image file (path, size,
     modification time) with its labels, the pass's seed and the loader and precision settings."""
-    from ..tensorcache import files_fingerprint
+    from ..training.tensorcache import files_fingerprint
 
     labels = tuple((r["target"], r.get("protected")) for r in manifest.rows)
     return (model_sha, files_fingerprint(manifest), labels, pass_seed(cfg.seed, label), image_size, tuple(mean),
@@ -217,7 +217,7 @@ def clear_passes() -> None:
 
 def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth: Manifest, *, image_size, mean, std,
                    cfg: MaskConfig, device) -> BiasEstimate:
-    from ..training import predict
+    from ..training.loop import predict
 
     model.eval()
     pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device,
@@ -242,7 +242,7 @@ def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
     """Selected/total tensors per block (stem, layer1..4, fc) and kind (conv, bn, fc)."""
     import torch.nn as nn
 
-    from ..models import block_of
+    from ..training.models import block_of
 
     kinds = {}
     for mod_name, mod in model.named_modules():
@@ -271,8 +271,8 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
     """Δ1 against Δ2 for every tensor of a mask file: the K1 cut-off (k smallest Δ1, left of the vertical line)
     and the K2 cut-off (k largest Δ2, above the horizontal line), the selected tensors K1 ∩ K2 filled, and the
     count per block (stem, layer1..4, fc) in the legend."""
-    from ..models import block_of
-    from ..plots import score_scatter
+    from ..fairness.plots import score_scatter
+    from ..training.models import block_of
 
     scores, k = mask_scores(mask), int(mask.meta["k"])
     names = list(scores)
@@ -293,10 +293,10 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
 def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     import torch
 
-    from ..checkpoint import load_checkpoint
-    from ..images import check_images, check_trainable, row_key
-    from ..models import resolve_device
-    from ..training import seed_everything
+    from ..training.checkpoint import load_checkpoint
+    from ..training.images import check_images, check_trainable, row_key
+    from ..training.loop import seed_everything
+    from ..training.models import resolve_device
 
     cfg = check(cfg)
     auto = str(cfg.bias_ratio).strip().lower() == "auto"
@@ -423,7 +423,7 @@ MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n
 def check_topk(topk: str, *, arch: str = "resnet18") -> int:
     """Before a pipeline's work: --topk parsed against the architecture's tensor count (an out-of-range or
     non-numeric k is known as soon as the architecture is, not at the mask step)."""
-    from ..models import build_model
+    from ..training.models import build_model
 
     return parse_topk(topk, len(list(build_model(weights="none", arch=arch).parameters())))
 

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import dist
-from .errors import TrainingError, UsageError
+from ..core import dist
+from ..core.errors import TrainingError, UsageError
+from ..core.progress import NULL, Progress
 from .images import batches, set_epoch
 from .modelselect import selection_score
-from .progress import NULL, Progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,7 +97,7 @@ def start_history(path: "str | os.PathLike", history: list[dict[str, Any]]) -> N
     without repeating a row, whatever the kill left in the file."""
     import csv
 
-    from .fsio import atomic_open
+    from ..core.fsio import atomic_open
 
     with atomic_open(path) as fh:
         writer = csv.writer(fh)
@@ -109,7 +109,7 @@ def append_history(path: "str | os.PathLike", row: dict[str, Any]) -> None:
     """One epoch's row, flushed to disk at once (`tail -f` follows a run; a killed run keeps its epochs)."""
     import csv
 
-    from .fsio import write_errors
+    from ..core.fsio import write_errors
 
     with write_errors(path), open(path, "a", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerow(_history_cells(row))
@@ -291,7 +291,7 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
     _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
     bad = int((~np.isfinite(cat[0][first])).sum())
     if bad:
-        from .errors import CheckpointError
+        from ..core.errors import CheckpointError
 
         raise CheckpointError(MSG_NON_FINITE_SCORES.format(what=what, n=bad, total=len(first)))
     return Predictions(*(a[first] for a in cat))
@@ -339,8 +339,8 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
 def _val_fairness(preds: Predictions) -> dict[str, float]:
     """Validation WST and EO when every validation image has a protected label and every cell is present;
     NaN otherwise (pretraining needs no group labels)."""
-    from .errors import DataError
-    from .metrics import group_metrics
+    from ..core.errors import DataError
+    from ..fairness.metrics import group_metrics
 
     try:
         g = group_metrics(preds.targets, preds.protected, preds.preds)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UsageError
-from .models import PARAM_BLOCKS, block_of
+from ..core.errors import UsageError
+from ..training.models import PARAM_BLOCKS, block_of
 
 MSG_MASK_WITHOUT_SCORES = "{path}: the mask holds no Δ1/Δ2 scores, so its opposite cannot be computed"
 
@@ -93,8 +93,8 @@ def _block(text: str) -> str:
 
 
 def _opposite(strategy: Strategy, sel: Selection) -> set[str]:
+    from ..stages.mask import mask_scores
     from .selection import select_opposite
-    from .stages.mask import mask_scores
 
     scores = mask_scores(sel.mask)
     if not scores or "k" not in sel.mask.meta:

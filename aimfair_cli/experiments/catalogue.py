@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import UsageError
+from ..core.errors import UsageError
 from .pipeline import Pipeline, Step
 
 REFERENCE = "full"
@@ -92,8 +92,8 @@ class Bench:
                  method: str = "erm") -> Path:
         """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate) with
         `method` (`pretrain --method`, its hyper-parameters at their defaults)."""
-        from .methods import METHODS
-        from .stages.pretrain import PretrainConfig
+        from ..methods import METHODS
+        from ..stages.pretrain import PretrainConfig
 
         train, n = train or self.src.train, n or self.z.n_train
         cfg = PretrainConfig(train=train, val=self.src.val, out=self.folder / f"{name}.safetensors",
@@ -108,7 +108,7 @@ class Bench:
     def at_ratio(self, percent: int) -> "Bench":
         """This seed's steps on `percent` % of the real training set (drawn with the seed: `data compose --kind
         subsample`), the balanced synthetic sets scaled alike (N_S = N_R), in `ratio-<percent>/`."""
-        from .data.compose import ComposeConfig
+        from ..data.compose import ComposeConfig
 
         if percent not in self._ratios:
             n = max(8, round(self.z.n_train * percent / 100))
@@ -122,7 +122,7 @@ class Bench:
         return self._ratios[percent]
 
     def compose(self, kind: str, synth: Path | None = None, name: str | None = None) -> Path:
-        from .data.compose import ComposeConfig
+        from ..data.compose import ComposeConfig
 
         name = name or kind
         cfg = ComposeConfig(kind=kind, real=self.src.train, synth=synth or self.src.synth,
@@ -135,8 +135,8 @@ class Bench:
         """The mask at the study's k with the mask stage's defaults, or with `options` (topk, score, bias_ratio);
         options equal to those are dropped, so the same mask is one step. A mask that differs only in k is
         selected from the stored scores of the study's mask (`mask --from-mask`: no gradient passes)."""
-        from .options import default_of
-        from .stages.mask import MaskConfig
+        from ..core.options import default_of
+        from ..stages.mask import MaskConfig
 
         base = {"topk": self.z.topk, **{f.name: default_of(f) for f in dataclasses.fields(MaskConfig)
                                          if f.name in ("score", "bias_ratio")}}
@@ -160,7 +160,7 @@ class Bench:
         return self.finetune("aimfair" + mask.stem.removeprefix("mask"), mask=mask)
 
     def finetune(self, name: str, *, strategy: str | None = None, mask: Path | None = None) -> Path:
-        from .stages.finetune import FinetuneConfig
+        from ..stages.finetune import FinetuneConfig
 
         cfg = FinetuneConfig(model=self.pretrain(), synth=self.src.synth, val=self.src.val,
                              out=self.folder / f"{name}.safetensors", mask=mask, strategy=strategy,
@@ -173,8 +173,8 @@ class Bench:
 
     def evaluate(self, model: Path, data: Path | None = None) -> Any:
         """The model's metrics on the test set (or `data`), through an `eval --out` step."""
-        from .metrics import GroupMetrics
-        from .stages.evaluate import EvalConfig, read_eval_runs
+        from ..fairness.metrics import GroupMetrics
+        from ..stages.evaluate import EvalConfig, read_eval_runs
 
         data = data or self.src.test
         out = model.with_name(f"{model.stem}.{data.stem}.json")
@@ -199,7 +199,7 @@ class Bench:
         """The share of tensors the mask selects (0.5 while planning a mask still to be made)."""
         if self.pipe.pending(mask):
             return 0.5
-        from .maskfile import load_mask
+        from ..masking.maskfile import load_mask
 
         m = load_mask(mask)
         return len(m.selected) / m.total
@@ -373,14 +373,14 @@ class RowRuns:
 
     def record(self, model: Path) -> None:
         """Take method, label use and selection from the row's checkpoint (older checkpoints: ERM, none, overall)."""
-        from .checkpoint import read_meta
+        from ..training.checkpoint import read_meta
 
         meta = read_meta(model)
         self.method = meta.get("method") or ("erm" if meta.get("stage") == "pretrain" else self.name)
         self.group_labels, self.select = meta.get("group_labels", "none"), meta.get("select", "overall")
 
     def aggregate(self) -> dict[str, Any]:
-        from .metrics import aggregate
+        from ..fairness.metrics import aggregate
 
         return aggregate(self.metrics)
 
@@ -414,7 +414,7 @@ def measure_throughput(*, image_size: int, batch_size: int, device: str, steps: 
 
     import torch
 
-    from .models import build_model, resolve_device
+    from ..training.models import build_model, resolve_device
 
     dev = resolve_device(device)
     model = build_model(weights="none").to(dev).train()
@@ -513,10 +513,10 @@ def execute(root: Path, studies: Sequence[Study], shared: Sequence[Step], src: S
 
 def selection_summary(root: Path, bench: Bench, seed: int) -> str:
     """Draw the seed's Δ1/Δ2 figure (selection-seed<k>.png) and say in a line what its mask selected."""
-    from .maskfile import load_mask
-    from .models import block_of
-    from .stages.mask import plot_selection
-    from .strategies import parse_strategy, trainable_names
+    from ..masking.maskfile import load_mask
+    from ..masking.strategies import parse_strategy, trainable_names
+    from ..stages.mask import plot_selection
+    from ..training.models import block_of
 
     path = bench.mask()
     mask = load_mask(path)

@@ -1,13 +1,13 @@
 """The study report: Markdown tables (mean ± std over seeds, paired differences against full fine-tuning with 95 %
 intervals), figures (utility against fairness, metrics, cells, curves, samples, the mask's selection) and the
-`--json` payload. The runs come from `aimfair_cli/studies.py`; nothing here trains or evaluates."""
+`--json` payload. The runs come from `aimfair_cli/experiments/catalogue.py`; nothing here trains or evaluates."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
+from ..fairness.metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
 
 REFERENCE = "full"  # every row is compared, seed by seed, with full fine-tuning
 TASK = "smiling_male"
@@ -61,7 +61,7 @@ def _reference_of(name: str, reference: str) -> str:
 def paired_vs_reference(strategies: Sequence[Any], reference: str = REFERENCE) -> dict[str, dict[str, Any]]:
     """`metrics.paired` of every strategy but the reference against the reference (full fine-tuning unless a study
     names another), seed by seed (nothing for rows whose reference the study lacks)."""
-    from .metrics import paired
+    from ..fairness.metrics import paired
 
     by_name = {s.name: s for s in strategies}
     out = {}
@@ -75,7 +75,7 @@ def paired_vs_reference(strategies: Sequence[Any], reference: str = REFERENCE) -
 def paired_rows(strategies: Sequence[Any], *, labels: bool = True, reference: str = REFERENCE) -> list[dict[str, str]]:
     """One row per strategy: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against the reference, in
     percentage points ("—" for the interval with one seed)."""
-    from .metrics import PAIRED, format_paired
+    from ..fairness.metrics import PAIRED, format_paired
 
     comparisons = paired_vs_reference(strategies, reference)
     rows = []
@@ -92,7 +92,7 @@ def paired_rows(strategies: Sequence[Any], *, labels: bool = True, reference: st
 
 def distinguishable_text(strategies: Sequence[Any], reference: str = REFERENCE) -> str:
     """In words: which paired differences against the reference have a 95 % interval that excludes 0."""
-    from .metrics import PAIRED, excludes_zero
+    from ..fairness.metrics import PAIRED, excludes_zero
 
     comparisons = paired_vs_reference(strategies, reference)
     words = reference_words(reference)
@@ -122,7 +122,7 @@ VERDICT_METRICS = (("acc", +1), ("wst", +1), ("eo", -1))  # the paper's headline
 def row_verdict(entry: dict[str, Any]) -> tuple[str, list[str]]:
     """One row's paired comparison with full fine-tuning in the paper's terms: ("better" | "worse" | "mixed" |
     "indistinguishable", the metrics whose 95 % interval excludes 0, as "WST +3.10 [+1.02, +5.18]")."""
-    from .metrics import excludes_zero, format_paired
+    from ..fairness.metrics import excludes_zero, format_paired
 
     better, worse, said = False, False, []
     for key, sign in VERDICT_METRICS:
@@ -157,7 +157,7 @@ def verdict_lines(rows: Sequence[Any]) -> list[str]:
              "interval of ACC, WST or EO excludes 0 in its favour and none against it):", ""]
     lines += [f"- {words[k]}: " + "; ".join(v) + "." for k, v in groups.items() if v]
     if "pretrained" in comparisons:
-        from .metrics import format_paired
+        from ..fairness.metrics import format_paired
 
         def flipped(e: dict[str, Any]) -> dict[str, str]:  # ERM − full as full − ERM
             ci = e["ci95"]
@@ -191,7 +191,7 @@ def _training_curves(out: Path, strategies: Sequence[Any]) -> list[str]:
     """Validation accuracy per epoch of seed 0's pretraining and fine-tunings, from their history files."""
     import csv
 
-    from .plots import line_chart
+    from ..fairness.plots import line_chart
 
     series = {}
     for name in ["pretrain", *(s.name for s in strategies if s.name not in ("pretrained", "freeze"))]:
@@ -208,8 +208,8 @@ def _training_curves(out: Path, strategies: Sequence[Any]) -> list[str]:
 
 def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
     """Real training images against synthetic ones, one pair of rows per group: the domain gap at a glance."""
-    from .manifest import read_manifest
-    from .plots import image_grid
+    from ..core.manifest import read_manifest
+    from ..fairness.plots import image_grid
 
     real, synth = out / "data" / "train.csv", out / "synth" / "metadata.jsonl"
     if not (real.is_file() and synth.is_file()):
@@ -231,7 +231,7 @@ def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
 
 def _ci_half(values: Sequence[float]) -> float:
     """Half-width of the 95 % Student-t interval of the mean (0 with one value)."""
-    from .stats import mean_ci
+    from ..fairness.stats import mean_ci
 
     mean, ci = mean_ci(list(values))
     return 0.0 if ci is None else (ci[1] - ci[0]) / 2
@@ -240,7 +240,7 @@ def _ci_half(values: Sequence[float]) -> float:
 def utility_fairness(out: Path, rows: Sequence[Any], *, name: str = "utility-fairness.png") -> list[str]:
     """The paper's Fig. 1 for these runs: ACC against WST and ACC against EO, one point per row, bars = 95 %
     intervals over seeds."""
-    from .plots import interval_scatter
+    from ..fairness.plots import interval_scatter
 
     def point(r: Any, key: str) -> tuple[float, float, float, float]:
         acc = [100 * m.acc for m in r.metrics]
@@ -272,9 +272,9 @@ def label_use_lines(rows: Sequence[Any]) -> list[str]:
 
 def table_lines(rows: Sequence[Any], reference: str = REFERENCE) -> list[str]:
     """The summary table, then the paired table and its reading, for one study's rows."""
-    from .bias import CELLS
-    from .metrics import cell_key
-    from .tasks import get_task
+    from ..core.tasks import get_task
+    from ..fairness.cells import CELLS
+    from ..fairness.metrics import cell_key
 
     summary, prows = summary_rows(rows), paired_rows(rows, reference=reference)
     task = get_task(TASK)
@@ -296,7 +296,7 @@ def table_lines(rows: Sequence[Any], reference: str = REFERENCE) -> list[str]:
 
 def topk_figure(out: Path, rows: Sequence[Any]) -> list[str]:
     """ACC, WST and EO against k with 95 % intervals (the paper's Fig. 5), from rows named k40, k45, ..."""
-    from .plots import interval_lines
+    from ..fairness.plots import interval_lines
 
     ks = [(int(r.name[1:]), r) for r in rows if r.name.startswith("k") and r.name[1:].isdigit()]
     if not ks:
@@ -357,10 +357,10 @@ def study_json(studies: Sequence[Any], results: dict[str, list[Any]]) -> dict[st
 
 def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -> list[str]:
     """The quick comparison (`aimfair demo` without --study): tables, paired table, metric and cell figures."""
-    from .bias import CELLS
-    from .metrics import cell_key
-    from .plots import bar_chart, bar_panels
-    from .tasks import get_task
+    from ..core.tasks import get_task
+    from ..fairness.cells import CELLS
+    from ..fairness.metrics import cell_key
+    from ..fairness.plots import bar_chart, bar_panels
 
     rows = summary_rows(strategies)
     prows = paired_rows(strategies)
@@ -425,8 +425,8 @@ def write_report(out: Path, *, intro: str, studies: Sequence[Any], results: dict
     """report.md in `out`: Fig. 1 (utility against fairness, for the strategies study when it ran, else the first
     study) first, then the main comparison and each study, the mask's selection and the commands that reproduce it
     all."""
-    from .fsio import atomic_write_text
-    from .tasks import get_task
+    from ..core.fsio import atomic_write_text
+    from ..core.tasks import get_task
 
     # Fig. 1 shows training strategies: the strategies study when it ran, else the first study's rows
     first = "strategies" if "strategies" in results else studies[0].name

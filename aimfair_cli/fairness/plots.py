@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .fsio import atomic_path
+from ..core.fsio import atomic_path
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MaskError
-from .fsio import atomic_path
+from ..core.errors import MaskError
+from ..core.fsio import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +57,7 @@ class Mask:
                       path: str | os.PathLike, purpose: str) -> None:
         """check_fits, and that the gradients were computed on the file `model_path` (the SHA-256 the mask's
         provenance records, when it records one)."""
-        from .provenance import input_sha256, sha256_file
+        from ..core.provenance import input_sha256, sha256_file
 
         self.check_fits(model)
         made_on = input_sha256(self.meta, "--model")
