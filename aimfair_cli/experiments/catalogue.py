@@ -32,7 +32,11 @@ from typing import Any, Callable, Sequence
 from ..core.errors import UsageError
 from .pipeline import Pipeline, Step
 
-REFERENCE = "full"
+REFERENCE = "full"  # the row every other is paired with, seed by seed: full fine-tuning
+# The paper's Tab. 3 (ways to train: ERM, synthetic only, supplementation, repairing, linear, full, AIM-Fair). Its
+# CLI name is `strategies`; in the code it is TAB3_STUDY, and "strategy" means a tensor selection
+# (masking/strategies.py).
+TAB3_STUDY = "strategies"
 MSG_UNKNOWN_STUDY = "unknown study '{name}' (known: {known}, or all)"
 MSG_PROMPTS_NEEDS_SYNTH = "--study prompts needs synthetic images from other prompt files; run it on the offline " \
     "benchmark (aimfair demo --study prompts)"
@@ -262,7 +266,7 @@ def _from_scratch(kind: str) -> RowFn:
 
 def _prompts_row(variant: str) -> RowFn:
     def make(b: Bench) -> Path:
-        if variant == "50":  # the pool itself: the strategies study's synthetic-only training, run once for both
+        if variant == "50":  # the pool itself: the Tab. 3 study's synthetic-only training, run once for both
             return _from_scratch("synthetic")(b)
         if b.src.make_synth is None:
             raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
@@ -319,7 +323,7 @@ def _ratio_rows() -> tuple[Row, ...]:
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("main", "AIM-Fair against fine-tuning baselines", (
         ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE)),
-    Study("strategies", "Tab. 3: training strategies", (
+    Study(TAB3_STUDY, "Tab. 3: training strategies", (
         ERM, Row("synthetic", "balanced synthetic only (from scratch)", _from_scratch("synthetic")),
         Row("supplement", "data supplementation: real + balanced synthetic", _from_scratch("supplement")),
         Row("repair", "data repairing: real, minority cells filled with synthetic", _from_scratch("repair")),
@@ -464,8 +468,8 @@ class StudiesResult:
     config: Any = None  # the command's resolved options
 
     @property
-    def strategies(self) -> list[RowRuns]:
-        """The first study's rows (the main comparison by default)."""
+    def first_runs(self) -> list[RowRuns]:
+        """The runs of the first study's rows (the main comparison by default)."""
         return self.results[self.studies[0].name]
 
 

@@ -93,7 +93,7 @@ def _block(text: str) -> str:
 
 
 def _opposite(strategy: Strategy, sel: Selection) -> set[str]:
-    from ..stages.mask import mask_scores
+    from .maskfile import mask_scores
     from .selection import select_opposite
 
     scores = mask_scores(sel.mask)

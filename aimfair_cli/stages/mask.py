@@ -37,7 +37,7 @@ from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNEL
 from ..core.progress import NULL, Progress
 from ..core.provenance import provenance, sha256_file
 from ..fairness.cells import CELLS, parse_bias
-from ..masking.maskfile import Mask, load_mask, save_mask
+from ..masking.maskfile import Mask, load_mask, mask_scores, save_mask
 from ..masking.selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
 from ..masking.synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
 
@@ -259,12 +259,6 @@ def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
         row["total"] += 1
         row["selected"] += name in chosen
     return list(rows.values())
-
-
-def mask_scores(mask: Mask) -> dict[str, TensorScore]:
-    """The Δ1/Δ2 scores a mask file stores, in parameter order."""
-    return {n: TensorScore(delta1=float(v["delta1"]), delta2=float(v["delta2"]))
-            for n, v in mask.meta.get("scores", {}).items()}
 
 
 def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) -> Path:
