@@ -1,5 +1,6 @@
-"""The shape of the library: no import loop anywhere in aimfair_cli (function-level imports included), and the
-dataset importers (`aimfair_cli.data`) used only by the commands that run them."""
+"""The shape of the library: every import runs down the layers of `LAYERS` (docs/architecture.md), there is no
+import loop anywhere in aimfair_cli (function-level and type-checking imports included), and the dataset importers
+(`aimfair_cli.data`) are used only by the commands that run them."""
 
 import ast
 from pathlib import Path
@@ -90,3 +91,48 @@ def test_only_the_data_commands_import_the_importers():
     offenders = {name: sorted(m for m in deps if m.startswith("aimfair_cli.data"))
                  for name, deps in graph().items() if not name.startswith(DATA_USERS)}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# The layers, from the top: a module may import its own layer or any layer below, never one above (the
+# architecture, drawn in docs/architecture.md). Each entry names packages (a prefix) or single modules.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the command line", ("aimfair_cli.__main__", "aimfair_cli.cli")),
+    ("the drivers: demo, study, the study catalogue, the report", ("aimfair_cli.experiments",)),
+    ("the stages and the dataset importers", ("aimfair_cli.stages", "aimfair_cli.data")),
+    ("the method, the comparison methods, generators and prompt writers",
+     ("aimfair_cli.masking", "aimfair_cli.methods", "aimfair_cli.generators", "aimfair_cli.writers")),
+    ("training and the offline renderer", ("aimfair_cli.training", "aimfair_cli.render")),
+    ("the fairness numbers", ("aimfair_cli.fairness",)),
+    ("the core", ("aimfair_cli.core", "aimfair_cli")),
+)
+
+
+def layer_of(name: str) -> int | None:
+    """The index of the layer `name` belongs to (0 is the top); the root package `aimfair_cli` only by itself."""
+    best, depth = None, -1
+    for i, (_, members) in enumerate(LAYERS):
+        for m in members:
+            hit = name == m or (m != "aimfair_cli" and name.startswith(m + "."))
+            if hit and len(m) > depth:
+                best, depth = i, len(m)
+    return best
+
+
+def upward_edges(g: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} (layer {layer_of(a)}: {LAYERS[layer_of(a)][0]}) imports {b} (layer {layer_of(b)}: "
+                  f"{LAYERS[layer_of(b)][0]})" for a, deps in g.items() for b in deps if layer_of(b) < layer_of(a))
+
+
+def test_every_module_has_a_layer():
+    assert [name for name in graph() if layer_of(name) is None] == []
+
+
+def test_every_import_runs_downward():
+    assert upward_edges(graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert layer_of("aimfair_cli.core.errors") == layer_of("aimfair_cli") == len(LAYERS) - 1
+    assert layer_of("aimfair_cli.cli.app") == 0
+    edges = upward_edges({"aimfair_cli.core.errors": {"aimfair_cli.stages.mask"}, "aimfair_cli.stages.mask": set()})
+    assert len(edges) == 1 and edges[0].startswith("aimfair_cli.core.errors (layer 6")
