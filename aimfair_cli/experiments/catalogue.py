@@ -299,6 +299,8 @@ class Study:
     figure: str | None = None  # "topk": metrics against k
     reference: str = REFERENCE  # the row every other is paired with (a row "x@50" with "<reference>@50")
     in_all: bool = True  # part of `--study all` (the comparison methods train many models: asked for by name)
+    help: str = ""  # the study in a few words, for the `--study` help of `aimfair demo`
+    offline_only: bool = False  # needs synthetic images from other prompt files: `aimfair demo` only
 
 
 # the comparison methods of Tab. 1-2 (`pretrain --method`, aimfair_cli/methods/), as the paper names them
@@ -322,31 +324,55 @@ def _ratio_rows() -> tuple[Row, ...]:
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("main", "AIM-Fair against fine-tuning baselines", (
-        ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE)),
+        ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE),
+          help="AIM-Fair against the fine-tuning baselines"),
     Study(TAB3_STUDY, "Tab. 3: training strategies", (
         ERM, Row("synthetic", "balanced synthetic only (from scratch)", _from_scratch("synthetic")),
         Row("supplement", "data supplementation: real + balanced synthetic", _from_scratch("supplement")),
         Row("repair", "data repairing: real, minority cells filled with synthetic", _from_scratch("repair")),
-        LINEAR, FULL, AIMFAIR)),
+        LINEAR, FULL, AIMFAIR), help="paper Tab. 3"),
     Study("partial", "Tab. 4: partial fine-tuning", (
         ERM, FULL,
         Row("random-best", "best random selection (40/55/70/85 %)", _best_of("random-best", "ratio", _random_candidates)),
         Row("update-best", "best update-one-block", _best_of("update-best", "update", _update_candidates)),
         Row("freeze-best", "best freeze-one-block", _best_of("freeze-best", "freeze", _freeze_candidates)),
         Row("cosine", "AIM-Fair, cosine score", lambda b: b.aimfair(score="cosine")),
-        AIMFAIR, OPPOSITE)),
+        AIMFAIR, OPPOSITE), help="Tab. 4"),
     Study("prompts", "Tab. 5: prompt types (trained on balanced synthetic only)", (
         ERM, FULL, Row("plain", "1 plain prompt per group", _prompts_row("plain")),
         Row("contextual-25", "25 contextual prompts per group", _prompts_row("25")),
-        Row("contextual-50", "50 contextual prompts per group", _prompts_row("50")))),
-    Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk"),
+        Row("contextual-50", "50 contextual prompts per group", _prompts_row("50"))), help="Tab. 5", offline_only=True),
+    Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk",
+          help="Fig. 5"),
     Study("bias-ratio", "Tab. 6: bias ratio of the synthetic-biased set", (
-        ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto")))),
+        ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto"))), help="Tab. 6"),
     Study("sota", "Tab. 1: AIM-Fair against the debiasing methods", _method_rows(), reference=AIMFAIR.name,
-          in_all=False),
+          in_all=False, help="Tab. 1: the debiasing methods"),
     Study("sample-ratio", "Tab. 2: the methods at 50, 25 and 10 % of the real training set", _ratio_rows(),
-          reference=AIMFAIR.name, in_all=False),
+          reference=AIMFAIR.name, in_all=False, help="Tab. 2"),
 )}
+
+
+def _and(names: Sequence[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def demo_study_help() -> str:
+    """`aimfair demo --study`: every study in a few words, and what `all` leaves out (from `STUDIES`)."""
+    listed = ", ".join(f"{s.name} ({s.help})" for s in STUDIES.values())
+    named = _and([s.name for s in STUDIES.values() if not s.in_all])
+    return (f"Studies to run, comma-separated, or all: {listed}; all runs every one but {named} (hours each on a CPU: "
+            "name them).")
+
+
+def run_folder_study_help() -> str:
+    """`aimfair study --study`: the studies that run on a run folder (not the offline-only ones), from `STUDIES`."""
+    names = ", ".join(s.name for s in STUDIES.values() if not s.offline_only)
+    named = _and([s.name for s in STUDIES.values() if not s.in_all])
+    offline = _and([s.name for s in STUDIES.values() if s.offline_only])
+    return (f"Studies, comma-separated: {names}; or all (every one of these but {named}, which are named; {offline} "
+            "runs on the offline benchmark only).")
 
 
 def parse_studies(text: str | None) -> list[Study]:

@@ -25,6 +25,7 @@ from ..core.options import CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EP
 from ..core.progress import NULL, Progress
 from ..data.demo import MAX_DEMO_IMAGES, MAX_DEMO_SIZE
 from ..training.models import PARAM_BLOCKS as BLOCKS
+from .catalogue import demo_study_help
 from .report import TASK
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,7 @@ class DemoConfig:
 
     out: Path = option(Path("aimfair-demo"), short=("-o",), path="dir", help="Demo folder (reused on rerun).")
     seeds: int = option(1, help="Training seeds; the table shows mean ± std over them.", min=1, max=100)
-    study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
-                        "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
-                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2); all "
-                        "runs every one but sota and sample-ratio (hours each on a CPU: name them).")
+    study: str = option("main", help=demo_study_help())
     quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 2 pretraining epochs, single-block "
                          "baselines on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,

@@ -21,6 +21,7 @@ from ..core.options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_E
                             MAX_WORKERS, MIN_IMAGE, check, option)
 from ..core.progress import NULL, Progress
 from ..training.models import PARAM_BLOCKS
+from .catalogue import run_folder_study_help
 
 MSG_MISSING = "{path} not found: --run must hold data/train.csv, data/val.csv, data/test.csv and synth/metadata.jsonl"
 
@@ -30,9 +31,7 @@ class StudyConfig:
     """Options of `aimfair study` (defaults: the paper's CelebA set-up, §4.3)."""
 
     run: Path = option(Path("."), path="dir", help="Run folder with data/{train,val,test}.csv and synth/metadata.jsonl.")
-    study: str = option("main", help="Studies, comma-separated: main, strategies, partial, topk, bias-ratio, sota, "
-                        "sample-ratio; or all "
-                        "(every one of these but sota and sample-ratio, which are named; prompts runs on the offline benchmark only).")
+    study: str = option("main", help=run_folder_study_help())
     out: Path | None = option(None, short=("-o",), path="dir", help="Output folder.", default_text="<run>/studies")
     seeds: int = option(3, help="Training seeds; tables show mean ± std and paired 95 % intervals over them.",
                         min=1, max=100)
@@ -72,8 +71,8 @@ def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = No
 
     c = check(cfg)
     # `all` here: every study that needs no new synthetic images
-    studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or s.name != "prompts"]
-    if any(s.name == "prompts" for s in studies):
+    studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or not s.offline_only]
+    if any(s.offline_only for s in studies):
         raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
     _check_early(c)
     run = Path(c.run).resolve()

@@ -2,7 +2,7 @@
 parameter tensors.
 
 The strategies (which tensors receive updates; all others stay bit-identical) are the registry in
-`aimfair_cli/masking/strategies.py`: mask (AIM-Fair, Eq. 8), full, linear, random:R, update:B, freeze:B and opposite.
+`aimfair_cli/masking/strategies.py`; `--strategy`'s help lists them from it (`mask` is AIM-Fair, Eq. 8).
 
 Training from scratch on synthetic data, supplementing real with synthetic data and repairing the real data
 (paper Tab. 3) start from random weights rather than from the biased model, so they are `aimfair pretrain`

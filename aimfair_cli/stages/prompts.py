@@ -62,7 +62,7 @@ PromptsConfig = dataclasses.make_dataclass("PromptsConfig", _WRITER_FIELDS, base
                                            namespace={"__doc__": _PromptsCore.__doc__, "__module__": __name__})
 WRITER_OPTIONS = tuple(name for name, _, _ in _WRITER_FIELDS)  # forwarded to make_writer when given
 
-MSG_NO_TASK = "--task is required (smiling_male, smiling_young, young_male or female_white)"
+MSG_NO_TASK = "--task is required (" + ", ".join(list(TASKS)[:-1]) + " or " + list(TASKS)[-1] + ")"
 PARTIAL_SUFFIX = ".partial.yaml"
 
 PROMPT_SUFFIXES = (".yaml", ".yml")
