@@ -151,6 +151,46 @@ def demo_expression_kind(*, seed: int, split: str, index: int, target: int, prot
     return "talking" if mouth_open else "neutral"
 
 
+def _render_splits(tmp: Path, cfg: DemoDataConfig, sizes: dict[str, int],
+                   progress: Progress) -> dict[str, list[dict[str, Any]]]:
+    """Every split's images into `tmp/images/<split>/`, and their manifest rows."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for split in SPLITS:
+        (tmp / IMAGES_DIR / split).mkdir(parents=True)
+        rows[split] = []
+        cells = split_cells(split, sizes[split], cfg.bias, cfg.seed)
+        with progress.task(f"render {split}", total=len(cells)) as task:
+            for i, (t, p) in enumerate(cells):
+                img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
+                                           size=cfg.size, ambiguous=cfg.ambiguous)
+                name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
+                img.save(tmp / name, format="PNG")
+                rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})
+                task.advance(1)
+    return rows
+
+
+def _swap_in(out: Path, images: Path, config_path: Path, staged: dict[str, Path]) -> tuple[Path, dict[str, Path]]:
+    """Move the staged images, config and manifests into `out`. The manifests are what makes a folder look
+    imported, so the old ones go first and the new ones come last: a kill at any point of the swap leaves no
+    manifest beside images they do not describe."""
+    for split in SPLITS:
+        (out / f"{split}.csv").unlink(missing_ok=True)
+    images_final = out / IMAGES_DIR
+    old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
+    if images_final.exists():
+        os.replace(images_final, old)
+    os.replace(images, images_final)
+    final_config = out / config_path.name
+    os.replace(config_path, final_config)
+    paths = {}
+    for split, path in staged.items():
+        paths[split] = out / path.name
+        os.replace(path, paths[split])
+    shutil.rmtree(old, ignore_errors=True)
+    return final_config, paths
+
+
 def make_demo_dataset(
     *,
     out: str | os.PathLike,
@@ -187,39 +227,13 @@ def make_demo_dataset(
     started = time.perf_counter()
     try:
         images = tmp / IMAGES_DIR
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for split in SPLITS:
-            (images / split).mkdir(parents=True)
-            rows[split] = []
-            cells = split_cells(split, sizes[split], cfg.bias, cfg.seed)
-            with progress.task(f"render {split}", total=len(cells)) as task:
-                for i, (t, p) in enumerate(cells):
-                    img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
-                                               size=cfg.size, ambiguous=cfg.ambiguous)
-                    name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
-                    img.save(tmp / name, format="PNG")
-                    rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})
-                    task.advance(1)
+        rows = _render_splits(tmp, cfg, sizes, progress)
         (images / MARKER).write_text("written by 'aimfair data demo'\n", encoding="utf-8")
         staged = {split: write_manifest(tmp / f"{split}.csv", rows[split],
                                         columns=("file_name", "target", "protected", "split")) for split in SPLITS}
         config_path = write_resolved_config(tmp, STAGE, recorded_config(cfg))
         seconds = time.perf_counter() - started
-        # Swap in. The manifests are what makes a folder look imported, so the old ones go first and the new
-        # ones come last: a kill at any point of the swap leaves no manifest beside images they do not describe.
-        for split in SPLITS:
-            (out / f"{split}.csv").unlink(missing_ok=True)
-        old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
-        if images_final.exists():
-            os.replace(images_final, old)
-        os.replace(images, images_final)
-        final_config = out / config_path.name
-        os.replace(config_path, final_config)
-        paths = {}
-        for split, path in staged.items():
-            paths[split] = out / path.name
-            os.replace(path, paths[split])
-        shutil.rmtree(old, ignore_errors=True)
+        final_config, paths = _swap_in(out, images, config_path, staged)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created and not any(out.iterdir()):

@@ -284,17 +284,58 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
     )
 
 
-def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
-    import torch
+@dataclass
+class MaskSets:
+    """The three sets the gradients are computed on (real-biased, synthetic-biased, synthetic-balanced), by label,
+    and what built them: the bias ratio and minority cells (given or estimated) and the uncapped set size."""
 
+    named: dict[str, Manifest]
+    bias: Fraction
+    minority: dict[int, int]
+    estimate: BiasEstimate | None
+    auto: bool
+    n_full: int  # each synthetic set's size without --max-samples: `finetune`'s default balanced set
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {label: len(m.rows) for label, m in self.named.items()}
+
+
+def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
+    """The mask in named phases: the sets (`mask_sets`), the gradient passes (`gradient_passes`), the scores
+    (`finite_scores`) and K1 ∩ K2, then the mask file (`mask_file`, `_write`). `--from-mask` skips to the
+    selection (`_reselect`)."""
     from ..training.checkpoint import load_checkpoint
-    from ..training.images import check_images, check_trainable, row_key
     from ..training.loop import seed_everything
     from ..training.models import resolve_device
 
+    cfg = _check_options(cfg)
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, meta = load_checkpoint(cfg.model, device=device)
+    k = parse_topk(cfg.topk, len(list(model.parameters())))
+    if cfg.from_mask is not None:
+        return _reselect(cfg, model, device, k, started)
+    state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+    sets = mask_sets(cfg, model, meta, device)
+    grads = gradient_passes(cfg, model, meta, state, sets.named, device, progress=progress)
+    scores = finite_scores(cfg, grads)
+    selected = select(scores, k)
+    mask = mask_file(cfg, model, k, scores, selected, sets, device)
+    _write(cfg, mask)
+    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sets.sizes, bias=sets.bias,
+                      minority=sets.minority, estimate=sets.estimate, seconds=time.perf_counter() - started,
+                      blocks=block_table(model, selected), cutoffs=cutoffs(scores, k),
+                      plot=None if cfg.plot is None else Path(cfg.plot))
+
+
+def _check_options(cfg: MaskConfig) -> MaskConfig:
+    """Every option that can be checked before the checkpoint is read: the bias ratio, the batch under torchrun,
+    the output suffixes and that no output is an input."""
     cfg = check(cfg)
-    auto = str(cfg.bias_ratio).strip().lower() == "auto"
-    bias = None if auto else parse_bias(cfg.bias_ratio)
+    if str(cfg.bias_ratio).strip().lower() != "auto":
+        parse_bias(cfg.bias_ratio)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     check_suffix(cfg.out, (".safetensors",), "--out")
     if cfg.plot is not None:
@@ -302,16 +343,17 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     read = {"--model": cfg.model, "--from-mask": cfg.from_mask} if cfg.from_mask is not None else \
         {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}
     check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask"), "--plot": cfg.plot}, read)
-    started = time.perf_counter()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(cfg.model, device=device)
-    total = len(list(model.parameters()))
-    k = parse_topk(cfg.topk, total)
-    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+    return cfg
 
-    if cfg.from_mask is not None:
-        return _reselect(cfg, model, device, k, started)
+
+def mask_sets(cfg: MaskConfig, model: Any, meta: dict[str, Any], device: Any) -> MaskSets:
+    """Phase 1, the sets: the real set (capped at --max-samples), and the synthetic-biased and synthetic-balanced
+    sets drawn from --synth at the given bias ratio or, with `auto`, the one the biased model's errors suggest."""
+    from ..training.images import check_images, check_trainable, row_key
+
+    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+    auto = str(cfg.bias_ratio).strip().lower() == "auto"
+    bias = None if auto else parse_bias(cfg.bias_ratio)
     real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     # Size of each synthetic set without the cap: also the default balanced set of `finetune`, which a cheaper
@@ -323,16 +365,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         real = _subset(real, [real.rows[i] for i in keep])
     n = n_full if cfg.max_samples is None else min(n_full, cfg.max_samples)
 
-    state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
     estimate = None
     minority = dict(DEFAULT_MINORITY)
+    n_biased = n
     if auto:
         balanced_only = build_synthetic_sets(synth.rows, n=n, bias=Fraction(1), seed=cfg.seed).balanced
         estimate = _estimate_bias(model, real, balanced_only, synth, image_size=image_size, mean=mean, std=std,
                                   cfg=cfg, device=device)
         bias, minority = estimate.bias, estimate.minority
-    n_biased = n
-    if auto:
         # The estimated ratio can be steeper than the synthetic pool was sized for (a pool of 0.45 N per group
         # holds 1:9, not 1:15): keep the ratio and shrink the biased set to what the pool holds.
         n_biased = largest_biased(synth.rows, n=n, bias=bias, minority=minority) or n
@@ -350,12 +390,21 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         check_trainable(len(m.rows), f"mask: the {label.replace('_', ' ')} set", cfg.batch_size)
     for m in named.values():
         check_images(m)
+    return MaskSets(named=named, bias=bias, minority=minority, estimate=estimate, auto=auto, n_full=n_full)
 
+
+def gradient_passes(cfg: MaskConfig, model: Any, meta: dict[str, Any], state: dict, named: dict[str, Manifest],
+                    device: Any, *, progress: Progress = NULL) -> dict[str, "torch.Tensor"]:
+    """Phase 2, the gradient passes: the mean gradient of each set from the checkpoint's `state`, or the same pass
+    kept in memory from an earlier mask of this process (`pass_key`)."""
+    import torch
+
+    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
     amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else cfg.channels_last == "on"
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grads = {}
-    # the checkpoint's hash, which the provenance below records too (computed once per process and file)
+    # the checkpoint's hash, which the provenance records too (computed once per process and file)
     model_sha = sha256_file(cfg.model)
     for label, manifest in named.items():
         key = pass_key(manifest, label=label, model_sha=model_sha, image_size=image_size, mean=mean, std=std, cfg=cfg,
@@ -374,13 +423,24 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         _passes[key] = grads[label]
         while len(_passes) > _PASSES_KEPT:
             _passes.popitem(last=False)
+    return grads
+
+
+def finite_scores(cfg: MaskConfig, grads: dict[str, "torch.Tensor"]) -> dict[str, TensorScore]:
+    """Phase 3, the scores: Δ1 and Δ2 per tensor (`--score`), refused when any is not finite."""
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
     bad = [n_ for n_, s in scores.items() if not (math.isfinite(s.delta1) and math.isfinite(s.delta2))]
     if bad:  # a NaN gradient would rank arbitrarily: no mask is better than a meaningless one
         raise MaskError(MSG_SCORES_NOT_FINITE.format(n=len(bad), name=bad[0], model=cfg.model))
-    selected = select(scores, k)
-    sizes = {label: len(m.rows) for label, m in named.items()}
-    mask = Mask(
+    return scores
+
+
+def mask_file(cfg: MaskConfig, model: Any, k: int, scores: dict[str, TensorScore], selected: list[str],
+              sets: MaskSets, device: Any) -> Mask:
+    """Phase 4, the mask file's content: the selection, every parameter's shape and the metadata (k, the scores,
+    the bias ratio and how it was found, the sets' sizes, the provenance)."""
+    bias, estimate = sets.bias, sets.estimate
+    return Mask(
         selected=selected,
         shapes={name: list(p.shape) for name, p in model.named_parameters()},
         meta={
@@ -389,14 +449,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "score": cfg.score,
             "scores": {n_: {"delta1": s.delta1, "delta2": s.delta2} for n_, s in scores.items()},
             "bias_ratio": f"{bias.numerator}:{bias.denominator}",
-            "bias_ratio_source": "auto" if auto else "given",
-            "minority": {str(y): s for y, s in minority.items()},
+            "bias_ratio_source": "auto" if sets.auto else "given",
+            "minority": {str(y): s for y, s in sets.minority.items()},
             "estimate": None if estimate is None else {
                 "error_rate": estimate.error_rate,
                 "synthetic_group_accuracy": estimate.synthetic_group_accuracy,
             },
-            "sizes": sizes,
-            "n_synth": n_full,  # uncapped size of each synthetic set: `finetune`'s default balanced set
+            "sizes": sets.sizes,
+            "n_synth": sets.n_full,  # uncapped size of each synthetic set: `finetune`'s default balanced set
             "max_samples": cfg.max_samples,
             "crop_scale": cfg.crop_scale,
             "model": str(cfg.model),
@@ -404,10 +464,6 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "provenance": provenance(device, {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}),
         },
     )
-    _write(cfg, mask)
-    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
-                      estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
-                      cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
 
 
 MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n} tensor(s) (first: {name}): the "
