@@ -12,7 +12,7 @@
     them beats one trained on plain-prompt images on the real test split.
 
 Every model: torchvision ResNet-18 from random init, one logit, BCE, SGD momentum 0.9 (lr 0.02, batch 32,
-x0.1 for the last epoch), trained with the library's own loop (aimfair_cli.training.fit) on crops keeping
+x0.1 for the last epoch), trained with the library's own loop (aimfair_cli.training.loop.fit) on crops keeping
 60-100 % of the picture plus flips, checkpoint chosen by accuracy on the real val split. The ERM model of (a)
 trains for the demo's pretraining schedule (--epochs 4), the biased model the demo repairs. The models of (b)
 and (c) train on balanced sets, where no shortcut speeds up the start: from random init a balanced real-style
@@ -46,12 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aimfair_cli.bias import CELLS
+from aimfair_cli.fairness.cells import CELLS
 from aimfair_cli.data.demo import make_demo_dataset, render_demo_image
 from aimfair_cli.generators.base import ImageRequest, image_seed
 from aimfair_cli.generators.procedural import ProceduralGenerator
-from aimfair_cli.manifest import read_manifest, write_manifest
-from aimfair_cli.tasks import TASKS
+from aimfair_cli.core.manifest import read_manifest, write_manifest
+from aimfair_cli.core.tasks import TASKS
 from aimfair_cli.writers.template import TemplateWriter, plain_prompt
 
 TASK = TASKS["smiling_male"]
@@ -136,7 +136,7 @@ def train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, ar
             return {**saved["result"], "cells": {tuple(map(int, k.split(","))): v for k, v in saved["cells"].items()}}
     result = _train_and_test(name, train_csv, val_csv, test_csv, args, epochs=epochs)
     if cache is not None:
-        from aimfair_cli.fsio import atomic_write_text
+        from aimfair_cli.core.fsio import atomic_write_text
 
         cells = {f"{t},{p}": v for (t, p), v in result["cells"].items()}
         body = {"settings": settings, "result": {k: v for k, v in result.items() if k != "cells"}, "cells": cells}
@@ -147,16 +147,16 @@ def train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, ar
 def _train_and_test(name: str, train_csv: Path, val_csv: Path, test_csv: Path, args, *, epochs: int) -> dict:
     from torchvision import transforms as T
 
-    from aimfair_cli.images import (
+    from aimfair_cli.training.images import (
         MEAN,
         STD,
         ImageDataset,
         build_transform,
         make_loader,
     )
-    from aimfair_cli.metrics import group_metrics
-    from aimfair_cli.models import build_model, resolve_device
-    from aimfair_cli.training import OptimConfig, fit, predict, seed_everything
+    from aimfair_cli.fairness.metrics import group_metrics
+    from aimfair_cli.training.models import build_model, resolve_device
+    from aimfair_cli.training.loop import OptimConfig, fit, predict, seed_everything
 
     seed_everything(args.seed)
     model = build_model(weights="none")
@@ -289,8 +289,8 @@ def regime(args: argparse.Namespace) -> int:
     target of `regime.TARGETS` checked on the mean and on each seed; exits 1 naming every failure."""
     import json
 
-    from aimfair_cli.stages.demo import DemoConfig, run_demo
-    from aimfair_cli.studies import FULL, STUDIES, Study
+    from aimfair_cli.experiments.demo import DemoConfig, run_demo
+    from aimfair_cli.experiments.catalogue import FULL, STUDIES, Study
     from regime import PAPER, ROWS, check_regime, failures_text, mean_values, percent, table
 
     rows = tuple(r for r in STUDIES["strategies"].rows if r.name in PAPER and r.name != FULL.name) + (FULL,)

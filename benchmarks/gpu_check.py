@@ -9,7 +9,7 @@
    overheads (Python, scheduler, VAE decode, PIL conversion), not Stable Diffusion 2.1's UNet. It also checks that
    a seed gives the same picture whatever the batch size, and runs the `synth` stage once (files, manifest).
 2. Times ResNet-18 training steps at 224 px, batch 128: fp32 vs fp16 autocast + channels_last, through
-   `aimfair_cli.training.train_one_epoch` (plain torch if that module is missing). Data sits on the device,
+   `aimfair_cli.training.loop.train_one_epoch` (plain torch if that module is missing). Data sits on the device,
    so this is the model's speed, not the data loader's.
 
 Prints progress lines and, last, one JSON object; with $OUT set also writes $OUT/gpu_check.json.
@@ -85,9 +85,9 @@ def bench_synth_stage(model_dir: Path, *, device: str, dtype: str, n: int, size:
                       tmp: Path) -> dict:
     """The real `synth` stage (files, part files, manifest) on the tiny pipeline."""
     try:
+        from aimfair_cli.core.manifest import read_manifest
+        from aimfair_cli.core.tasks import TASKS, PromptFile, save_prompt_file
         from aimfair_cli.stages.synth import synthesize
-        from aimfair_cli.tasks import TASKS, PromptFile, save_prompt_file
-        from aimfair_cli.manifest import read_manifest
     except ImportError as exc:
         return {"skipped": f"synth stage not available: {exc}"}
     task = TASKS["smiling_male"]
@@ -106,11 +106,11 @@ def bench_training(*, device: str, batch: int, size: int, steps: int, warmup: in
     import torch
 
     try:
-        from aimfair_cli.models import build_model
-        from aimfair_cli.training import train_one_epoch
+        from aimfair_cli.training.loop import train_one_epoch
+        from aimfair_cli.training.models import build_model
     except ImportError:
         build_model = train_one_epoch = None  # type: ignore[assignment]
-    results = {"via": "aimfair_cli.training.train_one_epoch" if train_one_epoch else "plain torch",
+    results = {"via": "aimfair_cli.training.loop.train_one_epoch" if train_one_epoch else "plain torch",
                "batch_size": batch, "image_size": size}
     images = torch.randn(batch, 3, size, size, device=device)  # [B,3,H,W], resident on the device
     targets = torch.randint(0, 2, (batch,), device=device).float()  # [B]

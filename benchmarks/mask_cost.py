@@ -40,12 +40,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder to keep the run in [default: a temp folder]")
     args = parser.parse_args()
 
+    from aimfair_cli.core.tasks import TASKS, find_prompt_file
     from aimfair_cli.data.demo import make_demo_dataset
-    from aimfair_cli.selection import select
+    from aimfair_cli.masking.selection import select
     from aimfair_cli.stages.mask import MaskConfig, run_mask
     from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
     from aimfair_cli.stages.synth import synthesize
-    from aimfair_cli.tasks import TASKS, find_prompt_file
 
     work = args.work or Path(tempfile.mkdtemp(prefix="mask-cost-"))
     work.mkdir(parents=True, exist_ok=True)

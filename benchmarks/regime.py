@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from aimfair_cli.paper import TAB3_CELEBA_SMILING_MALE
+from aimfair_cli.experiments.paper import TAB3_CELEBA_SMILING_MALE
 
 # the rows that set the benchmark, with the paper's CelebA numbers (ACC, WST, EO, STD in percent)
 PAPER = {row: TAB3_CELEBA_SMILING_MALE[row] for row in ("pretrained", "synthetic", "supplement", "repair", "full")}

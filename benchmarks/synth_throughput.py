@@ -182,7 +182,7 @@ def main() -> None:
 
     import torch
 
-    from aimfair_cli.hub import resolve_device
+    from aimfair_cli.core.hub import resolve_device
 
     device = resolve_device(args.device)
     arch = "tiny" if args.tiny else "sd21"

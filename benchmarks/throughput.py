@@ -63,7 +63,7 @@ def raw_loop(model, batch, *, device, amp: bool, channels_last: bool, steps: int
     real augmented one, so the values (and any slow denormal arithmetic they lead to) match the other phases."""
     import torch
 
-    from aimfair_cli.training import autocast
+    from aimfair_cli.training.loop import autocast
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, y = batch[0].to(device, memory_format=fmt), batch[1].to(device)
@@ -96,8 +96,8 @@ def train_phase(model, loader, *, device, amp: bool, channels_last: bool, warmup
 
     import torch
 
-    from aimfair_cli.images import set_epoch
-    from aimfair_cli.training import train_one_epoch
+    from aimfair_cli.training.images import set_epoch
+    from aimfair_cli.training.loop import train_one_epoch
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device.type) if amp and device.type == "cuda" else None
@@ -147,11 +147,11 @@ def main() -> None:
 
     import torch
 
-    from aimfair_cli.images import MEAN, STD, pass_order, row_key
-    from aimfair_cli.manifest import read_manifest
-    from aimfair_cli.models import build_model, resolve_device
-    from aimfair_cli.tensorcache import make_train_loader
-    from aimfair_cli.training import seed_everything
+    from aimfair_cli.core.manifest import read_manifest
+    from aimfair_cli.training.images import MEAN, STD, pass_order, row_key
+    from aimfair_cli.training.loop import seed_everything
+    from aimfair_cli.training.models import build_model, resolve_device
+    from aimfair_cli.training.tensorcache import make_train_loader
 
     device = resolve_device(args.device)
     amp = device.type == "cuda" if args.amp == "auto" else args.amp == "on"

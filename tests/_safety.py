@@ -100,14 +100,14 @@ def make_data(root: Path, n: int = 16) -> Path:
 def make_model(seed: int = 0):
     import torch
 
-    from aimfair_cli.models import build_model
+    from aimfair_cli.training.models import build_model
 
     torch.manual_seed(seed)
     return build_model(weights="none")
 
 
 def make_checkpoint(path: Path, model=None, **meta) -> Path:
-    from aimfair_cli.checkpoint import save_checkpoint
+    from aimfair_cli.training.checkpoint import save_checkpoint
 
     return save_checkpoint(path, model if model is not None else make_model(), {"image_size": 32, **meta})
 
@@ -116,7 +116,7 @@ def raw_checkpoint(path: Path, meta: dict | None, state: dict | None = None) -> 
     """A safetensors file with exactly this aimfair metadata (no defaults filled in) and these tensors."""
     from safetensors.torch import save_file
 
-    from aimfair_cli.checkpoint import state_tensors
+    from aimfair_cli.training.checkpoint import state_tensors
 
     state = state if state is not None else state_tensors(make_model())
     save_file(state, str(path), metadata=None if meta is None else {"aimfair": json.dumps(meta)})
@@ -124,7 +124,7 @@ def raw_checkpoint(path: Path, meta: dict | None, state: dict | None = None) -> 
 
 
 def make_mask(path: Path, model=None, meta: dict | None = None) -> Path:
-    from aimfair_cli.maskfile import Mask, save_mask
+    from aimfair_cli.masking.maskfile import Mask, save_mask
 
     model = model if model is not None else make_model()
     shapes = {n: list(p.shape) for n, p in model.named_parameters()}

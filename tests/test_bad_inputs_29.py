@@ -16,14 +16,14 @@ import pytest
 
 from _safety import CPU, make_checkpoint, make_data, make_mask, make_model, private_copy, refused, run, snapshot, \
     write_csv
-from aimfair_cli.fsio import MSG_SAME_AS_INPUT, MSG_TWO_OUTPUTS
-from aimfair_cli.images import MSG_BATCH_OF_ONE, MSG_TOO_FEW_TO_TRAIN
-from aimfair_cli.manifest import MSG_CSV_FIELD, MSG_DUPLICATE, MSG_NAME_TOO_LONG
-from aimfair_cli.options import MSG_EMPTY_ITEM, MSG_IS_DIR, MSG_NOT_INT
-from aimfair_cli.resume import MSG_EPOCHS_DONE, MSG_NOT_FINITE_STATE
-from aimfair_cli.selection import MSG_BAD_TOPK, MSG_TOPK_TOO_LARGE
-from aimfair_cli.synthsets import MSG_MISSING_CELL
-from aimfair_cli.training import MSG_NON_FINITE_SCORES
+from aimfair_cli.core.fsio import MSG_SAME_AS_INPUT, MSG_TWO_OUTPUTS
+from aimfair_cli.core.manifest import MSG_CSV_FIELD, MSG_DUPLICATE, MSG_NAME_TOO_LONG
+from aimfair_cli.core.options import MSG_EMPTY_ITEM, MSG_IS_DIR, MSG_NOT_INT
+from aimfair_cli.masking.selection import MSG_BAD_TOPK, MSG_TOPK_TOO_LARGE
+from aimfair_cli.masking.synthsets import MSG_MISSING_CELL
+from aimfair_cli.training.images import MSG_BATCH_OF_ONE, MSG_TOO_FEW_TO_TRAIN
+from aimfair_cli.training.loop import MSG_NON_FINITE_SCORES
+from aimfair_cli.training.resume import MSG_EPOCHS_DONE, MSG_NOT_FINITE_STATE
 
 TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "4", *CPU]
 FT = ["--epochs", "1", "--batch-size", "4", *CPU]  # finetune takes the checkpoint's image size
@@ -111,8 +111,8 @@ def test_log_file_on_another_output(ws, spelling):
 
 
 def test_two_outputs_on_one_file_by_a_hard_link(tmp_path):
-    from aimfair_cli.errors import OutputError
-    from aimfair_cli.fsio import check_outputs
+    from aimfair_cli.core.errors import OutputError
+    from aimfair_cli.core.fsio import check_outputs
 
     (tmp_path / "a.csv").write_text("x\n")
     os.link(tmp_path / "a.csv", tmp_path / "b.csv")
@@ -150,7 +150,7 @@ def test_a_trailing_one_image_batch_is_merged(ws):
 
 
 def test_sampler_never_yields_a_batch_of_one():
-    from aimfair_cli.images import EpochSampler
+    from aimfair_cli.training.images import EpochSampler
 
     for n in range(2, 30):
         for b in (2, 3, 4, 7):
@@ -227,7 +227,7 @@ def test_non_finite_scores_never_become_a_metric(ws, how):
         else:
             model.fc.weight.fill_(float("nan"))
     make_checkpoint(ws / "bad.safetensors", model)
-    from aimfair_cli.checkpoint import MSG_NOT_FINITE
+    from aimfair_cli.training.checkpoint import MSG_NOT_FINITE
 
     message = MSG_NON_FINITE_SCORES.format(what="bad.safetensors", n=8, total=8) if how == "negative_variance" \
         else MSG_NOT_FINITE.format(path="bad.safetensors", name="fc.weight")  # the loader finds a NaN weight first
@@ -295,7 +295,7 @@ def test_demo_topk_checked_before_any_work(ws, k, message):
 
 
 def test_device_checked_before_any_download(ws, monkeypatch):
-    import aimfair_cli.models as models
+    import aimfair_cli.training.models as models
 
     def no_download(*a, **k):
         raise AssertionError("a download was tried")
@@ -317,9 +317,9 @@ def test_from_mask_with_a_nan_score(ws):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from aimfair_cli.maskfile import MSG_MASK_META
+    from aimfair_cli.masking.maskfile import MSG_MASK_META
 
-    from aimfair_cli.maskfile import META_KEY
+    from aimfair_cli.masking.maskfile import META_KEY
 
     src = ws / "mask.safetensors"
     with safe_open(str(src), framework="pt") as fh:

@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 
-from aimfair_cli.checkpoint import (
+from aimfair_cli.core.errors import CheckpointError
+from aimfair_cli.training.checkpoint import (
     FORMAT_VERSION,
     MSG_MISMATCH,
     MSG_NO_META,
@@ -18,8 +19,7 @@ from aimfair_cli.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from aimfair_cli.errors import CheckpointError
-from aimfair_cli.models import build_model
+from aimfair_cli.training.models import build_model
 
 
 @pytest.fixture(scope="module")

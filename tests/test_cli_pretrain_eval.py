@@ -14,12 +14,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from aimfair_cli.checkpoint import MSG_NOT_SAFETENSORS, read_meta
 from aimfair_cli.cli.app import app
-from aimfair_cli.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
-from aimfair_cli.manifest import MSG_BAD_LABEL, MSG_EMPTY_VALUE, MSG_MISSING_COLUMN
+from aimfair_cli.core.manifest import MSG_BAD_LABEL, MSG_EMPTY_VALUE, MSG_MISSING_COLUMN
 from aimfair_cli.stages.evaluate import MSG_EMPTY_CELL, MSG_NO_MATCH, MSG_PREDICTIONS_MANY, MSG_REFERENCE_COUNT
 from aimfair_cli.stages.pretrain import MSG_BAD_OUT, PretrainConfig, run_pretrain
+from aimfair_cli.training.checkpoint import MSG_NOT_SAFETENSORS, read_meta
+from aimfair_cli.training.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})  # tracebacks off, whatever the shell says
 FIELDS = ["file_name", "target", "protected"]
@@ -344,7 +344,7 @@ def test_pretrain_options_from_the_run_folder_config(bad_run):
 def test_pretrain_defaults_to_imagenet_and_offline_fails_at_once(tmp_path, monkeypatch):
     """Default --weights imagenet, as the paper: with no file in the torch cache and no network, one line
     saying where to put the file, before any data is read (the manifests here do not even exist)."""
-    from aimfair_cli import models
+    from aimfair_cli.training import models
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -403,7 +403,7 @@ def test_every_command_has_help(path):
 def test_eval_plot_draws_cells_and_score_histograms(in_run, tmp_path, monkeypatch, backend):
     from PIL import Image
 
-    from aimfair_cli import plots
+    from aimfair_cli.fairness import plots
 
     if backend == "matplotlib":
         pytest.importorskip("matplotlib")

@@ -20,12 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import UsageError
-from aimfair_cli.fsio import MSG_NOT_FOLDER
+from aimfair_cli.core.errors import UsageError
+from aimfair_cli.core.fsio import MSG_NOT_FOLDER
+from aimfair_cli.core.manifest import MSG_DUPLICATE, MSG_DUPLICATE_KEPT, read_manifest
+from aimfair_cli.core.tasks import find_prompt_file
 from aimfair_cli.generators.base import image_seed
-from aimfair_cli.manifest import MSG_DUPLICATE, MSG_DUPLICATE_KEPT, read_manifest
 from aimfair_cli.stages import synth as stage
-from aimfair_cli.tasks import find_prompt_file
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
 PROMPTS = find_prompt_file("smiling_male")
@@ -209,7 +209,7 @@ def test_a_refused_option_leaves_no_folder_and_an_unusable_folder_is_one_line(tm
     (tmp_path / "a_file").write_text("x")
     result = runner.invoke(app, ["synth", *SYNTH, "-n", "2", "--out", "a_file/synth"])
     assert result.exit_code == 1
-    # found by the writability check before any work (aimfair_cli/fsio.py)
+    # found by the writability check before any work (aimfair_cli/core/fsio.py)
     assert one_error(result.stderr) == "Error: " + MSG_NOT_FOLDER.format(path=Path("a_file/synth"), parent="a_file")
     assert files(tmp_path) == {"a_file": b"x"}
 
@@ -274,8 +274,8 @@ def run_dir(tmp_path_factory):
     import torch
     from PIL import Image
 
-    from aimfair_cli.checkpoint import save_checkpoint
-    from aimfair_cli.models import build_model
+    from aimfair_cli.training.checkpoint import save_checkpoint
+    from aimfair_cli.training.models import build_model
 
     root = tmp_path_factory.mktemp("dups")
     (root / "img").mkdir()
@@ -350,7 +350,7 @@ def test_allow_duplicates_keeps_the_rows_with_a_warning_and_eval_counts_what_is_
 def test_allow_duplicates_reaches_every_training_command(run_dir, monkeypatch, tmp_path):
     """pretrain trains on the kept rows; mask and finetune get past the duplicate check (warning printed) to the
     next one, a synthetic set too small for --n-synth 1000 (cheaper than a full run)."""
-    from aimfair_cli.synthsets import MSG_TOO_FEW
+    from aimfair_cli.masking.synthsets import MSG_TOO_FEW
 
     monkeypatch.chdir(run_dir)
     before = files(run_dir)

@@ -13,6 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
+from aimfair_cli.core.errors import DataError
+from aimfair_cli.core.manifest import read_manifest
 from aimfair_cli.data.celeba import (
     MSG_BAD_VALUE,
     CelebaConfig,
@@ -20,8 +22,6 @@ from aimfair_cli.data.celeba import (
     import_celeba,
     manifest_file_name,
 )
-from aimfair_cli.errors import DataError
-from aimfair_cli.manifest import read_manifest
 
 ATTRS = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "

@@ -8,14 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
+from aimfair_cli.core.manifest import read_manifest
 from aimfair_cli.data import demo as demo_mod
-from aimfair_cli.bias import CELLS
 from aimfair_cli.data.demo import (
     MSG_FOREIGN_IMAGES,
     make_demo_dataset,
     mixed_quotas,
 )
-from aimfair_cli.manifest import read_manifest
+from aimfair_cli.fairness.cells import CELLS
 
 runner = CliRunner()
 TINY = ["--n-train", "40", "--n-val", "12", "--n-test", "20", "--size", "32"]

@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
+from aimfair_cli.core.errors import UsageError
 from aimfair_cli.data.utkface import UtkfaceConfig, import_utkface, parse_name
-from aimfair_cli.errors import UsageError
 
 # 40 images per (Female, White) cell; ages 10..87 so that Young splits every cell.
 PER_CELL = 40

@@ -76,7 +76,7 @@ def test_quick_demo_reports_every_strategy(demo_run):
     rows = summary["studies"]["main"]["rows"]
     assert [r["name"] for r in rows] == STRATEGIES
     assert rows[1]["paired_vs_full"]["acc"]["mean_diff"] == pytest.approx(summary["paired_vs_full"]["aimfair"]["acc"]["mean_diff"])
-    from aimfair_cli.maskfile import load_mask
+    from aimfair_cli.masking.maskfile import load_mask
 
     mask = load_mask(out / "seed0" / "mask.safetensors")
     ratio = len(mask.selected) / mask.total
@@ -109,8 +109,8 @@ def test_table_is_printed_whole_on_a_narrow_console(demo_run):
 
 def _fake_strategies(n_seeds):
     """Demo results without training: full fine-tuning and two strategies, cells with 100 images each."""
-    from aimfair_cli.metrics import CELLS, GroupMetrics
-    from aimfair_cli.studies import RowRuns as StrategyRuns
+    from aimfair_cli.experiments.catalogue import RowRuns as StrategyRuns
+    from aimfair_cli.fairness.metrics import CELLS, GroupMetrics
 
     def runs(accs):
         return [GroupMetrics(cells={c: (100, a + seed % 2) for c, a in zip(CELLS, accs)}) for seed in range(n_seeds)]
@@ -123,7 +123,7 @@ def _fake_strategies(n_seeds):
 
 
 def test_paired_rows_and_the_words_for_several_seeds():
-    from aimfair_cli.report import distinguishable_text, paired_rows
+    from aimfair_cli.experiments.report import distinguishable_text, paired_rows
 
     strategies = _fake_strategies(3)
     rows = paired_rows(strategies)
@@ -137,7 +137,7 @@ def test_paired_rows_and_the_words_for_several_seeds():
 
 
 def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
-    from aimfair_cli.report import distinguishable_text, paired_rows
+    from aimfair_cli.experiments.report import distinguishable_text, paired_rows
 
     one = _fake_strategies(1)
     assert distinguishable_text(one).startswith("With one seed there is no interval")
@@ -148,9 +148,9 @@ def test_paired_words_with_one_seed_and_with_nothing_distinguishable():
 
 
 def test_the_verdict_sorts_rows_by_their_paired_intervals():
-    from aimfair_cli.metrics import CELLS, GroupMetrics
-    from aimfair_cli.report import verdict_lines
-    from aimfair_cli.studies import RowRuns
+    from aimfair_cli.experiments.catalogue import RowRuns
+    from aimfair_cli.experiments.report import verdict_lines
+    from aimfair_cli.fairness.metrics import CELLS, GroupMetrics
 
     strategies = _fake_strategies(3)
     worse = RowRuns("random", "random tensors", [GroupMetrics(cells={c: (100, a - seed % 2) for c, a in
@@ -171,7 +171,7 @@ def test_the_verdict_sorts_rows_by_their_paired_intervals():
 
 
 def test_the_report_sets_the_papers_tab3_beside_its_rows():
-    from aimfair_cli.report import paper_lines
+    from aimfair_cli.experiments.report import paper_lines
 
     lines = paper_lines(_fake_strategies(2))
     assert "the paper's Tab. 3 on **CelebA**" in lines[0]
@@ -194,7 +194,7 @@ def test_the_data_steps_fingerprint_follows_the_renderers_pixels(monkeypatch):
     import numpy as np
 
     from aimfair_cli.data import demo as data_demo
-    from aimfair_cli.stages.demo import _renderer_fingerprint
+    from aimfair_cli.experiments.demo import _renderer_fingerprint
 
     before = _renderer_fingerprint(32)
     assert before == _renderer_fingerprint(32) != _renderer_fingerprint(16)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from aimfair_cli.core.manifest import read_manifest
+from aimfair_cli.core.tasks import TASKS, PromptFile, save_prompt_file
 from aimfair_cli.generators.base import ImageRequest, image_seed, make_generator
-from aimfair_cli.manifest import read_manifest
-from aimfair_cli.tasks import TASKS, PromptFile, save_prompt_file
 
 pytest.importorskip("diffusers")
 
@@ -201,7 +201,7 @@ def test_generator_directly(tiny_sd):
     ({"model": "./no/such/folder"}, "model folder not found: ./no/such/folder"),
 ])
 def test_bad_options_fail_before_loading(options, message):
-    from aimfair_cli.errors import AimfairError
+    from aimfair_cli.core.errors import AimfairError
 
     with pytest.raises(AimfairError) as err:
         make_generator("diffusers", **options)
@@ -209,7 +209,7 @@ def test_bad_options_fail_before_loading(options, message):
 
 
 def test_a_folder_that_is_not_a_pipeline(tmp_path):
-    from aimfair_cli.errors import GeneratorError
+    from aimfair_cli.core.errors import GeneratorError
 
     with pytest.raises(GeneratorError) as err:
         make_generator("diffusers", model=str(tmp_path))
@@ -315,7 +315,7 @@ def test_what_the_hub_answers_becomes_one_clear_line(tmp_path):
     thread.start()
     code = (
         "import json, sys\n"
-        "from aimfair_cli.hub import locate_model\n"
+        "from aimfair_cli.core.hub import locate_model\n"
         "out = {}\n"
         "for repo in sys.argv[1:]:\n"
         "    try:\n"

@@ -16,8 +16,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from aimfair_cli import config
 from aimfair_cli.cli.app import app
+from aimfair_cli.core import config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -12,15 +12,16 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ENTRY = re.compile(r'^\s*- `(aimfair_cli(?:\.\w+)+)\.(MSG_\w+)`: "(.*)"$')
 REQUIRED = {
-    "aimfair_cli.fsio.MSG_SAME_AS_INPUT", "aimfair_cli.fsio.MSG_TWO_OUTPUTS", "aimfair_cli.cli.console.MSG_LOG_FILE",
-    "aimfair_cli.cli.errors.MSG_STDOUT", "aimfair_cli.options.MSG_EMPTY_ITEM", "aimfair_cli.options.MSG_IS_DIR",
-    "aimfair_cli.manifest.MSG_DUPLICATE", "aimfair_cli.manifest.MSG_CSV_FIELD", "aimfair_cli.manifest.MSG_NAME_TOO_LONG",
-    "aimfair_cli.images.MSG_TOO_FEW_TO_TRAIN", "aimfair_cli.images.MSG_BATCH_OF_ONE",
-    "aimfair_cli.synthsets.MSG_MISSING_CELL", "aimfair_cli.training.MSG_NON_FINITE_SCORES",
-    "aimfair_cli.stages.mask.MSG_SCORES_NOT_FINITE", "aimfair_cli.resume.MSG_EPOCHS_DONE",
-    "aimfair_cli.resume.MSG_NOT_FINITE_STATE", "aimfair_cli.selection.MSG_TOPK_TOO_LARGE",
-    "aimfair_cli.models.MSG_BAD_DEVICE", "aimfair_cli.writers.openai_writer.MSG_KEY_NOT_ASCII",
-    "aimfair_cli.hub.MSG_PICKLE_ONLY",
+    "aimfair_cli.core.fsio.MSG_SAME_AS_INPUT", "aimfair_cli.core.fsio.MSG_TWO_OUTPUTS",
+    "aimfair_cli.cli.console.MSG_LOG_FILE", "aimfair_cli.cli.errors.MSG_STDOUT",
+    "aimfair_cli.core.options.MSG_EMPTY_ITEM", "aimfair_cli.core.options.MSG_IS_DIR",
+    "aimfair_cli.core.manifest.MSG_DUPLICATE", "aimfair_cli.core.manifest.MSG_CSV_FIELD",
+    "aimfair_cli.core.manifest.MSG_NAME_TOO_LONG", "aimfair_cli.training.images.MSG_TOO_FEW_TO_TRAIN",
+    "aimfair_cli.training.images.MSG_BATCH_OF_ONE", "aimfair_cli.masking.synthsets.MSG_MISSING_CELL",
+    "aimfair_cli.training.loop.MSG_NON_FINITE_SCORES", "aimfair_cli.stages.mask.MSG_SCORES_NOT_FINITE",
+    "aimfair_cli.training.resume.MSG_EPOCHS_DONE", "aimfair_cli.training.resume.MSG_NOT_FINITE_STATE",
+    "aimfair_cli.masking.selection.MSG_TOPK_TOO_LARGE", "aimfair_cli.training.models.MSG_BAD_DEVICE",
+    "aimfair_cli.writers.openai_writer.MSG_KEY_NOT_ASCII", "aimfair_cli.core.hub.MSG_PICKLE_ONLY",
 }
 
 

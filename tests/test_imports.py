@@ -1,13 +1,14 @@
-"""The shape of the library: no import loop anywhere in aimfair_cli (function-level imports included), and the
-dataset importers (`aimfair_cli.data`) used only by the commands that run them."""
+"""The shape of the library: every import runs down the layers of `LAYERS` (docs/architecture.md), there is no
+import loop anywhere in aimfair_cli (function-level and type-checking imports included), and the dataset importers
+(`aimfair_cli.data`) are used only by the commands that run them."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aimfair_cli"
 # `aimfair demo` runs `data demo` as its first step, as it runs every other stage, through the study pipeline
-DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.stages.demo", "aimfair_cli.pipeline",
-              "aimfair_cli.studies")
+DATA_USERS = ("aimfair_cli.cli.", "aimfair_cli.data.", "aimfair_cli.experiments.demo",
+              "aimfair_cli.experiments.pipeline", "aimfair_cli.experiments.catalogue")
 
 
 def module_name(path: Path) -> str:
@@ -34,7 +35,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join(up + ([base] if base else []))
             if not base.startswith("aimfair_cli"):
                 continue
-            for alias in node.names:  # `from . import dist` imports the module aimfair_cli.dist
+            for alias in node.names:  # `from . import dist` imports the module aimfair_cli.core.dist
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if candidate in known else base)
     return {m for m in found if m in known and m != name}
@@ -76,7 +77,8 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_loop():
     g = graph()
-    assert "aimfair_cli.checkpoint" in g["aimfair_cli.stages.pretrain"]  # the graph sees function-level imports
+    # the graph sees function-level imports
+    assert "aimfair_cli.training.checkpoint" in g["aimfair_cli.stages.pretrain"]
     assert find_cycle(g) is None, " -> ".join(find_cycle(g))
 
 
@@ -89,3 +91,48 @@ def test_only_the_data_commands_import_the_importers():
     offenders = {name: sorted(m for m in deps if m.startswith("aimfair_cli.data"))
                  for name, deps in graph().items() if not name.startswith(DATA_USERS)}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# The layers, from the top: a module may import its own layer or any layer below, never one above (the
+# architecture, drawn in docs/architecture.md). Each entry names packages (a prefix) or single modules.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the command line", ("aimfair_cli.__main__", "aimfair_cli.cli")),
+    ("the drivers: demo, study, the study catalogue, the report", ("aimfair_cli.experiments",)),
+    ("the stages and the dataset importers", ("aimfair_cli.stages", "aimfair_cli.data")),
+    ("the method, the comparison methods, generators and prompt writers",
+     ("aimfair_cli.masking", "aimfair_cli.methods", "aimfair_cli.generators", "aimfair_cli.writers")),
+    ("training and the offline renderer", ("aimfair_cli.training", "aimfair_cli.render")),
+    ("the fairness numbers", ("aimfair_cli.fairness",)),
+    ("the core", ("aimfair_cli.core", "aimfair_cli")),
+)
+
+
+def layer_of(name: str) -> int | None:
+    """The index of the layer `name` belongs to (0 is the top); the root package `aimfair_cli` only by itself."""
+    best, depth = None, -1
+    for i, (_, members) in enumerate(LAYERS):
+        for m in members:
+            hit = name == m or (m != "aimfair_cli" and name.startswith(m + "."))
+            if hit and len(m) > depth:
+                best, depth = i, len(m)
+    return best
+
+
+def upward_edges(g: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} (layer {layer_of(a)}: {LAYERS[layer_of(a)][0]}) imports {b} (layer {layer_of(b)}: "
+                  f"{LAYERS[layer_of(b)][0]})" for a, deps in g.items() for b in deps if layer_of(b) < layer_of(a))
+
+
+def test_every_module_has_a_layer():
+    assert [name for name in graph() if layer_of(name) is None] == []
+
+
+def test_every_import_runs_downward():
+    assert upward_edges(graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert layer_of("aimfair_cli.core.errors") == layer_of("aimfair_cli") == len(LAYERS) - 1
+    assert layer_of("aimfair_cli.cli.app") == 0
+    edges = upward_edges({"aimfair_cli.core.errors": {"aimfair_cli.stages.mask"}, "aimfair_cli.stages.mask": set()})
+    assert len(edges) == 1 and edges[0].startswith("aimfair_cli.core.errors (layer 6")

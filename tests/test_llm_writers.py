@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aimfair_cli.errors import PromptWriterError, UsageError
-from aimfair_cli.tasks import TASKS, check_prompt
+from aimfair_cli.core.errors import PromptWriterError, UsageError
+from aimfair_cli.core.tasks import TASKS, check_prompt
 from aimfair_cli.writers import chat, compose, openai_writer, transformers_writer
 from aimfair_cli.writers.base import make_writer
 
@@ -373,7 +373,7 @@ def test_openai_key_comes_from_the_environment_only(monkeypatch):
 
 
 def test_openai_key_never_reaches_logs_or_files(key, tmp_path, caplog):
-    from aimfair_cli.tasks import PromptFile, save_prompt_file
+    from aimfair_cli.core.tasks import PromptFile, save_prompt_file
 
     caplog.set_level(logging.DEBUG)
     with ScriptedServer([ok("not json"), fail(429, "later", {"Retry-After": "0"}), prompts_reply(P1, P2)]) as server:
@@ -406,7 +406,7 @@ def test_openai_through_the_prompts_command(key, tmp_path, monkeypatch):
                                           "--model", "test-model", "--base-url", server.base_url, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(server.requests) == 4  # one per group
-    from aimfair_cli.tasks import load_prompt_file
+    from aimfair_cli.core.tasks import load_prompt_file
 
     pf = load_prompt_file(out)
     assert pf.made_by["mode"] == "composed" and pf.made_by["instruction_version"] == compose.INSTRUCTION_VERSION

@@ -95,9 +95,9 @@ def test_tensorboard_scalars_follow_the_history(tmp_path, monkeypatch):
 def test_tensorboard_without_the_package_is_refused_before_work(tmp_path, monkeypatch):
     import importlib.util
 
-    from aimfair_cli.errors import UsageError
+    from aimfair_cli.core.errors import UsageError
     from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
-    from aimfair_cli.tracking import MSG_NO_TENSORBOARD
+    from aimfair_cli.training.tracking import MSG_NO_TENSORBOARD
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.maskfile import Mask, load_mask, save_mask
+from aimfair_cli.masking.maskfile import Mask, load_mask, save_mask
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
 FAST = ["--workers", "0", "--device", "cpu", "--batch-size", "16"]
@@ -174,7 +174,7 @@ def test_random_strategy_records_its_tensors(in_run, tmp_path):
     result = run("finetune", "--strategy", "random:0.5", "--epochs", 1, "--out", out, "--json", *FAST)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["trainable"] == 31
-    from aimfair_cli.checkpoint import read_meta
+    from aimfair_cli.training.checkpoint import read_meta
 
     assert len(read_meta(out)["finetune"]["trainable"]) == 31
 
@@ -230,7 +230,7 @@ def test_opposite_strategy_updates_the_opposite_selection(masked, in_run, tmp_pa
                  "--out", out, "--json", *FAST)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["strategy"] == "opposite"
-    from aimfair_cli.checkpoint import read_meta
+    from aimfair_cli.training.checkpoint import read_meta
 
     assert read_meta(out)["finetune"]["trainable"] == expected
     before, after = _tensors(in_run / "pretrain.safetensors"), _tensors(out)
@@ -247,7 +247,7 @@ def test_max_samples_leaves_the_finetuning_set_alone(masked, in_run, tmp_path):
     out = tmp_path / "ft.safetensors"
     result = run("finetune", "--mask", capped, "--epochs", 1, "--out", out, *FAST)
     assert result.exit_code == 0, result.output
-    from aimfair_cli.checkpoint import read_meta
+    from aimfair_cli.training.checkpoint import read_meta
 
     assert read_meta(out)["finetune"]["n_synth"] == 64  # the uncapped balanced set (N_R = 64), not 8
 
@@ -304,9 +304,9 @@ def test_gradient_batches_mix_the_cells(in_run, cache):
 
     import torch
 
-    from aimfair_cli.manifest import Manifest, read_manifest
+    from aimfair_cli.core.manifest import Manifest, read_manifest
+    from aimfair_cli.masking.synthsets import build_synthetic_sets
     from aimfair_cli.stages.mask import MaskConfig, gradient_loader
-    from aimfair_cli.synthsets import build_synthetic_sets
 
     synth = read_manifest(in_run / "synth" / "metadata.jsonl")
     sets = build_synthetic_sets(synth.rows, n=64, bias=Fraction(1, 9), seed=0)
@@ -324,9 +324,9 @@ def test_gradient_batches_mix_the_cells(in_run, cache):
 
 
 def test_outputs_record_provenance_and_history(masked, in_run, tmp_path):
-    from aimfair_cli.checkpoint import read_meta
-    from aimfair_cli.provenance import sha256_file
-    from aimfair_cli.training import HISTORY_COLUMNS
+    from aimfair_cli.core.provenance import sha256_file
+    from aimfair_cli.training.checkpoint import read_meta
+    from aimfair_cli.training.loop import HISTORY_COLUMNS
 
     mask = load_mask("mask.safetensors")
     prov = mask.meta["provenance"]
@@ -357,7 +357,7 @@ def test_finetune_refuses_a_mask_computed_on_another_checkpoint(masked, in_run, 
                "--out", tmp_path / "a.safetensors", *FAST)
     assert same.exit_code == 0, same.output  # a byte-identical copy is the same model
     # same weights and shapes, other bytes (metadata): not the file the mask's gradients were computed on
-    from aimfair_cli.checkpoint import load_checkpoint, save_checkpoint
+    from aimfair_cli.training.checkpoint import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(other)
     save_checkpoint(other, model, {**meta, "note": "retrained"})
@@ -406,7 +406,7 @@ def test_masks_reuse_the_gradient_passes_they_share(in_run, tmp_path, caplog):
     import logging
     import os
 
-    from aimfair_cli.manifest import read_manifest
+    from aimfair_cli.core.manifest import read_manifest
     from aimfair_cli.stages.mask import MaskConfig, clear_passes, run_mask
 
     def mask(ratio, name):

@@ -18,13 +18,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from aimfair_cli.checkpoint import read_meta
 from aimfair_cli.cli.app import app
-from aimfair_cli.images import EpochSampler
 from aimfair_cli.methods import METHODS, cvar_dro, eiil, group_dro, jtt, lff
-from aimfair_cli.modelselect import MSG_SELECT_NEEDS_GROUPS, group_labels, selection_score
-from aimfair_cli.resume import state_path_for
-from aimfair_cli.training import Predictions
+from aimfair_cli.training.checkpoint import read_meta
+from aimfair_cli.training.images import EpochSampler
+from aimfair_cli.training.loop import Predictions
+from aimfair_cli.training.modelselect import MSG_SELECT_NEEDS_GROUPS, group_labels, selection_score
+from aimfair_cli.training.resume import state_path_for
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
 BASE = ["--train", "data/train.csv", "--val", "data/val.csv", "--epochs", "2", "--image-size", "16", "--batch-size",
@@ -239,8 +239,8 @@ def test_killed_and_resumed_ends_bit_identical(folder, method, cut_in):
 # ---- the studies: sota and sample-ratio ---------------------------------------------------------------------------
 
 def test_sota_and_sample_ratio_plan_every_method_once_per_ratio(tmp_path):
-    from aimfair_cli.pipeline import Pipeline
-    from aimfair_cli.studies import METHOD_LABELS, STUDIES, Sizes, Sources, run_seed, trainings
+    from aimfair_cli.experiments.catalogue import METHOD_LABELS, STUDIES, Sizes, Sources, run_seed, trainings
+    from aimfair_cli.experiments.pipeline import Pipeline
 
     assert set(METHOD_LABELS) == set(METHODS) - {"erm"}  # the studies read the registry's methods
     sizes = Sizes(image_size=16, batch_size=8, crop_scale=0.6, pretrain_epochs=1, pretrain_lr=0.02,
@@ -263,9 +263,9 @@ def test_sota_and_sample_ratio_plan_every_method_once_per_ratio(tmp_path):
 
 
 def test_rows_pair_with_aimfair_at_their_own_ratio():
-    from aimfair_cli.metrics import GroupMetrics
-    from aimfair_cli.report import distinguishable_text, paired_vs_reference, study_json, summary_rows
-    from aimfair_cli.studies import STUDIES, RowRuns
+    from aimfair_cli.experiments.catalogue import STUDIES, RowRuns
+    from aimfair_cli.experiments.report import distinguishable_text, paired_vs_reference, study_json, summary_rows
+    from aimfair_cli.fairness.metrics import GroupMetrics
 
     def runs(name, wst_cells, labels="none"):
         cells = {(0, 0): (10, wst_cells), (0, 1): (10, 9), (1, 0): (10, 9), (1, 1): (10, 8)}

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from aimfair_cli.errors import DataError
-from aimfair_cli.metrics import GroupMetrics, MSG_EMPTY_CELL, MSG_NO_PROTECTED, aggregate, group_metrics
+from aimfair_cli.core.errors import DataError
+from aimfair_cli.fairness.metrics import GroupMetrics, MSG_EMPTY_CELL, MSG_NO_PROTECTED, aggregate, group_metrics
 
 # (y, s): (n, correct) — every cell has a different size and accuracy.
 HAND = {(0, 0): (4, 3), (0, 1): (5, 2), (1, 0): (2, 1), (1, 1): (10, 9)}
@@ -103,7 +103,7 @@ def test_aggregate_of_one_run_has_zero_spread():
 def _cells(accs, n=10000):
     """GroupMetrics with n images in every cell and the given accuracies (in %, two decimals) for cells
     (0,0), (0,1), (1,0), (1,1)."""
-    from aimfair_cli.metrics import CELLS, GroupMetrics
+    from aimfair_cli.fairness.metrics import CELLS, GroupMetrics
 
     return GroupMetrics(cells={c: (n, round(a * n / 100)) for c, a in zip(CELLS, accs)})
 
@@ -129,7 +129,7 @@ B_RUNS = [[89, 79, 70, 58], [90, 80, 70, 60], [85, 80, 70, 61]]
 
 
 def test_paired_ci_by_hand_on_three_runs():
-    from aimfair_cli.metrics import paired
+    from aimfair_cli.fairness.metrics import paired
 
     a = [_cells(c, n=100) for c in A_RUNS]
     b = [_cells(c, n=100) for c in B_RUNS]
@@ -164,7 +164,7 @@ def test_paired_ci_by_hand_on_three_runs():
 
 
 def test_paired_tie_is_not_a_win_and_interval_can_exclude_zero():
-    from aimfair_cli.metrics import excludes_zero, paired
+    from aimfair_cli.fairness.metrics import excludes_zero, paired
 
     a = [_cells(c, n=100) for c in A_RUNS]
     p = paired(a, a)
@@ -176,7 +176,7 @@ def test_paired_tie_is_not_a_win_and_interval_can_exclude_zero():
 
 
 def test_paired_one_run_has_no_interval():
-    from aimfair_cli.metrics import excludes_zero, format_paired, paired
+    from aimfair_cli.fairness.metrics import excludes_zero, format_paired, paired
 
     p = paired([_cells(A_RUNS[0], n=100)], [_cells(B_RUNS[0], n=100)])
     assert p["acc"] == {"mean_diff": pytest.approx(0.01), "ci95": None, "wins": 1, "n": 1}
@@ -186,7 +186,7 @@ def test_paired_one_run_has_no_interval():
 
 
 def test_paired_needs_as_many_runs_on_both_sides():
-    from aimfair_cli.metrics import MSG_PAIRED_COUNT, paired
+    from aimfair_cli.fairness.metrics import MSG_PAIRED_COUNT, paired
 
     with pytest.raises(DataError) as e:
         paired([_cells(c, n=100) for c in A_RUNS], [_cells(B_RUNS[0], n=100)])

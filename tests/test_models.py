@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aimfair_cli import models
-from aimfair_cli.checkpoint import initial_model, save_checkpoint
-from aimfair_cli.errors import CheckpointError, UsageError
-from aimfair_cli.models import (
+from aimfair_cli.core.errors import CheckpointError, UsageError
+from aimfair_cli.training import models
+from aimfair_cli.training.checkpoint import initial_model, save_checkpoint
+from aimfair_cli.training.models import (
     MSG_BAD_DEVICE,
     MSG_BAD_WEIGHTS,
     MSG_IMAGENET_BAD_FILE,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aimfair_cli import config, options
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import ConfigError, UsageError
-from aimfair_cli.options import show_default
-from aimfair_cli.selection import MSG_TOPK_TOO_LARGE, parse_topk
+from aimfair_cli.core import config, options
+from aimfair_cli.core.errors import ConfigError, UsageError
+from aimfair_cli.core.options import show_default
+from aimfair_cli.masking.selection import MSG_TOPK_TOO_LARGE, parse_topk
 from aimfair_cli.stages.pretrain import PretrainConfig
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
@@ -233,9 +233,9 @@ def test_synth_flags_come_from_the_generators_own_options():
     import dataclasses
     import inspect
 
+    from aimfair_cli.core.options import spec_of
     from aimfair_cli.generators.diffusion import DTYPES, SCHEDULERS, DiffusersGenerator, DiffusersOptions
     from aimfair_cli.generators.procedural import ProceduralGenerator, ProceduralOptions
-    from aimfair_cli.options import spec_of
     from aimfair_cli.stages.synth import GENERATOR_OPTIONS, SynthConfig
 
     declared = [f.name for cls in (ProceduralOptions, DiffusersOptions) for f in dataclasses.fields(cls)]

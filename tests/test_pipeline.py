@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aimfair_cli.data.compose import ComposeConfig
 from aimfair_cli.data.demo import DemoDataConfig
-from aimfair_cli.pipeline import Pipeline, Step, record_path
+from aimfair_cli.experiments.pipeline import Pipeline, Step, record_path
 from aimfair_cli.stages.prompts import PromptsConfig
 from aimfair_cli.stages.synth import SynthConfig
 
@@ -111,7 +111,7 @@ def test_data_compose_writes_each_kind_and_refuses_a_small_pool(tmp_path):
     from typer.testing import CliRunner
 
     from aimfair_cli.cli.app import app
-    from aimfair_cli.manifest import read_manifest
+    from aimfair_cli.core.manifest import read_manifest
 
     root, ext = tmp_path / "run", tmp_path / "user" / "train.csv"
     pipe = Pipeline(root)
@@ -149,7 +149,7 @@ def test_data_compose_writes_each_kind_and_refuses_a_small_pool(tmp_path):
 def test_the_cache_option_reaches_every_training_step(tmp_path):
     """`demo`/`study --no-cache`: the studies' pretraining, mask and fine-tuning steps carry it (planned, nothing
     runs); with the cache on, their command lines are those of earlier versions, so finished steps stay reused."""
-    from aimfair_cli.studies import STUDIES, Bench, Sizes, Sources
+    from aimfair_cli.experiments.catalogue import STUDIES, Bench, Sizes, Sources
 
     src = Sources(train=tmp_path / "train.csv", val=tmp_path / "val.csv", test=tmp_path / "test.csv",
                   prompts=tmp_path / "prompts", synth=tmp_path / "synth.jsonl")

@@ -5,7 +5,7 @@ import math
 import pytest
 from PIL import Image
 
-from aimfair_cli.plots import _span, interval_ends, interval_lines, interval_scatter, nice_ticks
+from aimfair_cli.fairness.plots import _span, interval_ends, interval_lines, interval_scatter, nice_ticks
 
 
 @pytest.mark.parametrize("lo,hi", [(-6.42, 5.1), (0.464, 0.81), (44.3, 81.2), (0.0, 100.0), (-0.3, 0.2),

@@ -7,10 +7,10 @@ import yaml
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import PromptWriterError, UsageError
+from aimfair_cli.core.errors import PromptWriterError, UsageError
+from aimfair_cli.core.tasks import TASKS, check_prompt, find_prompt_file, load_prompt_file, shipped_prompt_dir
+from aimfair_cli.render.vocabulary import load_vocabulary
 from aimfair_cli.stages.prompts import MSG_PARTIAL_MISMATCH, partial_path, write_prompts
-from aimfair_cli.tasks import TASKS, check_prompt, find_prompt_file, load_prompt_file, shipped_prompt_dir
-from aimfair_cli.vocabulary import load_vocabulary
 from aimfair_cli.writers.template import MSG_LLM_OPTION, TemplateWriter, plain_prompt
 
 runner = CliRunner()

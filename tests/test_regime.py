@@ -84,7 +84,7 @@ def test_the_paper_numbers_are_tab3s():
 
 def test_the_default_test_split_holds_a_thousand_faces_in_its_smallest_cell():
     from aimfair_cli.data.demo import mixed_quotas
-    from aimfair_cli.stages.demo import PRESETS
+    from aimfair_cli.experiments.demo import PRESETS
 
     quotas = mixed_quotas(PRESETS["default"]["n_test"])
     assert min(quotas.values()) >= 1000

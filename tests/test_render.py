@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from aimfair_cli.errors import UsageError
+from aimfair_cli.core.errors import UsageError
 from aimfair_cli.generators.base import ImageRequest, image_seed, make_generator
 from aimfair_cli.generators.diffusion import DiffusersOptions
 from aimfair_cli.generators.procedural import (
@@ -26,7 +26,7 @@ from aimfair_cli.render import (
     render_face,
 )
 from aimfair_cli.render.face import CLOSED_LIP_SMILES, draw_params
-from aimfair_cli.vocabulary import load_vocabulary
+from aimfair_cli.render.vocabulary import load_vocabulary
 
 VOCAB = load_vocabulary()
 PLAIN = "Portrait face photo of a smiling male."

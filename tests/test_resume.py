@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from aimfair_cli.checkpoint import read_meta
 from aimfair_cli.cli.app import app
-from aimfair_cli.resume import MSG_NO_STATE, state_path_for
+from aimfair_cli.training.checkpoint import read_meta
+from aimfair_cli.training.resume import MSG_NO_STATE, state_path_for
 
 from test_cli_pretrain_eval import make_dataset
 
@@ -78,8 +78,8 @@ def test_killed_after_an_epoch_and_resumed_ends_bit_identical(folder, workers, c
 def read_meta_epoch(path):
     import json
 
-    from aimfair_cli.checkpoint import _read_header
-    from aimfair_cli.resume import META_KEY
+    from aimfair_cli.training.checkpoint import _read_header
+    from aimfair_cli.training.resume import META_KEY
 
     return json.loads(_read_header(path)["__metadata__"][META_KEY])["epoch"]
 

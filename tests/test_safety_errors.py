@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from _safety import CPU, make_checkpoint, make_data, make_mask, make_model, private_copy, raw_checkpoint, refused, run
-from aimfair_cli.checkpoint import MSG_META_BAD, MSG_META_MISSING, MSG_MISMATCH, state_tensors
-from aimfair_cli.fsio import MSG_NOT_UTF8
-from aimfair_cli.maskfile import MSG_MASK_EMPTY_TENSOR, MSG_MASK_META, MSG_NOT_MASK
-from aimfair_cli.manifest import MSG_BAD_JSON, MSG_BAD_LABEL
+from aimfair_cli.core.fsio import MSG_NOT_UTF8
+from aimfair_cli.core.manifest import MSG_BAD_JSON, MSG_BAD_LABEL
+from aimfair_cli.core.tasks import find_prompt_file
+from aimfair_cli.masking.maskfile import MSG_MASK_EMPTY_TENSOR, MSG_MASK_META, MSG_NOT_MASK
 from aimfair_cli.stages.synth import MSG_BAD_PART_ROW
-from aimfair_cli.tasks import find_prompt_file
+from aimfair_cli.training.checkpoint import MSG_META_BAD, MSG_META_MISSING, MSG_MISMATCH, state_tensors
 from aimfair_cli.writers.openai_writer import MSG_NOT_COMPLETION
 
 LATIN1 = "file_name,target,protected\nimg/caf\xe9.png,1,0\n".encode("latin-1")  # \xe9 alone is not UTF-8
@@ -86,7 +86,7 @@ BAD_META = {
 
 @pytest.mark.parametrize("case", list(BAD_META))
 def test_checkpoint_metadata_is_validated(ws, case):
-    from aimfair_cli.checkpoint import _RULES
+    from aimfair_cli.training.checkpoint import _RULES
 
     meta, msg, fields = BAD_META[case]
     raw_checkpoint(ws / "bad.safetensors", meta)

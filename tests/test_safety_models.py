@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from _safety import CPU, make_checkpoint, make_data, make_model, private_copy, raw_checkpoint, refused, run
-from aimfair_cli.checkpoint import MSG_NOT_FINITE, state_tensors
-from aimfair_cli.errors import TrainingError
-from aimfair_cli.metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE, GroupMetrics, aggregate
-from aimfair_cli.training import MSG_LOSS_NOT_FINITE, MSG_WEIGHTS_NOT_FINITE, OptimConfig, fit
+from aimfair_cli.core.errors import TrainingError
+from aimfair_cli.fairness.metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE, GroupMetrics, aggregate
+from aimfair_cli.training.checkpoint import MSG_NOT_FINITE, state_tensors
+from aimfair_cli.training.loop import MSG_LOSS_NOT_FINITE, MSG_WEIGHTS_NOT_FINITE, OptimConfig, fit
 
 TINY = ["--epochs", "1", "--batch-size", "8", *CPU]
 
@@ -135,8 +135,8 @@ def test_degenerate_threshold_is_99_percent():
 
 
 def test_demo_report_marks_degenerate_strategies(tmp_path):
-    from aimfair_cli.report import summary_rows, write_report
-    from aimfair_cli.studies import STUDIES, RowRuns as StrategyRuns
+    from aimfair_cli.experiments.catalogue import STUDIES, RowRuns as StrategyRuns
+    from aimfair_cli.experiments.report import summary_rows, write_report
 
     ok = _metrics({(0, 0): 20, (0, 1): 30, (1, 0): 80, (1, 1): 70})
     const = _metrics({c: 100 for c in [(0, 0), (0, 1), (1, 0), (1, 1)]})

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from _safety import CPU, make_checkpoint, make_data, make_mask, private_copy, refused, run, snapshot
-from aimfair_cli.fsio import MSG_BAD_SUFFIX, MSG_CANNOT_WRITE, MSG_IS_FOLDER, MSG_NOT_FOLDER, MSG_SAME_AS_INPUT
+from aimfair_cli.core.fsio import MSG_BAD_SUFFIX, MSG_CANNOT_WRITE, MSG_IS_FOLDER, MSG_NOT_FOLDER, MSG_SAME_AS_INPUT
+from aimfair_cli.core.tasks import find_prompt_file
 from aimfair_cli.stages.pretrain import MSG_BAD_OUT
-from aimfair_cli.tasks import find_prompt_file
 
 TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", *CPU]
 
@@ -166,8 +166,8 @@ def test_pretrain_parent_is_a_file(ws):
 def test_pretrain_out_is_a_folder(ws):
     """The options' own path check answers this, on the command line (exit 1, docs/exit-codes.md) and in the
     library alike."""
-    from aimfair_cli.errors import UsageError as OutputError
-    from aimfair_cli.options import MSG_IS_DIR
+    from aimfair_cli.core.errors import UsageError as OutputError
+    from aimfair_cli.core.options import MSG_IS_DIR
     from aimfair_cli.stages.pretrain import PretrainConfig, run_pretrain
 
     (ws / "m.safetensors").mkdir()

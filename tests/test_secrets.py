@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import UsageError
+from aimfair_cli.core.errors import UsageError
+from aimfair_cli.core.tasks import TASKS, check_prompt, load_prompt_file
 from aimfair_cli.stages.prompts import partial_path
-from aimfair_cli.tasks import TASKS, check_prompt, load_prompt_file
 from aimfair_cli.writers import chat, openai_writer
 
 from test_llm_writers import KEY, PROXY_VARS, ScriptedServer, fail, ok, prompts_reply
@@ -186,7 +186,7 @@ def test_a_partial_file_holding_the_key_is_not_resumed_from(tmp_path):
 
 def test_the_stage_refuses_a_writer_that_returns_its_key(tmp_path):
     """Defence in depth for writers other than ours: the stage checks the writer's own scrub() once more."""
-    from aimfair_cli.errors import PromptWriterError
+    from aimfair_cli.core.errors import PromptWriterError
     from aimfair_cli.stages.prompts import MSG_WRITER_SECRET, write_prompts
 
     class Leaky:

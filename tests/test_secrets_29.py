@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.redact import redact_text, redact_url
-from aimfair_cli.tasks import MAX_PROMPT_CHARS, MSG_PROMPT_NOT_TEXT, MSG_PROMPT_TOO_LONG
+from aimfair_cli.core.redact import redact_text, redact_url
+from aimfair_cli.core.tasks import MAX_PROMPT_CHARS, MSG_PROMPT_NOT_TEXT, MSG_PROMPT_TOO_LONG
 
 from test_llm_writers import ScriptedServer, prompts_reply
 from test_secrets import ask, env, error_line, files  # noqa: F401 (env: the autouse fixture, key set, no proxy)
@@ -84,7 +84,7 @@ def test_a_pickle_only_transformers_folder_is_refused_before_loading(tmp_path, w
 def _prompt_file(path: Path, prompt) -> Path:
     import yaml
 
-    from aimfair_cli.tasks import find_prompt_file
+    from aimfair_cli.core.tasks import find_prompt_file
 
     data = yaml.safe_load(find_prompt_file("smiling_male").read_text())
     data["groups"]["smiling_male"]["prompts"][0] = prompt
@@ -110,7 +110,7 @@ def test_a_prompt_that_is_not_bounded_text_is_refused_before_synth(tmp_path, pro
 
 
 def test_a_long_single_word_prompt_from_a_writer_is_rejected():
-    from aimfair_cli.tasks import TASKS, check_prompt
+    from aimfair_cli.core.tasks import TASKS, check_prompt
 
     task = TASKS["smiling_male"]
     group = task.group("smiling_male")

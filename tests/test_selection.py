@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from aimfair_cli.errors import MaskError, UsageError
-from aimfair_cli.maskfile import Mask, load_mask, save_mask
-from aimfair_cli.selection import TensorScore, parse_topk, score_tensors, select
+from aimfair_cli.core.errors import MaskError, UsageError
+from aimfair_cli.masking.maskfile import Mask, load_mask, save_mask
+from aimfair_cli.masking.selection import TensorScore, parse_topk, score_tensors, select
 
 
 def grads(values):
@@ -130,7 +130,7 @@ def test_opposite_is_k_largest_delta1_intersect_k_smallest_delta2_and_cutoffs():
         "d": TensorScore(0.2, 0.8),  # AIM-Fair's kind
         "e": TensorScore(0.5, 0.5),
     }
-    from aimfair_cli.selection import cutoffs, select_opposite
+    from aimfair_cli.masking.selection import cutoffs, select_opposite
 
     assert select(scores, 2) == ["a", "d"]
     assert select_opposite(scores, 2) == ["b", "c"]  # k largest Δ1 {b, c} ∩ k smallest Δ2 {b, c}

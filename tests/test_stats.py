@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from aimfair_cli.stats import EXACT_MAX_DF, mean_ci, t_cdf, t_quantile
+from aimfair_cli.fairness.stats import EXACT_MAX_DF, mean_ci, t_cdf, t_quantile
 
 # Two-sided 95 % critical values t(0.975, df), as printed in standard t tables (6 decimals).
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 9: 2.262157, 10: 2.228139,

@@ -4,11 +4,11 @@ and is named in `finetune --help`; bad spellings get one line naming every form.
 import pytest
 from typer.testing import CliRunner
 
-from aimfair_cli import strategies
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import UsageError
-from aimfair_cli.maskfile import Mask
-from aimfair_cli.models import block_of, build_model
+from aimfair_cli.core.errors import UsageError
+from aimfair_cli.masking import strategies
+from aimfair_cli.masking.maskfile import Mask
+from aimfair_cli.training.models import block_of, build_model
 
 NAMES = [n for n, _ in build_model().named_parameters()]
 

@@ -15,13 +15,13 @@ import pytest
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.errors import UsageError
+from aimfair_cli.core.errors import UsageError
+from aimfair_cli.core.manifest import read_manifest
+from aimfair_cli.core.tasks import find_prompt_file, load_prompt_file
 from aimfair_cli.generators import base
 from aimfair_cli.generators.base import image_seed
-from aimfair_cli.manifest import read_manifest
 from aimfair_cli.stages import synth as stage
 from aimfair_cli.stages.synth import MSG_BAD_SHARD, MSG_MISMATCH, effective_shard, pick_prompt, synthesize
-from aimfair_cli.tasks import find_prompt_file, load_prompt_file
 
 runner = CliRunner()
 GEN = "procedural"

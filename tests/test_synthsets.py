@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from aimfair_cli.errors import DataError
-from aimfair_cli.synthsets import biased_quotas, build_synthetic_sets, draw_balanced, largest_biased
+from aimfair_cli.core.errors import DataError
+from aimfair_cli.masking.synthsets import biased_quotas, build_synthetic_sets, draw_balanced, largest_biased
 
 
 def pool(per_cell):

@@ -12,12 +12,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from aimfair_cli import tensorcache
-from aimfair_cli.images import MEAN, STD, set_epoch
-from aimfair_cli.errors import ImageError
-from aimfair_cli.manifest import read_manifest, write_manifest
-from aimfair_cli.tensorcache import (CachedLoader, augment, cache_size, crop_boxes, load, make_train_loader,
-                                     training_loader)
+from aimfair_cli.core.errors import ImageError
+from aimfair_cli.core.manifest import read_manifest, write_manifest
+from aimfair_cli.training import tensorcache
+from aimfair_cli.training.images import MEAN, STD, set_epoch
+from aimfair_cli.training.tensorcache import (CachedLoader, augment, cache_size, crop_boxes, load, make_train_loader,
+                                              training_loader)
 
 CPU = torch.device("cpu")
 

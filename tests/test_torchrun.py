@@ -19,11 +19,11 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from aimfair_cli import dist
 from aimfair_cli.cli.app import app
-from aimfair_cli.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, ShardSampler
-from aimfair_cli.errors import UsageError
-from aimfair_cli.manifest import read_manifest
+from aimfair_cli.core import dist
+from aimfair_cli.core.errors import UsageError
+from aimfair_cli.core.manifest import read_manifest
+from aimfair_cli.training.images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, ShardSampler
 
 pytestmark = pytest.mark.slow
 
@@ -255,8 +255,8 @@ def test_a_leading_double_dash_is_dropped():
 def test_every_training_method_two_processes(run_dir, tmp_path):
     """Each `pretrain --method` under torchrun: one checkpoint, rank 1 silent, the method recorded (methods with a
     reference stage run it under DDP too; GroupDRO's weights and LfF's averages are merged over ranks)."""
-    from aimfair_cli.checkpoint import read_meta
     from aimfair_cli.methods import METHODS
+    from aimfair_cli.training.checkpoint import read_meta
 
     for method in [m for m in METHODS if m != "erm"]:
         out = _ok(["pretrain", "--weights", "none", "--epochs", 1, "--image-size", 32, *FAST, "--method", method,

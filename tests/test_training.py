@@ -5,8 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from aimfair_cli import training
-from aimfair_cli.images import (
+from aimfair_cli.core.errors import ImageError, UsageError
+from aimfair_cli.core.manifest import read_manifest, write_manifest
+from aimfair_cli.training import loop as training
+from aimfair_cli.training.images import (
     MSG_IMAGE_NOT_FOUND,
     MSG_IMAGE_UNREADABLE,
     ImageDataset,
@@ -15,10 +17,8 @@ from aimfair_cli.images import (
     check_images,
     make_loader,
 )
-from aimfair_cli.errors import ImageError, UsageError
-from aimfair_cli.manifest import read_manifest, write_manifest
-from aimfair_cli.models import build_model
-from aimfair_cli.training import OptimConfig, Predictions, fit, predict, seed_everything, train_one_epoch
+from aimfair_cli.training.loop import OptimConfig, Predictions, fit, predict, seed_everything, train_one_epoch
+from aimfair_cli.training.models import build_model
 
 SIZE = 32
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aimfair_cli.errors import ConfigError
+from aimfair_cli.core.errors import ConfigError
+from aimfair_cli.core.tasks import TASKS
 from aimfair_cli.render import (
     NATURAL,
     FaceAttributes,
     attributes_from_prompt,
     draw_attributes,
 )
-from aimfair_cli.tasks import TASKS
-from aimfair_cli.vocabulary import MSG_DUPLICATE, MSG_NOT_FOUND, load_vocabulary
+from aimfair_cli.render.vocabulary import MSG_DUPLICATE, MSG_NOT_FOUND, load_vocabulary
 
 VOCAB = load_vocabulary()
 

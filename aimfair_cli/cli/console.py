@@ -21,10 +21,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import dist, fsio
-from ..errors import OutputError, WriteError
-from ..fsio import check_writable
-from ..progress import NULL
+from ..core import dist, fsio
+from ..core.errors import OutputError, WriteError
+from ..core.fsio import check_writable
+from ..core.progress import NULL
 
 # Under torchrun, ranks other than 0 print nothing at all (their error line, if any, goes through cli/errors.py).
 _QUIET = not dist.is_main()
@@ -198,7 +198,7 @@ class _RichTask:
 
 
 class RichProgress:
-    """`aimfair_cli.progress.Progress` drawn with rich on stderr (silent on ranks other than 0)."""
+    """`aimfair_cli.core.progress.Progress` drawn with rich on stderr (silent on ranks other than 0)."""
 
     def __init__(self) -> None:
         self._bar = Progress(

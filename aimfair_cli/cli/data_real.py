@@ -12,11 +12,11 @@ import json
 import typer
 from rich.table import Table
 
-from ..bias import CELLS
 from ..data.celeba import STAGE as CELEBA_STAGE
 from ..data.celeba import CelebaConfig, ImportResult, import_celeba
 from ..data.utkface import STAGE as UTKFACE_STAGE
 from ..data.utkface import UtkfaceConfig, import_utkface
+from ..fairness.cells import CELLS
 from .console import err, make_progress, out
 from .options import command
 

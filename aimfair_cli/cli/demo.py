@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..report import (distinguishable_text, paired_rows, paired_vs_reference, reference_words, study_json,
-                      summary_rows)
-from ..stages.demo import DemoConfig, run_demo
+from ..experiments.demo import DemoConfig, run_demo
+from ..experiments.report import (distinguishable_text, paired_rows, paired_vs_reference, reference_words, study_json,
+                                  summary_rows)
 from . import console
 from .options import command
 
@@ -25,7 +25,7 @@ def _table(title: str, rows: list[dict[str, str]]):
 def print_result(result, *, seeds: int, json_out: bool) -> None:
     """The tables of every study (or one JSON object) on stdout; shared by `aimfair demo` and `aimfair study`."""
     if json_out:
-        first = result.strategies
+        first = result.first_runs  # the JSON key "strategies" predates the word runs: the format stays
         console.out.print_json(json.dumps({"out": str(result.out), "report": str(result.report),
                                            "seconds": round(result.seconds, 1), "plan": result.plan,
                                            "strategies": {s.name: s.aggregate() for s in first},

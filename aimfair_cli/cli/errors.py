@@ -1,7 +1,7 @@
 """The one place where library errors become a one-line message and a non-zero exit.
 
 `AIMFAIR_DEBUG=1` lets the original traceback through. Under torchrun only the first rank to fail prints
-(see `aimfair_cli.dist`); the others exit 1 without a word. The exit statuses are documented in
+(see `aimfair_cli.core.dist`); the others exit 1 without a word. The exit statuses are documented in
 docs/exit-codes.md: 0 done, 1 refused or failed (one `Error:` line), 2 the command line itself cannot be parsed
 (Click's usage errors), 130 interrupted.
 """
@@ -16,8 +16,8 @@ from typing import Callable, TypeVar
 
 import typer
 
-from .. import dist
-from ..errors import AimfairError, WriteError
+from ..core import dist
+from ..core.errors import AimfairError, WriteError
 
 F = TypeVar("F", bound=Callable)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..metrics import CELLS, DEGENERATE_MARK, MSG_DEGENERATE_NOTE, PAIRED, STD_KIND, cell_key, format_paired
+from ..fairness.metrics import CELLS, DEGENERATE_MARK, MSG_DEGENERATE_NOTE, PAIRED, STD_KIND, cell_key, format_paired
 from ..stages.evaluate import EvalConfig
 from . import console
 from .options import command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import dist
+from ..core import dist
 from ..stages.finetune import FinetuneConfig, run_finetune
 from . import console
 from .options import command

@@ -1,4 +1,4 @@
-"""Typer parameters generated from each command's options dataclass (see `aimfair_cli/options.py`).
+"""Typer parameters generated from each command's options dataclass (see `aimfair_cli/core/options.py`).
 
 `command(section, Config)` turns `fn(cfg, *, json_out)` into a Typer command: one `--flag` per field with the
 field's help and `[default: ...]` text, plus `--json`, `--config`, `--verbose` and `--log-file`. Every flag defaults to None so
@@ -17,10 +17,10 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from .. import config as config_mod
-from ..options import Option, base_type, fields_of, flag_name, format_bound, show_default, spec_of
-from ..errors import OutputError
-from ..fsio import refuse_common, refuse_inputs
+from ..core import config as config_mod
+from ..core.errors import OutputError
+from ..core.fsio import refuse_common, refuse_inputs
+from ..core.options import Option, base_type, fields_of, flag_name, format_bound, show_default, spec_of
 from . import console
 
 _MANIFESTS_IN_FOLDERS = ("metadata.jsonl", "train.csv", "val.csv", "test.csv")  # what a folder option is read for

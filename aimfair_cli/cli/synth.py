@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import dist
+from ..core import dist
 from ..stages.synth import SynthConfig, run_synth
 from . import console
 from .options import command

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import layout
-from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from ..errors import DataError
-from ..options import MAX_IMAGES, MAX_SEED, check, option
-from ..progress import NULL, Progress
+from ..core import layout
+from ..core.errors import DataError
+from ..core.options import MAX_IMAGES, MAX_SEED, check, option
+from ..core.progress import NULL, Progress
+from ..fairness.cells import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .splits import (ImportResult, check_distinct, check_root, check_split_outputs, close_names, manifest_file_name,
                      write_splits)
 
@@ -190,7 +190,7 @@ def _first_file(root: Path, names: Sequence[str]) -> Path | None:
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every non-empty line: runs of spaces in .txt, commas in .csv."""
-    from ..fsio import MSG_NOT_UTF8
+    from ..core.fsio import MSG_NOT_UTF8
 
     with open(path, newline="", encoding="utf-8-sig") as fh:
         try:

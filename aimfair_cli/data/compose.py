@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
-from ..bias import CELLS
-from ..errors import UsageError
-from ..fsio import check_outputs, check_suffix
-from ..manifest import FORMATS, Manifest, read_manifest, write_manifest
-from ..options import MAX_IMAGES, MAX_SEED, check, option
-from ..synthsets import balanced_quotas, draw_balanced
+from ..core import layout
+from ..core.errors import UsageError
+from ..core.fsio import check_outputs, check_suffix
+from ..core.manifest import FORMATS, Manifest, read_manifest, write_manifest
+from ..core.options import MAX_IMAGES, MAX_SEED, check, option
+from ..fairness.cells import CELLS
+from ..masking.synthsets import balanced_quotas, draw_balanced
 
 KINDS = ("synthetic", "supplement", "repair", "subsample")
 STAGE = "data_compose"

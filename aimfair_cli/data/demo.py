@@ -6,7 +6,7 @@ split and cell) wear a faint closed-mouth expression whatever their label, like 
 label annotators could give either way: nothing in the face tells their label, so a model trained on the biased
 split learns to guess it from the gender there, and balanced synthetic data, which has no such faces, cannot
 teach otherwise. The train split is biased with the CelebA quotas
-(`aimfair_cli.bias.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
+(`aimfair_cli.fairness.cells.cell_quotas`); val and test follow the mild natural skew of CelebA's test partition.
 
     OUT/images/{train,val,test}/000000.png
     OUT/train.csv, OUT/val.csv, OUT/test.csv      file_name (relative to OUT), target, protected, split
@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
-from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from ..errors import UsageError
-from ..options import MAX_SEED, check, option
-from ..progress import NULL, Progress
+from ..core import layout
+from ..core.errors import UsageError
+from ..core.options import MAX_SEED, check, option
+from ..core.progress import NULL, Progress
+from ..fairness.cells import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .splits import ImportResult
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,46 @@ def demo_expression_kind(*, seed: int, split: str, index: int, target: int, prot
     return "talking" if mouth_open else "neutral"
 
 
+def _render_splits(tmp: Path, cfg: DemoDataConfig, sizes: dict[str, int],
+                   progress: Progress) -> dict[str, list[dict[str, Any]]]:
+    """Every split's images into `tmp/images/<split>/`, and their manifest rows."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for split in SPLITS:
+        (tmp / IMAGES_DIR / split).mkdir(parents=True)
+        rows[split] = []
+        cells = split_cells(split, sizes[split], cfg.bias, cfg.seed)
+        with progress.task(f"render {split}", total=len(cells)) as task:
+            for i, (t, p) in enumerate(cells):
+                img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
+                                           size=cfg.size, ambiguous=cfg.ambiguous)
+                name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
+                img.save(tmp / name, format="PNG")
+                rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})
+                task.advance(1)
+    return rows
+
+
+def _swap_in(out: Path, images: Path, config_path: Path, staged: dict[str, Path]) -> tuple[Path, dict[str, Path]]:
+    """Move the staged images, config and manifests into `out`. The manifests are what makes a folder look
+    imported, so the old ones go first and the new ones come last: a kill at any point of the swap leaves no
+    manifest beside images they do not describe."""
+    for split in SPLITS:
+        (out / f"{split}.csv").unlink(missing_ok=True)
+    images_final = out / IMAGES_DIR
+    old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
+    if images_final.exists():
+        os.replace(images_final, old)
+    os.replace(images, images_final)
+    final_config = out / config_path.name
+    os.replace(config_path, final_config)
+    paths = {}
+    for split, path in staged.items():
+        paths[split] = out / path.name
+        os.replace(path, paths[split])
+    shutil.rmtree(old, ignore_errors=True)
+    return final_config, paths
+
+
 def make_demo_dataset(
     *,
     out: str | os.PathLike,
@@ -164,9 +204,9 @@ def make_demo_dataset(
     progress: Progress = NULL,
 ) -> DemoResult:
     """Render the demo dataset into `out` (see the module docstring for the layout)."""
-    from ..config import write_resolved_config
-    from ..fsio import check_writable
-    from ..manifest import write_manifest
+    from ..core.config import write_resolved_config
+    from ..core.fsio import check_writable
+    from ..core.manifest import write_manifest
 
     cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
                                ambiguous=ambiguous, seed=seed))
@@ -187,39 +227,13 @@ def make_demo_dataset(
     started = time.perf_counter()
     try:
         images = tmp / IMAGES_DIR
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for split in SPLITS:
-            (images / split).mkdir(parents=True)
-            rows[split] = []
-            cells = split_cells(split, sizes[split], cfg.bias, cfg.seed)
-            with progress.task(f"render {split}", total=len(cells)) as task:
-                for i, (t, p) in enumerate(cells):
-                    img, _ = render_demo_image(seed=cfg.seed, split=split, index=i, target=t, protected=p,
-                                               size=cfg.size, ambiguous=cfg.ambiguous)
-                    name = f"{IMAGES_DIR}/{split}/{i:06d}.png"
-                    img.save(tmp / name, format="PNG")
-                    rows[split].append({"file_name": name, "target": t, "protected": p, "split": split})
-                    task.advance(1)
+        rows = _render_splits(tmp, cfg, sizes, progress)
         (images / MARKER).write_text("written by 'aimfair data demo'\n", encoding="utf-8")
         staged = {split: write_manifest(tmp / f"{split}.csv", rows[split],
                                         columns=("file_name", "target", "protected", "split")) for split in SPLITS}
         config_path = write_resolved_config(tmp, STAGE, recorded_config(cfg))
         seconds = time.perf_counter() - started
-        # Swap in. The manifests are what makes a folder look imported, so the old ones go first and the new
-        # ones come last: a kill at any point of the swap leaves no manifest beside images they do not describe.
-        for split in SPLITS:
-            (out / f"{split}.csv").unlink(missing_ok=True)
-        old = out / f".{IMAGES_DIR}.old.{os.getpid()}"
-        if images_final.exists():
-            os.replace(images_final, old)
-        os.replace(images, images_final)
-        final_config = out / config_path.name
-        os.replace(config_path, final_config)
-        paths = {}
-        for split, path in staged.items():
-            paths[split] = out / path.name
-            os.replace(path, paths[split])
-        shutil.rmtree(old, ignore_errors=True)
+        final_config, paths = _swap_in(out, images, config_path, staged)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created and not any(out.iterdir()):

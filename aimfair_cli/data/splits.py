@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..bias import CELLS
-from ..errors import DataError, UsageError
+from ..core.errors import DataError, UsageError
+from ..fairness.cells import CELLS
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def cell_counts(rows: Sequence[dict[str, Any]]) -> dict[tuple[int, int], int]:
 
 def check_split_outputs(out: str | os.PathLike, stage: str, inputs: dict[str, Any]) -> None:
     """Before any work: `<out>/{train,val,test}.csv` and the resolved config are no input and can be written."""
-    from ..config import config_path_for
-    from ..fsio import check_outputs
+    from ..core.config import config_path_for
+    from ..core.fsio import check_outputs
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -112,8 +112,8 @@ def write_splits(
     Every manifest is first written under a temporary name; only when all are written do they take their
     final names, so a failure never leaves a train.csv without its val.csv.
     """
-    from ..config import write_resolved_config
-    from ..manifest import write_manifest
+    from ..core.config import write_resolved_config
+    from ..core.manifest import write_manifest
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
-from ..bias import BIAS_HELP, CELLS, cell_quotas, parse_bias
-from ..errors import DataError, UsageError
-from ..options import MAX_IMAGES, MAX_SEED, check, option
-from ..progress import NULL, Progress
+from ..core import layout
+from ..core.errors import DataError, UsageError
+from ..core.options import MAX_IMAGES, MAX_SEED, check, option
+from ..core.progress import NULL, Progress
+from ..fairness.cells import BIAS_HELP, CELLS, cell_quotas, parse_bias
 from .splits import (
     ImportResult,
     check_distinct,

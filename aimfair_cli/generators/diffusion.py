@@ -23,9 +23,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import GeneratorError, UsageError
-from ..hub import first_line, locate_model, quiet_loading, require_safetensors, resolve_device
-from ..options import DEVICE_HELP, MAX_IMAGE, option
+from ..core.errors import GeneratorError, UsageError
+from ..core.hub import first_line, locate_model, quiet_loading, require_safetensors, resolve_device
+from ..core.options import DEVICE_HELP, MAX_IMAGE, option
 from .base import ImageRequest
 
 if TYPE_CHECKING:

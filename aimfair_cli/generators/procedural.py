@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import UsageError
-from ..options import option
+from ..core.errors import UsageError
+from ..core.options import option
 from .base import ImageRequest
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ProceduralGenerator:
             raise UsageError(MSG_UNKNOWN_OPTIONS.format(names=_flags(list(unknown))))
         if int(size) < 16:
             raise UsageError(MSG_BAD_SIZE.format(size=size))
-        from ..vocabulary import load_vocabulary
+        from ..render.vocabulary import load_vocabulary
 
         self.size = int(size)
         self.device = device  # accepted for a uniform interface; drawing runs on the CPU

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..manifest import Manifest
-    from ..training import FitResult, Predictions
+    from ..core.manifest import Manifest
+    from ..training.loop import FitResult, Predictions
 
 
 @dataclass
@@ -69,7 +69,7 @@ def per_example_bce(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.T
 
 def all_reduce(tensor: "torch.Tensor") -> "torch.Tensor":
     """Sum over ranks under torchrun (so every rank keeps the same method state), unchanged otherwise."""
-    from .. import dist
+    from ..core import dist
 
     if dist.is_distributed():
         dist.all_reduce_sum(tensor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .base import Context, Objective, all_reduce, per_example_bce
 
 STEP = 0.01

@@ -57,7 +57,7 @@ class LfFObjective(Objective):
     def start(self, *, model, optimizer, device) -> None:
         import torch
 
-        from .. import dist
+        from ..core import dist
 
         super().start(model=model, optimizer=optimizer, device=device)
         self.biased.to(device).train()

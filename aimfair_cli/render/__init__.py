@@ -40,7 +40,7 @@ def render_face(attrs: FaceAttributes, *, style: str, size: int = 64, seed: int 
     import numpy as np
     from PIL import Image
 
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from .face import EXPRESSIONS, build_shapes, draw_params
     from .styles import FINISH, SUPERSAMPLE, draw_shapes, palette
 

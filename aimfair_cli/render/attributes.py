@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 MSG_BAD_SPEC = "attribute distribution: {reason}"
 
@@ -131,7 +131,7 @@ def draw_attributes(spec: Mapping[str, Any], stated: Mapping[str, str], rng) -> 
 
 def attributes_from_prompt(prompt: str, rng, *, vocabulary=None) -> FaceAttributes:
     """What the `procedural` generator draws for a prompt: stated attributes, stereotyped defaults for the rest."""
-    from ..vocabulary import load_vocabulary
+    from .vocabulary import load_vocabulary
 
     vocab = vocabulary or load_vocabulary()
     return draw_attributes(vocab.stereotypes, vocab.parse(prompt), rng)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import dist, layout
-from ..errors import DataError, UsageError
-from ..fsio import atomic_open, check_outputs, check_suffix
-from ..manifest import Manifest, read_manifest
-from ..metrics import CELLS, GroupMetrics, aggregate, group_metrics, paired
-from ..options import ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
-from ..progress import NULL, Progress
+from ..core import dist, layout
+from ..core.errors import DataError, UsageError
+from ..core.fsio import atomic_open, check_outputs, check_suffix
+from ..core.manifest import Manifest, read_manifest
+from ..core.options import ALLOW_DUPLICATES_HELP, DEVICE_HELP, MAX_BATCH, MAX_WORKERS, option
+from ..core.progress import NULL, Progress
+from ..fairness.metrics import CELLS, GroupMetrics, aggregate, group_metrics, paired
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ def _check_sizes(batch_size: int, workers: int) -> None:
 def _score(model_path: Path, manifest: Manifest, *, batch_size: int, workers: int, device: Any,
            progress: Progress) -> Any:
     """Predictions of one checkpoint over the manifest (resize to the checkpoint's image size)."""
-    from ..checkpoint import load_checkpoint
-    from ..images import ImageDataset, build_transform, make_loader
-    from ..training import predict
+    from ..training.checkpoint import load_checkpoint
+    from ..training.images import ImageDataset, build_transform, make_loader
+    from ..training.loop import predict
 
     model, meta = load_checkpoint(model_path, device=device)
     transform = build_transform(int(meta["image_size"]), train=False, mean=meta["mean"], std=meta["std"])
@@ -162,8 +162,8 @@ def _check_plot(plot: str | os.PathLike | None, data: str | os.PathLike, models:
 
 def _cell_names(model: Path) -> list[str]:
     """The cells in words when the checkpoint names attributes of a known task, else y=…/s=…."""
-    from ..checkpoint import read_meta
-    from ..tasks import TASKS
+    from ..core.tasks import TASKS
+    from ..training.checkpoint import read_meta
 
     meta = read_meta(model)
     for task in TASKS.values():
@@ -179,8 +179,8 @@ def plot_eval(path: str | os.PathLike, runs: list[tuple[Path, GroupMetrics]], pr
 
     from PIL import Image
 
-    from ..fsio import atomic_path
-    from ..plots import bar_chart, histograms
+    from ..core.fsio import atomic_path
+    from ..fairness.plots import bar_chart, histograms
 
     names = _cell_names(first)
     path = Path(path)
@@ -206,9 +206,9 @@ def _short(path: Path) -> str:
 def _prepare(paths: list[Path], data: str | os.PathLike, *, batch_size: int, workers: int, device: str,
              allow_duplicates: bool, progress: Progress) -> tuple[Manifest, Any]:
     """Every check that can fail cheaply, before any checkpoint is scored."""
-    from ..checkpoint import read_meta
-    from ..images import check_images
-    from ..models import resolve_device
+    from ..training.checkpoint import read_meta
+    from ..training.images import check_images
+    from ..training.models import resolve_device
 
     _check_sizes(batch_size, workers)
     for p in paths:
@@ -349,7 +349,7 @@ def run_eval(cfg: EvalConfig, *, progress: Progress = NULL) -> EvalResult:
     """`aimfair eval` from its options; writes `cfg.out` (the --json payload) when given."""
     import json
 
-    from ..fsio import atomic_write_text
+    from ..core.fsio import atomic_write_text
 
     if cfg.out is not None:
         check_suffix(cfg.out, (".json",), "--out")

@@ -2,7 +2,7 @@
 parameter tensors.
 
 The strategies (which tensors receive updates; all others stay bit-identical) are the registry in
-`aimfair_cli/strategies.py`: mask (AIM-Fair, Eq. 8), full, linear, random:R, update:B, freeze:B and opposite.
+`aimfair_cli/masking/strategies.py`; `--strategy`'s help lists them from it (`mask` is AIM-Fair, Eq. 8).
 
 Training from scratch on synthetic data, supplementing real with synthetic data and repairing the real data
 (paper Tab. 3) start from random weights rather than from the biased model, so they are `aimfair pretrain`
@@ -16,20 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist, layout, strategies
-from ..config import config_path_for, write_resolved_config
-from ..errors import UsageError
-from ..fsio import check_outputs, check_suffix
-from ..manifest import Manifest, read_manifest
-from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS, RESUME_HELP,
-                       SPEED_MODES, check, mode_flag, option)
-from ..modelselect import SELECT_HELP, SELECT_MODES
-from ..progress import NULL, Progress
-from ..provenance import provenance
-from ..resume import finish, history_path_for, prepare, state_path_for
-from ..tracking import check_tensorboard, open_tensorboard
-from ..synthsets import draw_balanced
+from ..core import dist, layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import UsageError
+from ..core.fsio import check_outputs, check_suffix
+from ..core.manifest import Manifest, read_manifest
+from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                            KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_SEED, MAX_WORKERS,
+                            RESUME_HELP, SPEED_MODES, check, mode_flag, option)
+from ..core.progress import NULL, Progress
+from ..core.provenance import provenance
+from ..masking import strategies
+from ..masking.synthsets import draw_balanced
+from ..training.modelselect import SELECT_HELP, SELECT_MODES
+from ..training.resume import finish, history_path_for, prepare, state_path_for
+from ..training.tracking import check_tensorboard, open_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -93,27 +94,16 @@ class FinetuneResult:
 
 
 def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneResult:
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..images import ImageDataset, build_transform, check_images, check_trainable, make_loader
-    from ..maskfile import load_mask
-    from ..models import resolve_device
-    from ..tensorcache import make_train_loader
-    from ..training import OptimConfig, fit, seed_everything, write_history
+    """Fine-tune `cfg.model`'s tensors that the strategy (or --mask) selects on a balanced set drawn from --synth,
+    keep the best epoch on --val and write the checkpoint, its config and history."""
+    from ..masking.maskfile import load_mask
+    from ..training.checkpoint import load_checkpoint, save_checkpoint
+    from ..training.images import ImageDataset, build_transform, make_loader
+    from ..training.loop import OptimConfig, fit, seed_everything, write_history
+    from ..training.models import resolve_device
+    from ..training.tensorcache import make_train_loader
 
-    cfg = check(cfg)
-    if cfg.mask is None and cfg.strategy is None:
-        raise UsageError(MSG_NO_STRATEGY)
-    strategy = strategies.parse_strategy(cfg.strategy or "mask")
-    if strategy.entry.needs_mask and cfg.mask is None:
-        raise UsageError(MSG_NEEDS_MASK.format(strategy=strategy))
-    if cfg.mask is not None and not strategy.entry.needs_mask:
-        raise UsageError(MSG_MASK_AND_STRATEGY)
-    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
-    check_suffix(cfg.out, (".safetensors",), "--out")
-    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune"),
-                   "the resumable state": state_path_for(cfg.out),
-                   "the history": history_path_for(cfg.out)},
-                  {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
+    cfg, strategy = _check_options(cfg)
     resumable = prepare(cfg.out, cfg, resume=cfg.resume)
     check_tensorboard(cfg.tensorboard)
     mask = load_mask(cfg.mask) if cfg.mask is not None else None
@@ -127,21 +117,7 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     trainable = strategies.trainable_names(names, strategy, mask=mask, mask_path=cfg.mask, seed=cfg.seed)
     if not trainable:
         raise UsageError(f"strategy {strategy} selects no tensor; nothing to fine-tune")
-
-    from ..modelselect import LABEL_USES, check_select, group_labels
-
-    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
-    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
-    check_select(cfg.select, val)
-    n = cfg.n_synth
-    if n is None and mask is not None:
-        # The mask's uncapped set size: a mask computed with --max-samples must not shrink fine-tuning. Masks
-        # written before this key existed record only the (possibly capped) sizes.
-        n = mask.meta.get("n_synth") or mask.meta.get("sizes", {}).get("synthetic_balanced")
-    train = Manifest(path=synth.path, rows=draw_balanced(synth.rows, n=n, seed=cfg.seed), columns=synth.columns)
-    check_trainable(len(train.rows), f"--synth {cfg.synth} (the balanced set)", cfg.batch_size)
-    check_images(train)
-    check_images(val)
+    train, val = _balanced_set(cfg, mask)
     size, mean, std = meta["image_size"], meta["mean"], meta["std"]
     train_loader = make_train_loader(train, cache=cfg.cache, image_size=size, crop_scale=cfg.crop_scale, mean=mean,
                                      std=std, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
@@ -162,21 +138,8 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     finally:
         if tensorboard is not None:
             tensorboard.close()
-    new_meta = dict(meta)
-    base_labels = meta.get("group_labels", "none")  # the pretrained model's (older checkpoints: none)
-    new_meta.update({
-        "config": cfg,
-        "method": "aimfair" if str(strategy) == "mask" else f"finetune {strategy}",
-        "base_method": meta.get("method", "erm"),
-        "select": cfg.select,
-        "group_labels": max(base_labels, group_labels("none", cfg.select), key=LABEL_USES.index),
-        "base_model": str(cfg.model),
-        "provenance": provenance(device, {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val,
-                                          "--mask": cfg.mask}),
-        "finetune": {"strategy": str(strategy), "trainable": trainable, "total": len(names),
-                     "n_synth": len(train.rows), "best_epoch": result.best_epoch,
-                     "best_val_acc": result.best_val_acc},
-    })
+    new_meta = _checkpoint_meta(cfg, meta, device, strategy=str(strategy), trainable=trainable, total=len(names),
+                                n_synth=len(train.rows), result=result)
     if dist.is_main():
         save_checkpoint(cfg.out, model, new_meta)
         write_resolved_config(cfg.out, "finetune", cfg)
@@ -185,3 +148,67 @@ def run_finetune(cfg: FinetuneConfig, *, progress: Progress = NULL) -> FinetuneR
     dist.barrier()
     return FinetuneResult(out=Path(cfg.out), strategy=str(strategy), trainable=trainable, total=len(names),
                           best_epoch=result.best_epoch, best_val_acc=result.best_val_acc, history=result.history)
+
+
+def _check_options(cfg: FinetuneConfig) -> tuple[FinetuneConfig, strategies.Strategy]:
+    """The options checked before any file is read: --mask and --strategy agree, the batch splits under torchrun,
+    no output is an input. Returns the checked config and the parsed strategy."""
+    cfg = check(cfg)
+    if cfg.mask is None and cfg.strategy is None:
+        raise UsageError(MSG_NO_STRATEGY)
+    strategy = strategies.parse_strategy(cfg.strategy or "mask")
+    if strategy.entry.needs_mask and cfg.mask is None:
+        raise UsageError(MSG_NEEDS_MASK.format(strategy=strategy))
+    if cfg.mask is not None and not strategy.entry.needs_mask:
+        raise UsageError(MSG_MASK_AND_STRATEGY)
+    dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
+    check_suffix(cfg.out, (".safetensors",), "--out")
+    check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "finetune"),
+                   "the resumable state": state_path_for(cfg.out),
+                   "the history": history_path_for(cfg.out)},
+                  {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val, "--mask": cfg.mask})
+    return cfg, strategy
+
+
+def _balanced_set(cfg: FinetuneConfig, mask: Any) -> tuple[Manifest, Manifest]:
+    """The balanced synthetic training set (as large as the mask's, unless --n-synth) and the validation set,
+    their images checked."""
+    from ..training.images import check_images, check_trainable
+    from ..training.modelselect import check_select
+
+    synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
+    val = read_manifest(cfg.val, allow_duplicates=cfg.allow_duplicates)
+    check_select(cfg.select, val)
+    n = cfg.n_synth
+    if n is None and mask is not None:
+        # The mask's uncapped set size: a mask computed with --max-samples must not shrink fine-tuning. Masks
+        # written before this key existed record only the (possibly capped) sizes.
+        n = mask.meta.get("n_synth") or mask.meta.get("sizes", {}).get("synthetic_balanced")
+    train = Manifest(path=synth.path, rows=draw_balanced(synth.rows, n=n, seed=cfg.seed), columns=synth.columns)
+    check_trainable(len(train.rows), f"--synth {cfg.synth} (the balanced set)", cfg.batch_size)
+    check_images(train)
+    check_images(val)
+    return train, val
+
+
+def _checkpoint_meta(cfg: FinetuneConfig, meta: dict[str, Any], device: Any, *, strategy: str, trainable: list[str],
+                     total: int, n_synth: int, result: Any) -> dict[str, Any]:
+    """The pretrained checkpoint's metadata with what fine-tuning did: the config, the method, the group labels it
+    read, the provenance and the strategy's tensors."""
+    from ..training.modelselect import LABEL_USES, group_labels
+
+    new_meta = dict(meta)
+    base_labels = meta.get("group_labels", "none")  # the pretrained model's (older checkpoints: none)
+    new_meta.update({
+        "config": cfg,
+        "method": "aimfair" if strategy == "mask" else f"finetune {strategy}",
+        "base_method": meta.get("method", "erm"),
+        "select": cfg.select,
+        "group_labels": max(base_labels, group_labels("none", cfg.select), key=LABEL_USES.index),
+        "base_model": str(cfg.model),
+        "provenance": provenance(device, {"--model": cfg.model, "--synth": cfg.synth, "--val": cfg.val,
+                                          "--mask": cfg.mask}),
+        "finetune": {"strategy": strategy, "trainable": trainable, "total": total, "n_synth": n_synth,
+                     "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc},
+    })
+    return new_meta

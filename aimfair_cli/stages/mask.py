@@ -1,7 +1,7 @@
 """`aimfair mask`: Selective Mask Generation (paper §3.2).
 
 Three mean-gradient passes over the same checkpoint — real-biased (R), synthetic-biased (S1),
-synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see selection.py).
+synthetic-balanced (S2) — with no optimizer step, then Δ1/Δ2 per tensor and K1 ∩ K2 (see masking/selection.py).
 Each pass reads its set as the released code's gradient pass does: in a seeded random order (so every batch
 mixes the cells and BatchNorm's batch statistics never follow one cell), with the training augmentation
 (RandomResizedCrop at the training crop scale + flip) and BatchNorm in training mode. The checkpoint's state,
@@ -27,19 +27,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import dist, layout
-from ..bias import CELLS, parse_bias
-from ..config import config_path_for, write_resolved_config
-from ..errors import MaskError, UsageError
-from ..fsio import check_outputs, check_suffix
-from ..manifest import Manifest, read_manifest
-from ..maskfile import Mask, load_mask, save_mask
-from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
-from ..progress import NULL, Progress
-from ..provenance import provenance, sha256_file
-from ..selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
-from ..synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
+from ..core import dist, layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import MaskError, UsageError
+from ..core.fsio import check_outputs, check_suffix
+from ..core.manifest import Manifest, read_manifest
+from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                            MAX_BATCH, MAX_IMAGES, MAX_SEED, MAX_WORKERS, SPEED_MODES, check, default_of, option)
+from ..core.progress import NULL, Progress
+from ..core.provenance import provenance, sha256_file
+from ..fairness.cells import CELLS, parse_bias
+from ..masking.maskfile import Mask, load_mask, mask_scores, save_mask
+from ..masking.selection import SCORES, TensorScore, cutoffs, parse_topk, score_tensors, select, top_k
+from ..masking.synthsets import DEFAULT_MINORITY, build_synthetic_sets, largest_biased
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ def _subset(m: Manifest, rows: list[dict[str, Any]]) -> Manifest:
 
 def _loader(manifest: Manifest, *, image_size: int, mean, std, cfg: MaskConfig):
     """Evaluation loader (plain resize, file order) for the `auto` bias estimate."""
-    from ..images import ImageDataset, build_transform, make_loader
+    from ..training.images import ImageDataset, build_transform, make_loader
 
     ds = ImageDataset(manifest, build_transform(image_size, train=False, mean=mean, std=std))
     # unpadded shards under torchrun: the gradient sums over ranks count every image exactly once
@@ -145,8 +145,8 @@ def gradient_loader(manifest: Manifest, *, label: str, image_size: int, mean, st
     augmentation, from the decoded-image cache unless --no-cache. Reading files with workers=0, the
     augmentation draws from torch's global RNG: seed it with the same pass_seed before iterating
     (mean_gradients does)."""
-    from ..images import pass_order, row_key
-    from ..tensorcache import make_train_loader
+    from ..training.images import pass_order, row_key
+    from ..training.tensorcache import make_train_loader
 
     order = pass_order([row_key(r) for r in manifest.rows], pass_seed(cfg.seed, label))
     return make_train_loader(manifest, cache=cfg.cache, image_size=image_size, crop_scale=cfg.crop_scale, mean=mean,
@@ -163,8 +163,8 @@ def mean_gradients(model, loader, *, state: dict, device, task=None, rng_seed: i
     import torch
     import torch.nn.functional as F
 
-    from ..images import batches
-    from ..training import autocast
+    from ..training.images import batches
+    from ..training.loop import autocast
 
     if rng_seed is not None:
         torch.manual_seed(rng_seed)
@@ -202,7 +202,7 @@ def pass_key(manifest: Manifest, *, label: str, model_sha: str, image_size: int,
              amp: bool, channels_last: bool) -> tuple:
     """Everything one gradient pass depends on: the model checkpoint's SHA-256, every image file (path, size,
     modification time) with its labels, the pass's seed and the loader and precision settings."""
-    from ..tensorcache import files_fingerprint
+    from ..training.tensorcache import files_fingerprint
 
     labels = tuple((r["target"], r.get("protected")) for r in manifest.rows)
     return (model_sha, files_fingerprint(manifest), labels, pass_seed(cfg.seed, label), image_size, tuple(mean),
@@ -217,7 +217,7 @@ def clear_passes() -> None:
 
 def _estimate_bias(model, real: Manifest, balanced: list[dict[str, Any]], synth: Manifest, *, image_size, mean, std,
                    cfg: MaskConfig, device) -> BiasEstimate:
-    from ..training import predict
+    from ..training.loop import predict
 
     model.eval()
     pr = predict(model, _loader(real, image_size=image_size, mean=mean, std=std, cfg=cfg), device=device,
@@ -242,7 +242,7 @@ def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
     """Selected/total tensors per block (stem, layer1..4, fc) and kind (conv, bn, fc)."""
     import torch.nn as nn
 
-    from ..models import block_of
+    from ..training.models import block_of
 
     kinds = {}
     for mod_name, mod in model.named_modules():
@@ -261,18 +261,12 @@ def block_table(model, selected: list[str]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def mask_scores(mask: Mask) -> dict[str, TensorScore]:
-    """The Δ1/Δ2 scores a mask file stores, in parameter order."""
-    return {n: TensorScore(delta1=float(v["delta1"]), delta2=float(v["delta2"]))
-            for n, v in mask.meta.get("scores", {}).items()}
-
-
 def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) -> Path:
     """Δ1 against Δ2 for every tensor of a mask file: the K1 cut-off (k smallest Δ1, left of the vertical line)
     and the K2 cut-off (k largest Δ2, above the horizontal line), the selected tensors K1 ∩ K2 filled, and the
     count per block (stem, layer1..4, fc) in the legend."""
-    from ..models import block_of
-    from ..plots import score_scatter
+    from ..fairness.plots import score_scatter
+    from ..training.models import block_of
 
     scores, k = mask_scores(mask), int(mask.meta["k"])
     names = list(scores)
@@ -290,17 +284,58 @@ def plot_selection(path: str | Path, mask: Mask, *, title: str | None = None) ->
     )
 
 
+@dataclass
+class MaskSets:
+    """The three sets the gradients are computed on (real-biased, synthetic-biased, synthetic-balanced), by label,
+    and what built them: the bias ratio and minority cells (given or estimated) and the uncapped set size."""
+
+    named: dict[str, Manifest]
+    bias: Fraction
+    minority: dict[int, int]
+    estimate: BiasEstimate | None
+    auto: bool
+    n_full: int  # each synthetic set's size without --max-samples: `finetune`'s default balanced set
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {label: len(m.rows) for label, m in self.named.items()}
+
+
 def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
-    import torch
+    """The mask in named phases: the sets (`mask_sets`), the gradient passes (`gradient_passes`), the scores
+    (`finite_scores`) and K1 ∩ K2, then the mask file (`mask_file`, `_write`). `--from-mask` skips to the
+    selection (`_reselect`)."""
+    from ..training.checkpoint import load_checkpoint
+    from ..training.loop import seed_everything
+    from ..training.models import resolve_device
 
-    from ..checkpoint import load_checkpoint
-    from ..images import check_images, check_trainable, row_key
-    from ..models import resolve_device
-    from ..training import seed_everything
+    cfg = _check_options(cfg)
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, meta = load_checkpoint(cfg.model, device=device)
+    k = parse_topk(cfg.topk, len(list(model.parameters())))
+    if cfg.from_mask is not None:
+        return _reselect(cfg, model, device, k, started)
+    state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+    sets = mask_sets(cfg, model, meta, device)
+    grads = gradient_passes(cfg, model, meta, state, sets.named, device, progress=progress)
+    scores = finite_scores(cfg, grads)
+    selected = select(scores, k)
+    mask = mask_file(cfg, model, k, scores, selected, sets, device)
+    _write(cfg, mask)
+    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sets.sizes, bias=sets.bias,
+                      minority=sets.minority, estimate=sets.estimate, seconds=time.perf_counter() - started,
+                      blocks=block_table(model, selected), cutoffs=cutoffs(scores, k),
+                      plot=None if cfg.plot is None else Path(cfg.plot))
 
+
+def _check_options(cfg: MaskConfig) -> MaskConfig:
+    """Every option that can be checked before the checkpoint is read: the bias ratio, the batch under torchrun,
+    the output suffixes and that no output is an input."""
     cfg = check(cfg)
-    auto = str(cfg.bias_ratio).strip().lower() == "auto"
-    bias = None if auto else parse_bias(cfg.bias_ratio)
+    if str(cfg.bias_ratio).strip().lower() != "auto":
+        parse_bias(cfg.bias_ratio)
     dist.local_batch(cfg.batch_size)  # under torchrun the global batch must split evenly across ranks
     check_suffix(cfg.out, (".safetensors",), "--out")
     if cfg.plot is not None:
@@ -308,16 +343,17 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
     read = {"--model": cfg.model, "--from-mask": cfg.from_mask} if cfg.from_mask is not None else \
         {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}
     check_outputs({"--out": cfg.out, "the resolved config": config_path_for(cfg.out, "mask"), "--plot": cfg.plot}, read)
-    started = time.perf_counter()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(cfg.model, device=device)
-    total = len(list(model.parameters()))
-    k = parse_topk(cfg.topk, total)
-    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+    return cfg
 
-    if cfg.from_mask is not None:
-        return _reselect(cfg, model, device, k, started)
+
+def mask_sets(cfg: MaskConfig, model: Any, meta: dict[str, Any], device: Any) -> MaskSets:
+    """Phase 1, the sets: the real set (capped at --max-samples), and the synthetic-biased and synthetic-balanced
+    sets drawn from --synth at the given bias ratio or, with `auto`, the one the biased model's errors suggest."""
+    from ..training.images import check_images, check_trainable, row_key
+
+    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
+    auto = str(cfg.bias_ratio).strip().lower() == "auto"
+    bias = None if auto else parse_bias(cfg.bias_ratio)
     real = read_manifest(cfg.real, allow_duplicates=cfg.allow_duplicates)
     synth = read_manifest(cfg.synth, require_protected=True, allow_duplicates=cfg.allow_duplicates)
     # Size of each synthetic set without the cap: also the default balanced set of `finetune`, which a cheaper
@@ -329,16 +365,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         real = _subset(real, [real.rows[i] for i in keep])
     n = n_full if cfg.max_samples is None else min(n_full, cfg.max_samples)
 
-    state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
     estimate = None
     minority = dict(DEFAULT_MINORITY)
+    n_biased = n
     if auto:
         balanced_only = build_synthetic_sets(synth.rows, n=n, bias=Fraction(1), seed=cfg.seed).balanced
         estimate = _estimate_bias(model, real, balanced_only, synth, image_size=image_size, mean=mean, std=std,
                                   cfg=cfg, device=device)
         bias, minority = estimate.bias, estimate.minority
-    n_biased = n
-    if auto:
         # The estimated ratio can be steeper than the synthetic pool was sized for (a pool of 0.45 N per group
         # holds 1:9, not 1:15): keep the ratio and shrink the biased set to what the pool holds.
         n_biased = largest_biased(synth.rows, n=n, bias=bias, minority=minority) or n
@@ -356,12 +390,21 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         check_trainable(len(m.rows), f"mask: the {label.replace('_', ' ')} set", cfg.batch_size)
     for m in named.values():
         check_images(m)
+    return MaskSets(named=named, bias=bias, minority=minority, estimate=estimate, auto=auto, n_full=n_full)
 
+
+def gradient_passes(cfg: MaskConfig, model: Any, meta: dict[str, Any], state: dict, named: dict[str, Manifest],
+                    device: Any, *, progress: Progress = NULL) -> dict[str, "torch.Tensor"]:
+    """Phase 2, the gradient passes: the mean gradient of each set from the checkpoint's `state`, or the same pass
+    kept in memory from an earlier mask of this process (`pass_key`)."""
+    import torch
+
+    image_size, mean, std = meta["image_size"], meta["mean"], meta["std"]
     amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else cfg.channels_last == "on"
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     grads = {}
-    # the checkpoint's hash, which the provenance below records too (computed once per process and file)
+    # the checkpoint's hash, which the provenance records too (computed once per process and file)
     model_sha = sha256_file(cfg.model)
     for label, manifest in named.items():
         key = pass_key(manifest, label=label, model_sha=model_sha, image_size=image_size, mean=mean, std=std, cfg=cfg,
@@ -380,13 +423,24 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
         _passes[key] = grads[label]
         while len(_passes) > _PASSES_KEPT:
             _passes.popitem(last=False)
+    return grads
+
+
+def finite_scores(cfg: MaskConfig, grads: dict[str, "torch.Tensor"]) -> dict[str, TensorScore]:
+    """Phase 3, the scores: Δ1 and Δ2 per tensor (`--score`), refused when any is not finite."""
     scores = score_tensors(grads["real"], grads["synthetic_biased"], grads["synthetic_balanced"], score=cfg.score)
     bad = [n_ for n_, s in scores.items() if not (math.isfinite(s.delta1) and math.isfinite(s.delta2))]
     if bad:  # a NaN gradient would rank arbitrarily: no mask is better than a meaningless one
         raise MaskError(MSG_SCORES_NOT_FINITE.format(n=len(bad), name=bad[0], model=cfg.model))
-    selected = select(scores, k)
-    sizes = {label: len(m.rows) for label, m in named.items()}
-    mask = Mask(
+    return scores
+
+
+def mask_file(cfg: MaskConfig, model: Any, k: int, scores: dict[str, TensorScore], selected: list[str],
+              sets: MaskSets, device: Any) -> Mask:
+    """Phase 4, the mask file's content: the selection, every parameter's shape and the metadata (k, the scores,
+    the bias ratio and how it was found, the sets' sizes, the provenance)."""
+    bias, estimate = sets.bias, sets.estimate
+    return Mask(
         selected=selected,
         shapes={name: list(p.shape) for name, p in model.named_parameters()},
         meta={
@@ -395,14 +449,14 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "score": cfg.score,
             "scores": {n_: {"delta1": s.delta1, "delta2": s.delta2} for n_, s in scores.items()},
             "bias_ratio": f"{bias.numerator}:{bias.denominator}",
-            "bias_ratio_source": "auto" if auto else "given",
-            "minority": {str(y): s for y, s in minority.items()},
+            "bias_ratio_source": "auto" if sets.auto else "given",
+            "minority": {str(y): s for y, s in sets.minority.items()},
             "estimate": None if estimate is None else {
                 "error_rate": estimate.error_rate,
                 "synthetic_group_accuracy": estimate.synthetic_group_accuracy,
             },
-            "sizes": sizes,
-            "n_synth": n_full,  # uncapped size of each synthetic set: `finetune`'s default balanced set
+            "sizes": sets.sizes,
+            "n_synth": sets.n_full,  # uncapped size of each synthetic set: `finetune`'s default balanced set
             "max_samples": cfg.max_samples,
             "crop_scale": cfg.crop_scale,
             "model": str(cfg.model),
@@ -410,10 +464,6 @@ def run_mask(cfg: MaskConfig, *, progress: Progress = NULL) -> MaskResult:
             "provenance": provenance(device, {"--model": cfg.model, "--real": cfg.real, "--synth": cfg.synth}),
         },
     )
-    _write(cfg, mask)
-    return MaskResult(out=Path(cfg.out), mask=mask, k=k, scores=scores, sizes=sizes, bias=bias, minority=minority,
-                      estimate=estimate, seconds=time.perf_counter() - started, blocks=block_table(model, selected),
-                      cutoffs=cutoffs(scores, k), plot=None if cfg.plot is None else Path(cfg.plot))
 
 
 MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n} tensor(s) (first: {name}): the "
@@ -423,7 +473,7 @@ MSG_SCORES_NOT_FINITE = ("the gradients of {model} give non-finite scores for {n
 def check_topk(topk: str, *, arch: str = "resnet18") -> int:
     """Before a pipeline's work: --topk parsed against the architecture's tensor count (an out-of-range or
     non-numeric k is known as soon as the architecture is, not at the mask step)."""
-    from ..models import build_model
+    from ..training.models import build_model
 
     return parse_topk(topk, len(list(build_model(weights="none", arch=arch).parameters())))
 

@@ -12,20 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import dist, layout
-from ..config import config_path_for, write_resolved_config
-from ..errors import UsageError
-from ..fsio import check_outputs
-from ..manifest import read_manifest
-from ..options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
-                       KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE,
-                       RESUME_HELP, SPEED_MODES, check, mode_flag, option)
+from ..core import dist, layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import UsageError
+from ..core.fsio import check_outputs
+from ..core.manifest import read_manifest
+from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNELS_LAST_HELP, CROP_HELP, DEVICE_HELP,
+                            KEEP_STATE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_LR, MAX_SEED, MAX_WORKERS, MIN_IMAGE,
+                            RESUME_HELP, SPEED_MODES, check, mode_flag, option)
+from ..core.progress import NULL, Progress
+from ..core.provenance import provenance
 from ..methods import METHOD_HELP, METHODS, cvar_dro, eiil, group_dro, jtt, lff
-from ..modelselect import SELECT_HELP, SELECT_MODES
-from ..progress import NULL, Progress
-from ..provenance import provenance
-from ..resume import finish, history_path_for, prepare, state_path_for
-from ..tracking import check_tensorboard, open_tensorboard
+from ..training.modelselect import SELECT_HELP, SELECT_MODES
+from ..training.resume import finish, history_path_for, prepare, state_path_for
+from ..training.tracking import check_tensorboard, open_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,12 @@ def _resume_main(cfg: PretrainConfig) -> bool:
 def _context(cfg: PretrainConfig, train: Any, val: Any, device: Any, resumable: Any, stages: list[Any],
              tensorboard: Any, progress: Progress) -> Any:
     """The method's view of this run (methods/base.py): models, loaders and the shared loop with the recipe bound."""
-    from ..checkpoint import initial_model
-    from ..images import MEAN, STD, ImageDataset, build_transform, make_loader
     from ..methods.base import Context
-    from ..resume import stage_resumable
-    from ..tensorcache import make_train_loader
-    from ..training import OptimConfig, fit, predict, seed_everything
+    from ..training.checkpoint import initial_model
+    from ..training.images import MEAN, STD, ImageDataset, build_transform, make_loader
+    from ..training.loop import OptimConfig, fit, predict, seed_everything
+    from ..training.resume import stage_resumable
+    from ..training.tensorcache import make_train_loader
 
     amp, channels_last = mode_flag(cfg.amp), mode_flag(cfg.channels_last)
     plain = build_transform(cfg.image_size, train=False, mean=MEAN, std=STD)
@@ -182,12 +182,12 @@ def _context(cfg: PretrainConfig, train: Any, val: Any, device: Any, resumable: 
 
 
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:
-    from ..checkpoint import save_checkpoint
-    from ..images import MEAN, STD, check_images, check_trainable
     from ..methods import get_method
-    from ..modelselect import check_select, group_labels
-    from ..models import resolve_device
-    from ..training import write_history
+    from ..training.checkpoint import save_checkpoint
+    from ..training.images import MEAN, STD, check_images, check_trainable
+    from ..training.loop import write_history
+    from ..training.models import resolve_device
+    from ..training.modelselect import check_select, group_labels
 
     cfg = _check(cfg)
     weights = Path(cfg.weights) if str(cfg.weights) not in ("none", "imagenet") else None
@@ -199,7 +199,7 @@ def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainR
     check_tensorboard(cfg.tensorboard)
     device = resolve_device(cfg.device)  # a bad --device is refused before any download
     if str(cfg.weights) == "imagenet":
-        from ..models import ensure_imagenet_weights
+        from ..training.models import ensure_imagenet_weights
 
         ensure_imagenet_weights(cfg.arch)  # before any data is read: offline, fail at once saying where the file goes
     # protected may be empty: pretraining uses no group labels (but --method group-dro and --select worst-group do)

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import layout
-from ..config import config_path_for, write_resolved_config
-from ..errors import PromptWriterError, UsageError
-from ..fsio import atomic_write_text, check_outputs, check_suffix
-from ..options import MAX_SEED, option, pass_through_merged
-from ..progress import NULL, Progress
-from ..tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
+from ..core import layout
+from ..core.config import config_path_for, write_resolved_config
+from ..core.errors import PromptWriterError, UsageError
+from ..core.fsio import atomic_write_text, check_outputs, check_suffix
+from ..core.options import MAX_SEED, option, pass_through_merged
+from ..core.progress import NULL, Progress
+from ..core.tasks import TASKS, PromptFile, Task, check_prompt, get_task, load_prompt_file, save_prompt_file
 from ..writers.base import PromptWriter, make_writer
 from ..writers.diversity import diversity
 from ..writers.openai_writer import OpenAIOptions
@@ -62,7 +62,7 @@ PromptsConfig = dataclasses.make_dataclass("PromptsConfig", _WRITER_FIELDS, base
                                            namespace={"__doc__": _PromptsCore.__doc__, "__module__": __name__})
 WRITER_OPTIONS = tuple(name for name, _, _ in _WRITER_FIELDS)  # forwarded to make_writer when given
 
-MSG_NO_TASK = "--task is required (smiling_male, smiling_young, young_male or female_white)"
+MSG_NO_TASK = "--task is required (" + ", ".join(list(TASKS)[:-1]) + " or " + list(TASKS)[-1] + ")"
 PARTIAL_SUFFIX = ".partial.yaml"
 
 PROMPT_SUFFIXES = (".yaml", ".yml")
@@ -87,7 +87,7 @@ def partial_path(out: str | os.PathLike) -> Path:
 
 
 def _scrub(d: dict[str, Any]) -> dict[str, Any]:
-    from ..redact import redact_values
+    from ..core.redact import redact_values
 
     return {k: redact_values(v) for k, v in d.items() if not _SECRET.search(str(k))}
 

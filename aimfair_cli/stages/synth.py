@@ -40,16 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import dist, layout
-from ..errors import DataError, GeneratorError, UsageError
-from ..fsio import atomic_path, check_outputs, write_errors
+from ..core import dist, layout
+from ..core.errors import DataError, GeneratorError, UsageError
+from ..core.fsio import atomic_path, check_outputs, write_errors
+from ..core.manifest import write_manifest
+from ..core.options import MAX_IMAGES, MAX_SEED, option, pass_through
+from ..core.progress import NULL, Progress
+from ..core.tasks import TASKS, Group, PromptFile, find_prompt_file, load_prompt_file, task_for_group
 from ..generators.base import ImageRequest, image_seed, make_generator
-from ..manifest import write_manifest
 from ..generators.diffusion import DiffusersOptions
 from ..generators.procedural import ProceduralOptions
-from ..options import MAX_IMAGES, MAX_SEED, option, pass_through
-from ..progress import NULL, Progress
-from ..tasks import TASKS, Group, PromptFile, find_prompt_file, load_prompt_file, task_for_group
 
 log = logging.getLogger(__name__)
 
@@ -653,7 +653,7 @@ def _synthesize(pf: PromptFile, *, prompts: Any, groups: list[str], n: int, out:
 
 
 def _write_config(out: Path, *, prompts: Any, pf: PromptFile, settings: dict[str, Any] | None, **options: Any) -> None:
-    from ..config import write_resolved_config
+    from ..core.config import write_resolved_config
 
     if not dist.is_main():
         return

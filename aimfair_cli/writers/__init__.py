@@ -1,4 +1,4 @@
-"""Prompt writers behind one interface (see `base.py`): template (offline), openai, transformers."""
+"""Prompt writers behind one interface (see `base.py`, whose `WRITERS` registers them)."""
 
 from .base import PromptWriter, make_writer
 

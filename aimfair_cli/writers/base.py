@@ -2,7 +2,7 @@
 endpoint) and `transformers` (a local chat model).
 
 A writer returns prompts for one group of a task. Every prompt it returns has passed
-`aimfair_cli.tasks.check_prompt` (states the group's target and protected values, short enough for CLIP)
+`aimfair_cli.core.tasks.check_prompt` (states the group's target and protected values, short enough for CLIP)
 and is neither a duplicate nor a near-duplicate (`diversity.near_key`). Writers count what they rejected, by
 reason, in `rejections` (group -> Counter) for the prompt file's diversity figures. LLM writers
 (`chat.ChatWriter`) also have `write_groups`, which asks for several groups side by side (one batch on a local
@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from ..errors import UsageError
-from ..tasks import Group, Task
+from ..core.errors import UsageError
+from ..core.tasks import Group, Task
 
 
 @runtime_checkable

@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import PromptWriterError, UsageError
-from ..tasks import Attribute, Group, Task, check_prompt
+from ..core.errors import PromptWriterError, UsageError
+from ..core.tasks import Attribute, Group, Task, check_prompt
 from . import compose
 from .diversity import MSG_NEAR_DUPLICATE, near_key
 

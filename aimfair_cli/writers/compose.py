@@ -16,7 +16,7 @@ import collections
 import re
 from typing import Any, Sequence
 
-from ..tasks import Attribute, Group, Task
+from ..core.tasks import Attribute, Group, Task
 
 # (field, what the model is told to write in it); the order is the order of the composed prompt.
 FIELDS = (

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from ..errors import PromptWriterError, UsageError
-from ..options import option
-from ..redact import redact_text, redact_url, url_secrets
+from ..core.errors import PromptWriterError, UsageError
+from ..core.options import option
+from ..core.redact import redact_text, redact_url, url_secrets
 from .chat import MODE_HELP, MODES, MSG_NO_MODEL, REDACTED, ChatRequest, ChatWriter, reject_unknown, reply_schema
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ import random
 import re
 from typing import Any, Callable, Sequence
 
-from ..errors import PromptWriterError, UsageError
-from ..tasks import Group, Task, check_prompt, states_value
+from ..core.errors import PromptWriterError, UsageError
+from ..core.tasks import Group, Task, check_prompt, states_value
 from .diversity import MSG_NEAR_DUPLICATE, near_key
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class TemplateWriter:
     def __init__(self, *, vocabulary: Any = None, **unknown: Any) -> None:
         for key in unknown:
             raise UsageError(MSG_LLM_OPTION.format(flag=key.replace("_", "-")))
-        from ..vocabulary import Vocabulary, load_vocabulary
+        from ..render.vocabulary import Vocabulary, load_vocabulary
 
         self.vocabulary = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
         self.rejections: dict[str, collections.Counter] = {}  # group -> rejected candidates by reason

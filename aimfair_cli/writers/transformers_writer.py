@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PromptWriterError, UsageError
-from ..options import DEVICE_HELP, option
+from ..core.errors import PromptWriterError, UsageError
+from ..core.options import DEVICE_HELP, option
 from . import grammar
 from .chat import (
     MODE_HELP,
@@ -88,8 +88,7 @@ class TransformersWriter(ChatWriter):
         if not model:
             raise UsageError(MSG_NO_MODEL.format(writer=self.name, extra=" or a local folder"))
         super().__init__(max_rounds=max_rounds, temperature=temperature, mode=mode)
-        from ..hub import (ModelSource, first_line, locate_model, quiet_loading, require_safetensors,
-                           resolve_device)
+        from ..core.hub import ModelSource, first_line, locate_model, quiet_loading, require_safetensors, resolve_device
 
         self.model = str(model)
         self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)

@@ -36,7 +36,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def git_commit() -> str | None:
     """The commit of the source tree aimfair runs from, when it is a git checkout ("+dirty" with local
     changes); None for an installed package or without git."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the aimfair_cli package: "+dirty" looks at all of it
     if not any((p / ".git").exists() for p in (here, *here.parents)):
         return None
     try:
@@ -54,7 +54,7 @@ def provenance(device: Any, inputs: Mapping[str, "str | os.PathLike | None"]) ->
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "aimfair": __version__,

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError, UsageError
+from ..core.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,7 @@ def resolve_device(spec: str = "auto") -> "torch.device":
     """"auto" -> CUDA if available, else CPU. Under torchrun, "auto"/"cuda" mean this process's GPU."""
     import torch
 
-    from . import dist
+    from ..core import dist
 
     spec = str(spec).strip().lower()
     if spec == "auto":
@@ -116,7 +116,7 @@ def imagenet_cache_path(arch: str = "resnet18") -> Path:
 
 def _download(url: str, dest: Path, *, timeout: float) -> None:
     """Fetch `url` to `dest` atomically, with a timeout (torch.hub's downloader has none)."""
-    from .fsio import atomic_open
+    from ..core.fsio import atomic_open
 
     with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as fh:
         while chunk := resp.read(1 << 20):

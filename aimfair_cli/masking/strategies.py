@@ -1,6 +1,7 @@
 """Fine-tuning strategies: which parameter tensors receive updates (all others stay bit-identical).
 
-One registry, read by `aimfair finetune` (parsing, `--help`, errors), by the studies and by the report. A
+A strategy is a tensor selection, nothing else (the Tab. 3 study, whose CLI name is `strategies`, compares ways to
+train). One registry, read by `aimfair finetune` (parsing, `--help`, errors), by the studies and by the report. A
 strategy is written `NAME` or `NAME:ARG`; each entry is a name, the form of its argument (how it is parsed) and a
 selection function. Adding a baseline is one `register(...)` call below.
 
@@ -8,7 +9,8 @@ selection function. Adding a baseline is one `register(...)` call below.
     full       every tensor (full fine-tuning);
     linear     the fc layer only (linear probing);
     random:R   a random R fraction of the tensors (seeded; the names are recorded in the checkpoint);
-    update:B   one block only; freeze:B every block but one (sub-tuning; B in stem, layer1..layer4, fc);
+    update:B   one block only (sub-tuning; B in stem, layer1..layer4, fc);
+    freeze:B   every block but one;
     opposite   a control the paper lacks, with --mask: the mask's opposite criterion at the same k (the k tensors
                most sensitive to the domain gap ∩ the k least sensitive to the bias).
 """
@@ -21,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UsageError
-from .models import PARAM_BLOCKS, block_of
+from ..core.errors import UsageError
+from ..training.models import PARAM_BLOCKS, block_of
 
 MSG_MASK_WITHOUT_SCORES = "{path}: the mask holds no Δ1/Δ2 scores, so its opposite cannot be computed"
 
@@ -93,8 +95,8 @@ def _block(text: str) -> str:
 
 
 def _opposite(strategy: Strategy, sel: Selection) -> set[str]:
+    from .maskfile import mask_scores
     from .selection import select_opposite
-    from .stages.mask import mask_scores
 
     scores = mask_scores(sel.mask)
     if not scores or "k" not in sel.mask.meta:

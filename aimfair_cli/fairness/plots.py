@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-from .fsio import atomic_path
+from ..core.fsio import atomic_path
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
@@ -330,6 +330,31 @@ def score_scatter(
     draw.text((left, 8), title, fill="black", font=font)
     xc = between(x_cut, px) if x_cut else None
     yc = between(y_cut, py) if y_cut else None
+    _scatter_frame(draw, box=(left, top, pw, ph), cuts=(xc, yc), region_label=region_label, small=small)
+    _scatter_axis_labels(draw, box=(left, top, pw, ph), x=x, y=y, py=py, small=small,
+                         xlabel=xlabel + (" (log scale)" if x_log else ""),
+                         ylabel=ylabel + (" (log scale)" if y_log else ""))
+
+    names = list(dict.fromkeys(groups))
+    colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(names)}
+    r = 5
+    for xi, yi, g, h in zip(x, y, groups, highlighted):
+        cx, cy = px(xi), py(yi)
+        if h:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour[g], outline="black")
+        else:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour[g], width=2)
+    _scatter_legend(draw, at=(width - right + 15, top), groups=groups, highlighted=highlighted, colour=colour,
+                    small=small)
+    return _save(img, path)
+
+
+def _scatter_frame(draw: Any, *, box: tuple[float, float, float, float], cuts: tuple[float | None, float | None],
+                   region_label: str, small: Any) -> None:
+    """The plot's frame, the shaded region left of the vertical cut and above the horizontal one, and both cuts as
+    dashed lines (pixel positions; None where there is no cut)."""
+    left, top, pw, ph = box
+    xc, yc = cuts
     if xc is not None and yc is not None:
         draw.rectangle([left, top, xc, yc], fill="#EAF4EA")
         if region_label:
@@ -343,6 +368,12 @@ def score_scatter(
                 draw.line([(cut_px, top + s), (cut_px, top + min(s + 5, ph))], fill="#555555")
             else:
                 draw.line([(left + s, cut_px), (left + min(s + 5, pw), cut_px)], fill="#555555")
+
+
+def _scatter_axis_labels(draw: Any, *, box: tuple[float, float, float, float], x: Sequence[float],
+                         y: Sequence[float], py: Callable[[float], float], xlabel: str, ylabel: str, small: Any) -> None:
+    """Each axis's range at its ends, and its label."""
+    left, top, pw, ph = box
     for i, (lo_, hi_) in enumerate(((min(x), max(x)), (min(y), max(y)))):  # range labels at the axis ends
         fmt = "{:.3g}"
         if i == 0:
@@ -352,19 +383,15 @@ def score_scatter(
         else:
             draw.text((4, py(lo_) - 6), fmt.format(lo_), fill="black", font=small)
             draw.text((4, py(hi_) - 6), fmt.format(hi_), fill="black", font=small)
-    draw.text((left + pw / 2 - 120, top + ph + 24), xlabel + (" (log scale)" if x_log else ""), fill="black", font=small)
-    draw.text((4, top - 20), ylabel + (" (log scale)" if y_log else ""), fill="black", font=small)
+    draw.text((left + pw / 2 - 120, top + ph + 24), xlabel, fill="black", font=small)
+    draw.text((4, top - 20), ylabel, fill="black", font=small)
 
+
+def _scatter_legend(draw: Any, *, at: tuple[float, float], groups: Sequence[str], highlighted: Sequence[bool],
+                    colour: dict[str, str], small: Any) -> None:
+    """One line per group (its colour, highlighted of total), then the filled and hollow markers explained."""
+    lx, top = at
     names = list(dict.fromkeys(groups))
-    colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(names)}
-    r = 5
-    for xi, yi, g, h in zip(x, y, groups, highlighted):
-        cx, cy = px(xi), py(yi)
-        if h:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour[g], outline="black")
-        else:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour[g], width=2)
-    lx = width - right + 15
     for i, g in enumerate(names):
         members = [h for gg, h in zip(groups, highlighted) if gg == g]
         ly = top + i * 20
@@ -375,7 +402,6 @@ def score_scatter(
     draw.text((lx + 18, ly), "selected", fill="black", font=small)
     draw.ellipse([lx, ly + 22, lx + 10, ly + 32], outline="#8C8C8C", width=2)
     draw.text((lx + 18, ly + 20), "not selected", fill="black", font=small)
-    return _save(img, path)
 
 
 def nice_ticks(lo: float, hi: float, *, most: int = 7) -> list[float]:

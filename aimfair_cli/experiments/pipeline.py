@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .fsio import atomic_write_text
-from .options import to_argv
-from .progress import NULL, Progress
-from .provenance import sha256_file
+from ..core.fsio import atomic_write_text
+from ..core.options import to_argv
+from ..core.progress import NULL, Progress
+from ..core.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,19 @@ def record_path(output: Path) -> Path:
 
 
 def _run_data_demo(cfg: Any, progress: Progress) -> Any:
-    from .data.demo import make_demo_dataset
+    from ..data.demo import make_demo_dataset
 
     return make_demo_dataset(progress=progress, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
 
 def _runners() -> dict[tuple[str, ...], Callable[[Any, Progress], Any]]:
-    from .data.compose import compose_manifest
-    from .stages.evaluate import run_eval
-    from .stages.finetune import run_finetune
-    from .stages.mask import run_mask
-    from .stages.pretrain import run_pretrain
-    from .stages.prompts import run_prompts
-    from .stages.synth import run_synth
+    from ..data.compose import compose_manifest
+    from ..stages.evaluate import run_eval
+    from ..stages.finetune import run_finetune
+    from ..stages.mask import run_mask
+    from ..stages.pretrain import run_pretrain
+    from ..stages.prompts import run_prompts
+    from ..stages.synth import run_synth
 
     return {
         ("data", "demo"): _run_data_demo,

@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from . import dist
-from .errors import ImageError
+from ..core import dist
+from ..core.errors import ImageError
+from ..core.manifest import Manifest
+from ..core.progress import NULL, Progress
 from .images import MSG_IMAGE_NOT_FOUND, MSG_IMAGE_UNREADABLE, NO_PROTECTED, EpochSampler
-from .manifest import Manifest
-from .progress import NULL, Progress
 
 if TYPE_CHECKING:
     import torch

@@ -29,10 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import UsageError
+from ..core.errors import UsageError
 from .pipeline import Pipeline, Step
 
-REFERENCE = "full"
+REFERENCE = "full"  # the row every other is paired with, seed by seed: full fine-tuning
+# The paper's Tab. 3 (ways to train: ERM, synthetic only, supplementation, repairing, linear, full, AIM-Fair). Its
+# CLI name is `strategies`; in the code it is TAB3_STUDY, and "strategy" means a tensor selection
+# (masking/strategies.py).
+TAB3_STUDY = "strategies"
 MSG_UNKNOWN_STUDY = "unknown study '{name}' (known: {known}, or all)"
 MSG_PROMPTS_NEEDS_SYNTH = "--study prompts needs synthetic images from other prompt files; run it on the offline " \
     "benchmark (aimfair demo --study prompts)"
@@ -92,8 +96,8 @@ class Bench:
                  method: str = "erm") -> Path:
         """A model trained from the initial weights on `train` (the real set; `n` images, for the estimate) with
         `method` (`pretrain --method`, its hyper-parameters at their defaults)."""
-        from .methods import METHODS
-        from .stages.pretrain import PretrainConfig
+        from ..methods import METHODS
+        from ..stages.pretrain import PretrainConfig
 
         train, n = train or self.src.train, n or self.z.n_train
         cfg = PretrainConfig(train=train, val=self.src.val, out=self.folder / f"{name}.safetensors",
@@ -108,7 +112,7 @@ class Bench:
     def at_ratio(self, percent: int) -> "Bench":
         """This seed's steps on `percent` % of the real training set (drawn with the seed: `data compose --kind
         subsample`), the balanced synthetic sets scaled alike (N_S = N_R), in `ratio-<percent>/`."""
-        from .data.compose import ComposeConfig
+        from ..data.compose import ComposeConfig
 
         if percent not in self._ratios:
             n = max(8, round(self.z.n_train * percent / 100))
@@ -122,7 +126,7 @@ class Bench:
         return self._ratios[percent]
 
     def compose(self, kind: str, synth: Path | None = None, name: str | None = None) -> Path:
-        from .data.compose import ComposeConfig
+        from ..data.compose import ComposeConfig
 
         name = name or kind
         cfg = ComposeConfig(kind=kind, real=self.src.train, synth=synth or self.src.synth,
@@ -135,8 +139,8 @@ class Bench:
         """The mask at the study's k with the mask stage's defaults, or with `options` (topk, score, bias_ratio);
         options equal to those are dropped, so the same mask is one step. A mask that differs only in k is
         selected from the stored scores of the study's mask (`mask --from-mask`: no gradient passes)."""
-        from .options import default_of
-        from .stages.mask import MaskConfig
+        from ..core.options import default_of
+        from ..stages.mask import MaskConfig
 
         base = {"topk": self.z.topk, **{f.name: default_of(f) for f in dataclasses.fields(MaskConfig)
                                          if f.name in ("score", "bias_ratio")}}
@@ -160,7 +164,7 @@ class Bench:
         return self.finetune("aimfair" + mask.stem.removeprefix("mask"), mask=mask)
 
     def finetune(self, name: str, *, strategy: str | None = None, mask: Path | None = None) -> Path:
-        from .stages.finetune import FinetuneConfig
+        from ..stages.finetune import FinetuneConfig
 
         cfg = FinetuneConfig(model=self.pretrain(), synth=self.src.synth, val=self.src.val,
                              out=self.folder / f"{name}.safetensors", mask=mask, strategy=strategy,
@@ -173,8 +177,8 @@ class Bench:
 
     def evaluate(self, model: Path, data: Path | None = None) -> Any:
         """The model's metrics on the test set (or `data`), through an `eval --out` step."""
-        from .metrics import GroupMetrics
-        from .stages.evaluate import EvalConfig, read_eval_runs
+        from ..fairness.metrics import GroupMetrics
+        from ..stages.evaluate import EvalConfig, read_eval_runs
 
         data = data or self.src.test
         out = model.with_name(f"{model.stem}.{data.stem}.json")
@@ -199,7 +203,7 @@ class Bench:
         """The share of tensors the mask selects (0.5 while planning a mask still to be made)."""
         if self.pipe.pending(mask):
             return 0.5
-        from .maskfile import load_mask
+        from ..masking.maskfile import load_mask
 
         m = load_mask(mask)
         return len(m.selected) / m.total
@@ -262,7 +266,7 @@ def _from_scratch(kind: str) -> RowFn:
 
 def _prompts_row(variant: str) -> RowFn:
     def make(b: Bench) -> Path:
-        if variant == "50":  # the pool itself: the strategies study's synthetic-only training, run once for both
+        if variant == "50":  # the pool itself: the Tab. 3 study's synthetic-only training, run once for both
             return _from_scratch("synthetic")(b)
         if b.src.make_synth is None:
             raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
@@ -295,6 +299,8 @@ class Study:
     figure: str | None = None  # "topk": metrics against k
     reference: str = REFERENCE  # the row every other is paired with (a row "x@50" with "<reference>@50")
     in_all: bool = True  # part of `--study all` (the comparison methods train many models: asked for by name)
+    help: str = ""  # the study in a few words, for the `--study` help of `aimfair demo`
+    offline_only: bool = False  # needs synthetic images from other prompt files: `aimfair demo` only
 
 
 # the comparison methods of Tab. 1-2 (`pretrain --method`, aimfair_cli/methods/), as the paper names them
@@ -318,31 +324,55 @@ def _ratio_rows() -> tuple[Row, ...]:
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("main", "AIM-Fair against fine-tuning baselines", (
-        ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE)),
-    Study("strategies", "Tab. 3: training strategies", (
+        ERM, AIMFAIR, FULL, LINEAR, Row("random", "random tensors, AIM-Fair's ratio", _random_same_ratio), OPPOSITE),
+          help="AIM-Fair against the fine-tuning baselines"),
+    Study(TAB3_STUDY, "Tab. 3: training strategies", (
         ERM, Row("synthetic", "balanced synthetic only (from scratch)", _from_scratch("synthetic")),
         Row("supplement", "data supplementation: real + balanced synthetic", _from_scratch("supplement")),
         Row("repair", "data repairing: real, minority cells filled with synthetic", _from_scratch("repair")),
-        LINEAR, FULL, AIMFAIR)),
+        LINEAR, FULL, AIMFAIR), help="paper Tab. 3"),
     Study("partial", "Tab. 4: partial fine-tuning", (
         ERM, FULL,
         Row("random-best", "best random selection (40/55/70/85 %)", _best_of("random-best", "ratio", _random_candidates)),
         Row("update-best", "best update-one-block", _best_of("update-best", "update", _update_candidates)),
         Row("freeze-best", "best freeze-one-block", _best_of("freeze-best", "freeze", _freeze_candidates)),
         Row("cosine", "AIM-Fair, cosine score", lambda b: b.aimfair(score="cosine")),
-        AIMFAIR, OPPOSITE)),
+        AIMFAIR, OPPOSITE), help="Tab. 4"),
     Study("prompts", "Tab. 5: prompt types (trained on balanced synthetic only)", (
         ERM, FULL, Row("plain", "1 plain prompt per group", _prompts_row("plain")),
         Row("contextual-25", "25 contextual prompts per group", _prompts_row("25")),
-        Row("contextual-50", "50 contextual prompts per group", _prompts_row("50")))),
-    Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk"),
+        Row("contextual-50", "50 contextual prompts per group", _prompts_row("50"))), help="Tab. 5", offline_only=True),
+    Study("topk", "Fig. 5: top-k", (ERM, FULL, *(_topk_row(k) for k in (40, 45, 50, 55, 60))), figure="topk",
+          help="Fig. 5"),
     Study("bias-ratio", "Tab. 6: bias ratio of the synthetic-biased set", (
-        ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto")))),
+        ERM, FULL, *(_ratio_row(r) for r in ("4:6", "3:7", "2:8", "1:9", "auto"))), help="Tab. 6"),
     Study("sota", "Tab. 1: AIM-Fair against the debiasing methods", _method_rows(), reference=AIMFAIR.name,
-          in_all=False),
+          in_all=False, help="Tab. 1: the debiasing methods"),
     Study("sample-ratio", "Tab. 2: the methods at 50, 25 and 10 % of the real training set", _ratio_rows(),
-          reference=AIMFAIR.name, in_all=False),
+          reference=AIMFAIR.name, in_all=False, help="Tab. 2"),
 )}
+
+
+def _and(names: Sequence[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def demo_study_help() -> str:
+    """`aimfair demo --study`: every study in a few words, and what `all` leaves out (from `STUDIES`)."""
+    listed = ", ".join(f"{s.name} ({s.help})" for s in STUDIES.values())
+    named = _and([s.name for s in STUDIES.values() if not s.in_all])
+    return (f"Studies to run, comma-separated, or all: {listed}; all runs every one but {named} (hours each on a CPU: "
+            "name them).")
+
+
+def run_folder_study_help() -> str:
+    """`aimfair study --study`: the studies that run on a run folder (not the offline-only ones), from `STUDIES`."""
+    names = ", ".join(s.name for s in STUDIES.values() if not s.offline_only)
+    named = _and([s.name for s in STUDIES.values() if not s.in_all])
+    offline = _and([s.name for s in STUDIES.values() if s.offline_only])
+    return (f"Studies, comma-separated: {names}; or all (every one of these but {named}, which are named; {offline} "
+            "runs on the offline benchmark only).")
 
 
 def parse_studies(text: str | None) -> list[Study]:
@@ -373,14 +403,14 @@ class RowRuns:
 
     def record(self, model: Path) -> None:
         """Take method, label use and selection from the row's checkpoint (older checkpoints: ERM, none, overall)."""
-        from .checkpoint import read_meta
+        from ..training.checkpoint import read_meta
 
         meta = read_meta(model)
         self.method = meta.get("method") or ("erm" if meta.get("stage") == "pretrain" else self.name)
         self.group_labels, self.select = meta.get("group_labels", "none"), meta.get("select", "overall")
 
     def aggregate(self) -> dict[str, Any]:
-        from .metrics import aggregate
+        from ..fairness.metrics import aggregate
 
         return aggregate(self.metrics)
 
@@ -414,7 +444,7 @@ def measure_throughput(*, image_size: int, batch_size: int, device: str, steps: 
 
     import torch
 
-    from .models import build_model, resolve_device
+    from ..training.models import build_model, resolve_device
 
     dev = resolve_device(device)
     model = build_model(weights="none").to(dev).train()
@@ -464,8 +494,8 @@ class StudiesResult:
     config: Any = None  # the command's resolved options
 
     @property
-    def strategies(self) -> list[RowRuns]:
-        """The first study's rows (the main comparison by default)."""
+    def first_runs(self) -> list[RowRuns]:
+        """The runs of the first study's rows (the main comparison by default)."""
         return self.results[self.studies[0].name]
 
 
@@ -513,10 +543,10 @@ def execute(root: Path, studies: Sequence[Study], shared: Sequence[Step], src: S
 
 def selection_summary(root: Path, bench: Bench, seed: int) -> str:
     """Draw the seed's Δ1/Δ2 figure (selection-seed<k>.png) and say in a line what its mask selected."""
-    from .maskfile import load_mask
-    from .models import block_of
-    from .stages.mask import plot_selection
-    from .strategies import parse_strategy, trainable_names
+    from ..masking.maskfile import load_mask
+    from ..masking.strategies import parse_strategy, trainable_names
+    from ..stages.mask import plot_selection
+    from ..training.models import block_of
 
     path = bench.mask()
     mask = load_mask(path)

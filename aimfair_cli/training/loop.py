@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import dist
-from .errors import TrainingError, UsageError
+from ..core import dist
+from ..core.errors import TrainingError, UsageError
+from ..core.progress import NULL, Progress
 from .images import batches, set_epoch
 from .modelselect import selection_score
-from .progress import NULL, Progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,7 +97,7 @@ def start_history(path: "str | os.PathLike", history: list[dict[str, Any]]) -> N
     without repeating a row, whatever the kill left in the file."""
     import csv
 
-    from .fsio import atomic_open
+    from ..core.fsio import atomic_open
 
     with atomic_open(path) as fh:
         writer = csv.writer(fh)
@@ -109,7 +109,7 @@ def append_history(path: "str | os.PathLike", row: dict[str, Any]) -> None:
     """One epoch's row, flushed to disk at once (`tail -f` follows a run; a killed run keeps its epochs)."""
     import csv
 
-    from .fsio import write_errors
+    from ..core.fsio import write_errors
 
     with write_errors(path), open(path, "a", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerow(_history_cells(row))
@@ -291,7 +291,7 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
     _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
     bad = int((~np.isfinite(cat[0][first])).sum())
     if bad:
-        from .errors import CheckpointError
+        from ..core.errors import CheckpointError
 
         raise CheckpointError(MSG_NON_FINITE_SCORES.format(what=what, n=bad, total=len(first)))
     return Predictions(*(a[first] for a in cat))
@@ -339,14 +339,41 @@ def _epoch(net, model, train_loader, val_loader, optimizer, *, epoch, optim, dev
 def _val_fairness(preds: Predictions) -> dict[str, float]:
     """Validation WST and EO when every validation image has a protected label and every cell is present;
     NaN otherwise (pretraining needs no group labels)."""
-    from .errors import DataError
-    from .metrics import group_metrics
+    from ..core.errors import DataError
+    from ..fairness.metrics import group_metrics
 
     try:
         g = group_metrics(preds.targets, preds.protected, preds.preds)
     except DataError:
         return {"val_wst": math.nan, "val_eo": math.nan}
     return {"val_wst": g.wst, "val_eo": g.eo}
+
+
+@dataclass
+class _Optimizers:
+    """SGD, its MultiStepLR schedule and (fp16 on CUDA) the gradient scaler."""
+
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+
+
+@dataclass
+class _FitState:
+    """What `fit` carries from one epoch to the next, and what a resumable state restores."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: "dict[str, torch.Tensor] | None" = None
+    best_epoch: int = 0
+    best_acc: float = -math.inf  # the selection score of the best epoch
+    start: int = 1  # the first epoch to run
+    history_started: bool = False  # the history file is (re)written at the first epoch's end
+
+    def keep_if_best(self, epoch: int, score: float, model: "nn.Module", *, has_val: bool) -> None:
+        better = score > self.best_acc if has_val else True  # strict: ties keep the earlier epoch
+        if better or self.best_state is None:
+            self.best_epoch, self.best_acc = epoch, score
+            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def fit(
@@ -392,7 +419,45 @@ def fit(
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     channels_last = device.type == "cuda" if channels_last is None else channels_last
+    params, old_flags, frozen_bn = _set_trainable(model, trainable, bn)
+    net = _place(model, device, channels_last)
+    opt = _optimizers(params, optim, device, amp)
+    if objective is not None:
+        objective.start(model=model, optimizer=opt.optimizer, device=device)
+    state = _FitState()
+    if resumable is not None and resumable.resume:
+        state = _resume(resumable, model, opt, objective, description=description, epochs=optim.epochs)
+    history_file = resumable.history if resumable is not None and dist.is_main() else None
+    try:
+        with progress.task(description, total=optim.epochs) as overall:  # one bar for the whole run (ETA)
+            overall.advance(state.start - 1)
+            for epoch in range(state.start, optim.epochs + 1):
+                stats, val_acc, lr = _epoch(net, model, train_loader, val_loader, opt.optimizer, epoch=epoch,
+                                            optim=optim, device=device, amp=amp, scaler=opt.scaler,
+                                            channels_last=channels_last, frozen_bn=frozen_bn, progress=progress,
+                                            description=description, objective=objective, select=select)
+                opt.scheduler.step()
+                state.history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"],
+                                      "val_acc": val_acc, "val_wst": stats.get("val_wst", math.nan),
+                                      "val_eo": stats.get("val_eo", math.nan), "img_s": stats["img_s"],
+                                      "seconds": stats["seconds"]})
+                if on_epoch is not None:
+                    on_epoch(state.history[-1])
+                log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
+                         description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
+                overall.advance(1, val_acc=f"{val_acc:.3f}")
+                state.keep_if_best(epoch, stats.get("val_score", val_acc), model, has_val=val_loader is not None)
+                _save_epoch(state, epoch, resumable=resumable, history_file=history_file, model=model, opt=opt,
+                            objective=objective)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(old_flags[n])
+    return _fit_result(state, model, restore_best=restore_best, select=select)
 
+
+def _set_trainable(model: "nn.Module", trainable: set[str] | None, bn: str) -> tuple[list, dict[str, bool], list]:
+    """Only `trainable` tensors require gradients (all when None); returns them, the old requires_grad flags (to
+    restore) and the BatchNorm layers `bn="freeze"` keeps in eval mode."""
     names = [n for n, _ in model.named_parameters()]
     if trainable is None:
         trainable = set(names)
@@ -406,81 +471,72 @@ def fit(
     for n, p in model.named_parameters():
         p.requires_grad_(n in trainable)
     frozen_bn = _frozen_batchnorms(model, trainable) if bn == "freeze" else []
+    return params, old_flags, frozen_bn
+
+
+def _place(model: "nn.Module", device: "torch.device", channels_last: bool) -> "nn.Module":
+    """The model on its device (channels_last if asked); under torchrun wrapped in DDP, which averages gradients
+    over ranks."""
+    import torch
 
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    net = model
-    if dist.init():  # under torchrun: gradients are averaged over ranks by DDP
+    if dist.init():
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # frozen tensors (requires_grad=False) are left out by DDP itself; every trainable one gets a gradient
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def _optimizers(params: list, optim: OptimConfig, device: "torch.device", amp: bool) -> _Optimizers:
+    import torch
 
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim.milestones), gamma=optim.gamma)
     scaler = torch.amp.GradScaler(device.type) if amp and device.type == "cuda" else None
+    return _Optimizers(optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+
+
+def _resume(resumable: "Resumable", model: "nn.Module", opt: _Optimizers, objective: Any, *, description: str,
+            epochs: int) -> _FitState:
+    """The model, optimizer, schedule, scaler and objective as the resumable state left them, and where to go on."""
+    from .resume import load_state, restore
+
+    saved, _config = load_state(resumable.path)
+    restore(saved, model=model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler)
     if objective is not None:
-        objective.start(model=model, optimizer=optimizer, device=device)
+        objective.load_state_tensors(saved.extra)
+    log.info("%s: resumed after epoch %d of %d from %s", description, saved.epoch, epochs, resumable.path)
+    return _FitState(history=list(saved.history), best_state=saved.best, best_epoch=saved.best_epoch,
+                     best_acc=-math.inf if math.isnan(saved.best_acc) else saved.best_acc, start=saved.epoch + 1)
 
-    history: list[dict[str, Any]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, best_acc = 0, -math.inf
-    start = 1
-    if resumable is not None and resumable.resume:
-        from .resume import load_state, restore
 
-        state, _config = load_state(resumable.path)
-        restore(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        if objective is not None:
-            objective.load_state_tensors(state.extra)
-        history, best_epoch, best_state = list(state.history), state.best_epoch, state.best
-        best_acc = -math.inf if math.isnan(state.best_acc) else state.best_acc
-        start = state.epoch + 1
-        log.info("%s: resumed after epoch %d of %d from %s", description, state.epoch, optim.epochs, resumable.path)
-    history_file = resumable.history if resumable is not None and dist.is_main() else None
-    history_started = False  # the file is (re)written at the first epoch's end: a run that fails before leaves none
-    try:
-        with progress.task(description, total=optim.epochs) as overall:  # one bar for the whole run (ETA)
-            overall.advance(start - 1)
-            for epoch in range(start, optim.epochs + 1):
-                stats, val_acc, lr = _epoch(net, model, train_loader, val_loader, optimizer, epoch=epoch, optim=optim,
-                                            device=device, amp=amp, scaler=scaler, channels_last=channels_last,
-                                            frozen_bn=frozen_bn, progress=progress, description=description,
-                                            objective=objective, select=select)
-                scheduler.step()
-                history.append({"epoch": epoch, "lr": lr, "loss": stats["loss"], "acc": stats["acc"], "val_acc": val_acc,
-                                "val_wst": stats.get("val_wst", math.nan), "val_eo": stats.get("val_eo", math.nan),
-                                "img_s": stats["img_s"], "seconds": stats["seconds"]})
-                if on_epoch is not None:
-                    on_epoch(history[-1])
-                log.info("%s epoch %d/%d: loss %.4f  train acc %.4f  val acc %.4f",
-                         description, epoch, optim.epochs, stats["loss"], stats["acc"], val_acc)
-                overall.advance(1, val_acc=f"{val_acc:.3f}")
-                score = stats.get("val_score", val_acc)
-                better = score > best_acc if val_loader is not None else True  # strict: ties keep the earlier epoch
-                if better or best_state is None:
-                    best_epoch, best_acc = epoch, score
-                    best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-                if resumable is not None and dist.is_main():
-                    from .resume import save_state
+def _save_epoch(state: _FitState, epoch: int, *, resumable: "Resumable | None", history_file: Any,
+                model: "nn.Module", opt: _Optimizers, objective: Any) -> None:
+    """After an epoch: rank 0 saves the resumable state and adds the epoch's row to the history file (written anew
+    at the first epoch's end: a run that fails before leaves none)."""
+    if resumable is not None and dist.is_main():
+        from .resume import save_state
 
-                    save_state(resumable.path, config=resumable.config, model=model, optimizer=optimizer,
-                               scheduler=scheduler, scaler=scaler, epoch=epoch, best_state=best_state,
-                               best_epoch=best_epoch, best_acc=best_acc, history=history,
-                               extra=None if objective is None else objective.state_tensors())
-                if history_file is not None and history_started:
-                    append_history(history_file, history[-1])
-                elif history_file is not None:
-                    start_history(history_file, history)
-                    history_started = True
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(old_flags[n])
-    assert best_state is not None  # epochs >= 1
+        save_state(resumable.path, config=resumable.config, model=model, optimizer=opt.optimizer,
+                   scheduler=opt.scheduler, scaler=opt.scaler, epoch=epoch, best_state=state.best_state,
+                   best_epoch=state.best_epoch, best_acc=state.best_acc, history=state.history,
+                   extra=None if objective is None else objective.state_tensors())
+    if history_file is not None and state.history_started:
+        append_history(history_file, state.history[-1])
+    elif history_file is not None:
+        start_history(history_file, state.history)
+        state.history_started = True
+
+
+def _fit_result(state: _FitState, model: "nn.Module", *, restore_best: bool, select: str) -> FitResult:
+    """The best epoch's state (loaded back into `model` when `restore_best`), the model in eval mode."""
+    assert state.best_state is not None  # epochs >= 1
     if restore_best:
-        model.load_state_dict(best_state)
+        model.load_state_dict(state.best_state)
     model.eval()
     # best_acc is the selection score; the reported figure is the best epoch's overall val accuracy
-    best_val = next((float("nan" if h.get("val_acc") is None else h["val_acc"]) for h in history
-                     if h["epoch"] == best_epoch), float(best_acc))
-    return FitResult(best_state=best_state, best_epoch=best_epoch, best_val_acc=best_val, history=history,
-                     best_score=float(best_acc), select=select)
+    best_val = next((float("nan" if h.get("val_acc") is None else h["val_acc"]) for h in state.history
+                     if h["epoch"] == state.best_epoch), float(state.best_acc))
+    return FitResult(best_state=state.best_state, best_epoch=state.best_epoch, best_val_acc=best_val,
+                     history=state.history, best_score=float(state.best_acc), select=select)

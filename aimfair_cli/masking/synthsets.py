@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Mapping
 
-from .bias import CELLS, cell_quotas
-from .errors import DataError
-from .images import row_key
+from ..core.errors import DataError
+from ..fairness.cells import CELLS, cell_quotas
+from ..training.images import row_key
 
 # For each target value, the protected value of its minority cell. The CelebA direction: smiling men and
-# non-smiling women are rare, i.e. cells (0,0) and (1,1) are the minority (see bias.py).
+# non-smiling women are rare, i.e. cells (0,0) and (1,1) are the minority (see fairness/cells.py).
 DEFAULT_MINORITY: dict[int, int] = {0: 0, 1: 1}
 
 MSG_TOO_FEW = (

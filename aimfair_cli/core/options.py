@@ -4,7 +4,7 @@ Each command has one dataclass (`PretrainConfig`, `SynthConfig`, ...) whose fiel
 type (the annotation), default, help, bounds and choices. Everything else derives from it:
 
 - the command-line flags and their `--help` text (`aimfair_cli/cli/options.py` generates the Typer parameters),
-- the command's section of `aimfair.yaml` (`aimfair_cli/config.py`),
+- the command's section of `aimfair.yaml` (`aimfair_cli/core/config.py`),
 - validation, done once by `build` before any work, for flags and config-file values alike,
 - the resolved `<out>.config.yaml` each stage writes (the dataclass itself).
 

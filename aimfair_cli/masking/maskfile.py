@@ -1,6 +1,7 @@
 """Mask files: one bool tensor per parameter name (shape [1]*ndim, broadcastable to the parameter) in a
 `.safetensors` file, plus metadata JSON: k, selected names, total tensor count, Δ1/Δ2 scores, the bias ratio
-used, input sizes and each parameter's shape (so a mask for another model is refused by name)."""
+used, input sizes and each parameter's shape (so a mask for another model is refused by name). `mask_scores` reads
+the stored scores back."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MaskError
-from .fsio import atomic_path
+from ..core.errors import MaskError
+from ..core.fsio import atomic_path
+from .selection import TensorScore
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +59,7 @@ class Mask:
                       path: str | os.PathLike, purpose: str) -> None:
         """check_fits, and that the gradients were computed on the file `model_path` (the SHA-256 the mask's
         provenance records, when it records one)."""
-        from .provenance import input_sha256, sha256_file
+        from ..core.provenance import input_sha256, sha256_file
 
         self.check_fits(model)
         made_on = input_sha256(self.meta, "--model")
@@ -142,3 +144,9 @@ def load_mask(path: str | os.PathLike) -> Mask:
         raise MaskError(f"{path}: mask tensors disagree with the selected names in its metadata")
     meta.pop("selected", None)
     return Mask(selected=selected, shapes=shapes, meta=meta)
+
+
+def mask_scores(mask: Mask) -> dict[str, TensorScore]:
+    """The Δ1/Δ2 scores a mask file stores, in parameter order."""
+    return {n: TensorScore(delta1=float(v["delta1"]), delta2=float(v["delta2"]))
+            for n, v in mask.meta.get("scores", {}).items()}

@@ -1,4 +1,4 @@
-"""`aimfair study`: the paper's studies (`aimfair_cli/studies.py`) on a run folder that already holds real
+"""`aimfair study`: the paper's studies (`aimfair_cli/experiments/catalogue.py`) on a run folder that already holds real
 manifests and a synthetic pool (e.g. what `runs/celeba_smiling_male.sh` made), with the paper's training sizes.
 
     <run>/data/{train,val,test}.csv, <run>/synth/metadata.jsonl  ->  <run>/studies/seed<k>/..., report.md, commands.sh
@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
-from ..errors import UsageError
-from ..fsio import check_writable
-from ..models import PARAM_BLOCKS
-from ..options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_IMAGES, MAX_LR,
-                       MAX_WORKERS, MIN_IMAGE, check, option)
-from ..progress import NULL, Progress
+from ..core import layout
+from ..core.errors import UsageError
+from ..core.fsio import check_writable
+from ..core.options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE, MAX_IMAGES, MAX_LR,
+                            MAX_WORKERS, MIN_IMAGE, check, option)
+from ..core.progress import NULL, Progress
+from ..training.models import PARAM_BLOCKS
+from .catalogue import run_folder_study_help
 
 MSG_MISSING = "{path} not found: --run must hold data/train.csv, data/val.csv, data/test.csv and synth/metadata.jsonl"
 
@@ -30,9 +31,7 @@ class StudyConfig:
     """Options of `aimfair study` (defaults: the paper's CelebA set-up, §4.3)."""
 
     run: Path = option(Path("."), path="dir", help="Run folder with data/{train,val,test}.csv and synth/metadata.jsonl.")
-    study: str = option("main", help="Studies, comma-separated: main, strategies, partial, topk, bias-ratio, sota, "
-                        "sample-ratio; or all "
-                        "(every one of these but sota and sample-ratio, which are named; prompts runs on the offline benchmark only).")
+    study: str = option("main", help=run_folder_study_help())
     out: Path | None = option(None, short=("-o",), path="dir", help="Output folder.", default_text="<run>/studies")
     seeds: int = option(3, help="Training seeds; tables show mean ± std and paired 95 % intervals over them.",
                         min=1, max=100)
@@ -58,22 +57,22 @@ class StudyConfig:
 
 def _check_early(c: StudyConfig) -> None:
     """--topk against the architecture and --device, before any work."""
-    from ..models import resolve_device
-    from .mask import check_topk
+    from ..stages.mask import check_topk
+    from ..training.models import resolve_device
 
     check_topk(c.topk)
     resolve_device(c.device)
 
 
 def run_study(cfg: StudyConfig, *, progress: Progress = NULL, announce: Any = None) -> Any:
-    from ..config import write_resolved_config
-    from ..report import write_report
-    from ..studies import MSG_PROMPTS_NEEDS_SYNTH, Sizes, Sources, StudiesResult, execute, parse_studies
+    from ..core.config import write_resolved_config
+    from .catalogue import MSG_PROMPTS_NEEDS_SYNTH, Sizes, Sources, StudiesResult, execute, parse_studies
+    from .report import write_report
 
     c = check(cfg)
     # `all` here: every study that needs no new synthetic images
-    studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or s.name != "prompts"]
-    if any(s.name == "prompts" for s in studies):
+    studies = [s for s in parse_studies(c.study) if c.study.strip() != "all" or not s.offline_only]
+    if any(s.offline_only for s in studies):
         raise UsageError(MSG_PROMPTS_NEEDS_SYNTH)
     _check_early(c)
     run = Path(c.run).resolve()

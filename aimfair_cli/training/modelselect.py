@@ -34,7 +34,7 @@ def selection_score(preds: Any, select: str) -> float:
         correct = preds.preds == preds.targets
         return float(min(correct[preds.targets == y].mean() for y in np.unique(preds.targets)))
     if select == "worst-group":
-        from .metrics import group_metrics
+        from ..fairness.metrics import group_metrics
 
         return group_metrics(preds.targets, preds.protected, preds.preds).wst
     raise ValueError(select)  # options are checked before training starts
@@ -49,7 +49,7 @@ def group_labels(method_uses: str, select: str) -> str:
 
 def check_select(select: str, val: Any) -> None:
     """Before training: worst-group selection needs every validation row's protected label."""
-    from .errors import UsageError
+    from ..core.errors import UsageError
 
     if select != "worst-group":
         return

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 VOCABULARY_FILE = "vocabulary.yaml"
 
@@ -23,7 +23,7 @@ MSG_NOT_FOUND = "vocabulary file not found: {path}"
 MSG_INVALID = "{path}: not a valid vocabulary file ({reason})"
 MSG_DUPLICATE = "{path}: phrase '{phrase}' selects both {first} and {second}"
 
-# Same boundaries as aimfair_cli.tasks: a hyphen joins words, so "white" is not found inside "non-white".
+# Same boundaries as aimfair_cli.core.tasks: a hyphen joins words, so "white" is not found inside "non-white".
 _BEFORE = r"(?<![\w-])"
 _AFTER = r"(?![\w-])"
 
@@ -179,7 +179,7 @@ def _validate(data: Any, path: Path) -> Vocabulary:
 
 
 def default_vocabulary_path() -> Path:
-    from .tasks import shipped_prompt_dir
+    from ..core.tasks import shipped_prompt_dir
 
     return shipped_prompt_dir() / VOCABULARY_FILE
 

@@ -1,11 +1,11 @@
 """`aimfair demo`: the method on the built-in offline benchmark, with the paper's baselines and studies.
 
     data (photo-style faces, biased train) -> prompts (template) -> synth (procedural) ->
-    per seed: the rows of the chosen studies (`aimfair_cli/studies.py`; by default `main`: pretrain (random init)
+    per seed: the rows of the chosen studies (`aimfair_cli/experiments/catalogue.py`; by default `main`: pretrain (random init)
     -> mask (k = 55) -> finetune {AIM-Fair, full, linear, random tensors at AIM-Fair's ratio, the opposite
-    criterion}) -> eval on the real test set -> report.md (`aimfair_cli/report.py`), commands.sh.
+    criterion}) -> eval on the real test set -> report.md (`aimfair_cli/experiments/report.py`), commands.sh.
 
-The steps are data (`aimfair_cli/pipeline.py`): each runs the library function of its command, is reused exactly
+The steps are data (`aimfair_cli/experiments/pipeline.py`): each runs the library function of its command, is reused exactly
 when its record (command line, input fingerprints) matches, and is one line of commands.sh.
 """
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import write_resolved_config
+from ..core.config import write_resolved_config
+from ..core.fsio import check_writable
+from ..core.options import CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check, option
+from ..core.progress import NULL, Progress
 from ..data.demo import MAX_DEMO_IMAGES, MAX_DEMO_SIZE
-from ..fsio import check_writable
-from ..models import PARAM_BLOCKS as BLOCKS
-from ..options import (CACHE_HELP, CROP_HELP, DEVICE_HELP, MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WORKERS, check,
-                       option)
-from ..progress import NULL, Progress
-from ..report import TASK
+from ..training.models import PARAM_BLOCKS as BLOCKS
+from .catalogue import demo_study_help
+from .report import TASK
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ class DemoConfig:
 
     out: Path = option(Path("aimfair-demo"), short=("-o",), path="dir", help="Demo folder (reused on rerun).")
     seeds: int = option(1, help="Training seeds; the table shows mean ± std over them.", min=1, max=100)
-    study: str = option("main", help="Studies to run, comma-separated, or all: main (AIM-Fair against the fine-tuning "
-                        "baselines), strategies (paper Tab. 3), partial (Tab. 4), prompts (Tab. 5), topk (Fig. 5), "
-                        "bias-ratio (Tab. 6), sota (Tab. 1: the debiasing methods), sample-ratio (Tab. 2); all "
-                        "runs every one but sota and sample-ratio (hours each on a CPU: name them).")
+    study: str = option("main", help=demo_study_help())
     quick: bool = option(False, help="A tiny run (~2 minutes): fewer, smaller images, 2 pretraining epochs, single-block "
                          "baselines on fc only.")
     n_train: int | None = option(None, help="Real training images.", min=8, max=MAX_DEMO_IMAGES,
@@ -110,15 +107,15 @@ class DemoConfig:
 def _sources(c: DemoConfig, out: Path) -> tuple[list[Any], Any]:
     """The shared steps (data, prompts, synth) and the files the seeds read. Prompt and synth variants for the
     prompts study are made on demand."""
+    from ..core.provenance import sha256_file
     from ..data.demo import DemoDataConfig
     from ..generators import make_generator
-    from ..pipeline import Step
+    from ..render import RENDERER_VERSION
+    from ..render.vocabulary import default_vocabulary_path
     from ..stages.prompts import PromptsConfig
     from ..stages.synth import SynthConfig
-    from ..provenance import sha256_file
-    from ..render import RENDERER_VERSION
-    from ..studies import Sources
-    from ..vocabulary import default_vocabulary_path
+    from .catalogue import Sources
+    from .pipeline import Step
 
     data, synth = out / "data", out / "synth"
     per_group = math.ceil(0.45 * c.n_train)  # the biased set's majority cell (45 % of N_R at 1:9) and N_R / 4
@@ -172,7 +169,7 @@ def _renderer_fingerprint(size: int) -> str:
 
 
 def _sizes(c: DemoConfig) -> Any:
-    from ..studies import Sizes
+    from .catalogue import Sizes
 
     return Sizes(image_size=c.size, batch_size=c.batch_size, crop_scale=c.crop_scale, pretrain_epochs=c.pretrain_epochs,
                  pretrain_lr=c.pretrain_lr, pretrain_milestones=tuple(c.pretrain_milestones),
@@ -187,11 +184,11 @@ def run_demo(cfg: DemoConfig, *, progress: Progress = NULL, announce: Any = None
     work they are (`announce(text)`), run them, write the report. `report=False` leaves the folder's report.md, its
     figures, commands.sh and demo.config.yaml as they are (a caller that reuses a study folder for a subset of its
     rows, as benchmarks/demo_properties.py does, must not replace the full study's report with its subset's)."""
-    from ..report import write_report
-    from ..studies import StudiesResult, execute, parse_studies
+    from .catalogue import StudiesResult, execute, parse_studies
+    from .report import write_report
 
-    from ..models import resolve_device
-    from .mask import check_topk
+    from ..stages.mask import check_topk
+    from ..training.models import resolve_device
 
     c = check(cfg).resolved()
     studies = studies or parse_studies(c.study)

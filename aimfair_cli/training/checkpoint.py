@@ -17,8 +17,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError
-from .fsio import atomic_path
+from ..core.errors import CheckpointError
+from ..core.fsio import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -147,7 +147,7 @@ def save_checkpoint(path: str | os.PathLike, model: "torch.nn.Module", meta: dic
     arch/mean/std/target/protected/config default to resnet18/0.5/0.5/None/None/{}."""
     from safetensors.torch import save_file
 
-    from .config import to_json
+    from ..core.config import to_json
 
     if "image_size" not in meta:
         raise ValueError("checkpoint metadata needs 'image_size'")
@@ -196,7 +196,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: "str | torch.device" = "
 def initial_model(weights: str | os.PathLike, *, arch: str = "resnet18") -> "torch.nn.Module":
     """The model `pretrain --weights` starts from: "none" (random), "imagenet", or every weight of an aimfair
     .safetensors checkpoint of the same architecture."""
-    from .errors import UsageError
+    from ..core.errors import UsageError
     from .models import MSG_BAD_WEIGHTS, MSG_WEIGHTS_NOT_FOUND, build_model
 
     if str(weights) in ("none", "imagenet"):

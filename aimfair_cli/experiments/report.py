@@ -1,15 +1,15 @@
 """The study report: Markdown tables (mean ± std over seeds, paired differences against full fine-tuning with 95 %
 intervals), figures (utility against fairness, metrics, cells, curves, samples, the mask's selection) and the
-`--json` payload. The runs come from `aimfair_cli/studies.py`; nothing here trains or evaluates."""
+`--json` payload. The runs come from `aimfair_cli/experiments/catalogue.py`; nothing here trains or evaluates."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
+from ..fairness.metrics import DEGENERATE_MARK, MSG_DEGENERATE_NOTE
+from .catalogue import REFERENCE, TAB3_STUDY
 
-REFERENCE = "full"  # every row is compared, seed by seed, with full fine-tuning
 TASK = "smiling_male"
 
 
@@ -22,13 +22,13 @@ def _pm(agg: dict[str, Any], key: str) -> str:
     return f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}"
 
 
-def summary_rows(strategies: Sequence[Any], *, labels: bool = True) -> list[dict[str, str]]:
-    """One row per strategy: mean ± std over seeds (percent; no ± for one seed). WST and STD are shown both ways
+def summary_rows(runs: Sequence[Any], *, labels: bool = True) -> list[dict[str, str]]:
+    """One table row per study row (its runs): mean ± std over seeds (percent; no ± for one seed). WST and STD are shown both ways
     when there are several seeds (mean of per-seed values, and from the mean cell accuracies as the paper does)."""
     rows = []
     mixed = any((getattr(s, "group_labels", "none"), getattr(s, "select", "overall")) != ("none", "overall")
-                for s in strategies)
-    for s in strategies:
+                for s in runs)
+    for s in runs:
         agg = s.aggregate()
         name = s.label if labels else s.name
         if agg["degenerate_runs"]:  # a constant predictor must never read as "perfectly fair"
@@ -58,28 +58,28 @@ def _reference_of(name: str, reference: str) -> str:
     return reference + (name[name.index("@"):] if "@" in name else "")
 
 
-def paired_vs_reference(strategies: Sequence[Any], reference: str = REFERENCE) -> dict[str, dict[str, Any]]:
-    """`metrics.paired` of every strategy but the reference against the reference (full fine-tuning unless a study
+def paired_vs_reference(runs: Sequence[Any], reference: str = REFERENCE) -> dict[str, dict[str, Any]]:
+    """`metrics.paired` of every row's runs but the reference's against the reference's (full fine-tuning unless a study
     names another), seed by seed (nothing for rows whose reference the study lacks)."""
-    from .metrics import paired
+    from ..fairness.metrics import paired
 
-    by_name = {s.name: s for s in strategies}
+    by_name = {s.name: s for s in runs}
     out = {}
-    for s in strategies:
+    for s in runs:
         ref = by_name.get(_reference_of(s.name, reference))
         if ref is not None and ref is not s:
             out[s.name] = paired(s.metrics, ref.metrics)
     return out
 
 
-def paired_rows(strategies: Sequence[Any], *, labels: bool = True, reference: str = REFERENCE) -> list[dict[str, str]]:
-    """One row per strategy: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against the reference, in
+def paired_rows(runs: Sequence[Any], *, labels: bool = True, reference: str = REFERENCE) -> list[dict[str, str]]:
+    """One table row per study row: for ACC, WST, EO and STD, "mean diff [95 % CI] wins/n" against the reference, in
     percentage points ("—" for the interval with one seed)."""
-    from .metrics import PAIRED, format_paired
+    from ..fairness.metrics import PAIRED, format_paired
 
-    comparisons = paired_vs_reference(strategies, reference)
+    comparisons = paired_vs_reference(runs, reference)
     rows = []
-    for s in strategies:
+    for s in runs:
         if s.name not in comparisons:
             continue
         row = {"strategy": s.label if labels else s.name}
@@ -90,20 +90,20 @@ def paired_rows(strategies: Sequence[Any], *, labels: bool = True, reference: st
     return rows
 
 
-def distinguishable_text(strategies: Sequence[Any], reference: str = REFERENCE) -> str:
+def distinguishable_text(runs: Sequence[Any], reference: str = REFERENCE) -> str:
     """In words: which paired differences against the reference have a 95 % interval that excludes 0."""
-    from .metrics import PAIRED, excludes_zero
+    from ..fairness.metrics import PAIRED, excludes_zero
 
-    comparisons = paired_vs_reference(strategies, reference)
+    comparisons = paired_vs_reference(runs, reference)
     words = reference_words(reference)
     if not comparisons:
         return f"No {words} row: nothing is paired."
-    n = len(next(s for s in strategies if s.name in comparisons).metrics)
+    n = len(next(s for s in runs if s.name in comparisons).metrics)
     if n == 1:
         return ("With one seed there is no interval, so no difference can be told from seed-to-seed noise; "
                 "run more seeds (--seeds) for that.")
     found = []
-    for s in strategies:
+    for s in runs:
         for key, better in PAIRED:
             entry = comparisons.get(s.name, {}).get(key)
             if entry is not None and excludes_zero(entry):
@@ -122,7 +122,7 @@ VERDICT_METRICS = (("acc", +1), ("wst", +1), ("eo", -1))  # the paper's headline
 def row_verdict(entry: dict[str, Any]) -> tuple[str, list[str]]:
     """One row's paired comparison with full fine-tuning in the paper's terms: ("better" | "worse" | "mixed" |
     "indistinguishable", the metrics whose 95 % interval excludes 0, as "WST +3.10 [+1.02, +5.18]")."""
-    from .metrics import excludes_zero, format_paired
+    from ..fairness.metrics import excludes_zero, format_paired
 
     better, worse, said = False, False, []
     for key, sign in VERDICT_METRICS:
@@ -157,7 +157,7 @@ def verdict_lines(rows: Sequence[Any]) -> list[str]:
              "interval of ACC, WST or EO excludes 0 in its favour and none against it):", ""]
     lines += [f"- {words[k]}: " + "; ".join(v) + "." for k, v in groups.items() if v]
     if "pretrained" in comparisons:
-        from .metrics import format_paired
+        from ..fairness.metrics import format_paired
 
         def flipped(e: dict[str, Any]) -> dict[str, str]:  # ERM − full as full − ERM
             ci = e["ci95"]
@@ -187,14 +187,14 @@ def paper_lines(rows: Sequence[Any]) -> list[str]:
     return lines + [""]
 
 
-def _training_curves(out: Path, strategies: Sequence[Any]) -> list[str]:
+def _training_curves(out: Path, runs: Sequence[Any]) -> list[str]:
     """Validation accuracy per epoch of seed 0's pretraining and fine-tunings, from their history files."""
     import csv
 
-    from .plots import line_chart
+    from ..fairness.plots import line_chart
 
     series = {}
-    for name in ["pretrain", *(s.name for s in strategies if s.name not in ("pretrained", "freeze"))]:
+    for name in ["pretrain", *(s.name for s in runs if s.name not in ("pretrained", "freeze"))]:
         path = out / "seed0" / f"{name}.history.csv"
         if path.is_file():
             with open(path, newline="", encoding="utf-8") as fh:
@@ -208,8 +208,8 @@ def _training_curves(out: Path, strategies: Sequence[Any]) -> list[str]:
 
 def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
     """Real training images against synthetic ones, one pair of rows per group: the domain gap at a glance."""
-    from .manifest import read_manifest
-    from .plots import image_grid
+    from ..core.manifest import read_manifest
+    from ..fairness.plots import image_grid
 
     real, synth = out / "data" / "train.csv", out / "synth" / "metadata.jsonl"
     if not (real.is_file() and synth.is_file()):
@@ -231,7 +231,7 @@ def _sample_grid(out: Path, task: Any, per_row: int = 8) -> list[str]:
 
 def _ci_half(values: Sequence[float]) -> float:
     """Half-width of the 95 % Student-t interval of the mean (0 with one value)."""
-    from .stats import mean_ci
+    from ..fairness.stats import mean_ci
 
     mean, ci = mean_ci(list(values))
     return 0.0 if ci is None else (ci[1] - ci[0]) / 2
@@ -240,7 +240,7 @@ def _ci_half(values: Sequence[float]) -> float:
 def utility_fairness(out: Path, rows: Sequence[Any], *, name: str = "utility-fairness.png") -> list[str]:
     """The paper's Fig. 1 for these runs: ACC against WST and ACC against EO, one point per row, bars = 95 %
     intervals over seeds."""
-    from .plots import interval_scatter
+    from ..fairness.plots import interval_scatter
 
     def point(r: Any, key: str) -> tuple[float, float, float, float]:
         acc = [100 * m.acc for m in r.metrics]
@@ -272,9 +272,9 @@ def label_use_lines(rows: Sequence[Any]) -> list[str]:
 
 def table_lines(rows: Sequence[Any], reference: str = REFERENCE) -> list[str]:
     """The summary table, then the paired table and its reading, for one study's rows."""
-    from .bias import CELLS
-    from .metrics import cell_key
-    from .tasks import get_task
+    from ..core.tasks import get_task
+    from ..fairness.cells import CELLS
+    from ..fairness.metrics import cell_key
 
     summary, prows = summary_rows(rows), paired_rows(rows, reference=reference)
     task = get_task(TASK)
@@ -296,7 +296,7 @@ def table_lines(rows: Sequence[Any], reference: str = REFERENCE) -> list[str]:
 
 def topk_figure(out: Path, rows: Sequence[Any]) -> list[str]:
     """ACC, WST and EO against k with 95 % intervals (the paper's Fig. 5), from rows named k40, k45, ..."""
-    from .plots import interval_lines
+    from ..fairness.plots import interval_lines
 
     ks = [(int(r.name[1:]), r) for r in rows if r.name.startswith("k") and r.name[1:].isdigit()]
     if not ks:
@@ -355,22 +355,22 @@ def study_json(studies: Sequence[Any], results: dict[str, list[Any]]) -> dict[st
     return {"studies": payload}
 
 
-def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -> list[str]:
+def _main_section(out: Path, runs: Sequence[Any], blocks: Sequence[str]) -> list[str]:
     """The quick comparison (`aimfair demo` without --study): tables, paired table, metric and cell figures."""
-    from .bias import CELLS
-    from .metrics import cell_key
-    from .plots import bar_chart, bar_panels
-    from .tasks import get_task
+    from ..core.tasks import get_task
+    from ..fairness.cells import CELLS
+    from ..fairness.metrics import cell_key
+    from ..fairness.plots import bar_chart, bar_panels
 
-    rows = summary_rows(strategies)
-    prows = paired_rows(strategies)
-    aggs = {s.name: s.aggregate() for s in strategies}
+    rows = summary_rows(runs)
+    prows = paired_rows(runs)
+    aggs = {s.name: s.aggregate() for s in runs}
     task = get_task(TASK)
 
     def panel(title: str, keys: dict[str, str]) -> dict[str, Any]:
         return dict(title=title, groups=list(keys),
-                    series={s.name: [100 * aggs[s.name][k]["mean"] for k in keys.values()] for s in strategies},
-                    errors={s.name: [100 * aggs[s.name][k]["std"] for k in keys.values()] for s in strategies})
+                    series={s.name: [100 * aggs[s.name][k]["mean"] for k in keys.values()] for s in runs},
+                    errors={s.name: [100 * aggs[s.name][k]["std"] for k in keys.values()] for s in runs})
 
     bar_panels(out / "metrics.png", [
         panel("Higher is better (mean ± std over seeds)", {"ACC": "acc", "WST": "wst_mean_of_runs"}),
@@ -379,7 +379,7 @@ def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -
     cell_names = [task.cell_name(y, s) for y, s in CELLS]
     bar_chart(out / "cells.png", title="Real test set: accuracy per cell (target · protected)", groups=cell_names,
               series={s.name: [100 * aggs[s.name]["cells"][cell_key(y, p)]["acc"] for y, p in CELLS]
-                      for s in strategies}, line=50.0)
+                      for s in runs}, line=50.0)
     cols = list(rows[0])
     lines = [
         "## AIM-Fair against fine-tuning baselines", "",
@@ -395,19 +395,19 @@ def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -
         "(higher ACC and WST, lower EO and STD are better).", "",
         "| " + " | ".join(prows[0]) + " |", "|" + "---|" * len(prows[0]),
         *("| " + " | ".join(r.values()) + " |" for r in prows), "",
-        distinguishable_text(strategies), "",
+        distinguishable_text(runs), "",
         "![metrics per strategy](metrics.png)", "",
     ]
     if any(a["degenerate_runs"] for a in aggs.values()):
         lines[-2] = f"{MSG_DEGENERATE_NOTE}.\n\n" + lines[-2]
-    lines += [*_training_curves(out, strategies), "## Accuracy per cell", "",
+    lines += [*_training_curves(out, runs), "## Accuracy per cell", "",
               "| strategy | " + " | ".join(cell_names) + " |", "|---|" + "---|" * len(cell_names),
               *(f"| {s.label} | " + " | ".join(f"{100 * aggs[s.name]['cells'][cell_key(y, p)]['acc']:.2f}"
-                                                for y, p in CELLS) + " |" for s in strategies), "",
+                                                for y, p in CELLS) + " |" for s in runs), "",
               "![accuracy per cell](cells.png)", "", "The dashed line is chance (50 %).", "",
               "## What was fine-tuned", "",
-              *(f"- {s.label}: " + "; ".join(s.detail) for s in strategies if s.detail)]
-    names = {s.name for s in strategies}
+              *(f"- {s.label}: " + "; ".join(s.detail) for s in runs if s.detail)]
+    names = {s.name for s in runs}
     if "freeze-best" in names:
         lines.append(f"- The best single-block freeze is chosen per seed among {', '.join(blocks)} by worst-group "
                      "accuracy on the validation set (this uses group labels AIM-Fair does not need, so it flatters "
@@ -422,14 +422,14 @@ def _main_section(out: Path, strategies: Sequence[Any], blocks: Sequence[str]) -
 
 def write_report(out: Path, *, intro: str, studies: Sequence[Any], results: dict[str, list[Any]],
                  mask_summary: Sequence[str], seeds: int, blocks: Sequence[str], commands: Sequence[str]) -> Path:
-    """report.md in `out`: Fig. 1 (utility against fairness, for the strategies study when it ran, else the first
+    """report.md in `out`: Fig. 1 (utility against fairness, for the Tab. 3 study when it ran, else the first
     study) first, then the main comparison and each study, the mask's selection and the commands that reproduce it
     all."""
-    from .fsio import atomic_write_text
-    from .tasks import get_task
+    from ..core.fsio import atomic_write_text
+    from ..core.tasks import get_task
 
-    # Fig. 1 shows training strategies: the strategies study when it ran, else the first study's rows
-    first = "strategies" if "strategies" in results else studies[0].name
+    # Fig. 1 shows ways to train: the Tab. 3 study when it ran, else the first study's rows
+    first = TAB3_STUDY if TAB3_STUDY in results else studies[0].name
     lines = ["# aimfair demo report", "", intro, "", *verdict_lines(results[studies[0].name]),
              *paper_lines(results[first]), *utility_fairness(out, results[first])]
     if "main" in results:

@@ -11,8 +11,8 @@ import math
 import os
 from typing import Any
 
-from . import dist
-from .errors import UsageError
+from ..core import dist
+from ..core.errors import UsageError
 
 MSG_NO_TENSORBOARD = ("--tensorboard needs the tensorboard package, which is not installed: "
                       "pip install 'aimfair[track]' (or pip install tensorboard)")

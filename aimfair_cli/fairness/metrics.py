@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .bias import CELLS
-from .errors import DataError
+from ..core.errors import DataError
+from .cells import CELLS
 
 HEADLINE = ("acc", "wst", "eo", "eo_worst", "std")
 STD_KIND = "sample"  # spread over runs: sample standard deviation (ddof=1); 0 for a single run

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
-from .fsio import atomic_path
+from ..core.errors import UsageError
+from ..core.fsio import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -157,8 +157,8 @@ def load_state(path: Path) -> tuple[TrainState, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from ..core.errors import CheckpointError
     from .checkpoint import _read_header
-    from .errors import CheckpointError
 
     if not path.is_file():
         raise UsageError(MSG_NO_STATE.format(path=path))
@@ -210,8 +210,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     """The state's JSON metadata (config, epoch, history), from its header alone."""
+    from ..core.errors import CheckpointError
     from .checkpoint import _read_header
-    from .errors import CheckpointError
 
     if not path.is_file():
         raise UsageError(MSG_NO_STATE.format(path=path))
@@ -229,7 +229,7 @@ def prepare(out: str | os.PathLike, config: Any, *, resume: bool) -> Resumable:
     """Before any work: the state's path for `out`; with resume, the state must exist and match `config`."""
     import logging
 
-    from .config import to_json
+    from ..core.config import to_json
 
     path = state_path_for(out)
     current = json.loads(to_json(config))

@@ -12,9 +12,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import AimfairError, ImageError
-from .manifest import Manifest
-from .progress import NULL, Progress
+from ..core.errors import AimfairError, ImageError
+from ..core.manifest import Manifest
+from ..core.progress import NULL, Progress
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +98,7 @@ def check_images(manifest: Manifest, *, progress: Progress = NULL) -> None:
 
     Under torchrun each rank checks every world_size-th row and the ranks then agree on the first bad row, so
     every rank raises the same error (or none) at the same point."""
-    from . import dist
+    from ..core import dist
 
     rows = range(dist.rank(), len(manifest.rows), dist.world_size())
     chunk = 512
@@ -195,7 +195,7 @@ def make_loader(
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from . import dist
+    from ..core import dist
 
     sampler = None
     per_rank = batch_size
@@ -229,7 +229,7 @@ def check_trainable(n: int, label: str, batch_size: int | None = None) -> None:
     """Before any work: every batch a training or gradient pass draws holds at least two images on every process
     (a trailing one-image batch is merged into the one before, see EpochSampler), so BatchNorm in training mode
     never sees a batch of one. `label` names the set (`--train data/train.csv`)."""
-    from . import dist
+    from ..core import dist
 
     world = dist.world_size()
     if batch_size is not None and batch_size // world < 2:
@@ -260,7 +260,7 @@ class EpochSampler:
     def _indices(self) -> list[int]:
         import torch
 
-        from . import dist
+        from ..core import dist
 
         rank, world = dist.rank(), dist.world_size()
         if self.order is not None:
@@ -304,7 +304,7 @@ def make_epoch_loader(dataset: Any, *, batch_size: int, workers: int, seed: int,
     `batch_size` is the global batch (each rank loads its share). With `order`: one pass in that order."""
     from torch.utils.data import DataLoader
 
-    from . import dist
+    from ..core import dist
 
     per_rank = dist.local_batch(batch_size) if dist.is_distributed() else batch_size
     sampler = EpochSampler(len(dataset), batch_size=per_rank, seed=seed, order=order, keys=True, pool=pool)
@@ -341,7 +341,7 @@ def _clean(exc: AimfairError) -> AimfairError:
     if "Traceback" not in text:
         return exc
     last = [line for line in text.splitlines() if line.strip()][-1]
-    # last line: "aimfair_cli.errors.ImageError: <the original message>"
+    # last line: "aimfair_cli.core.errors.ImageError: <the original message>"
     return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
 
 
