@@ -216,6 +216,30 @@ def test_a_folder_that_is_not_a_pipeline(tmp_path):
     assert str(err.value) == f"{tmp_path} is not a diffusers pipeline folder (no model_index.json)"
 
 
+@pytest.mark.parametrize("part, damage", [("unet/diffusion_pytorch_model.safetensors", "truncate"),
+                                          ("vae/diffusion_pytorch_model.safetensors", "garbage"),
+                                          ("text_encoder/config.json", "garbage"),
+                                          ("model_index.json", "garbage")])
+def test_a_damaged_pipeline_folder_is_one_line(tiny_sd, prompt_file, tmp_path, part, damage):
+    """A truncated or overwritten file inside a pipeline folder (an interrupted copy) is one Error line naming the
+    model, with nothing written."""
+    import shutil
+
+    from aimfair_cli.cli.app import app
+
+    model = tmp_path / "pipeline"
+    shutil.copytree(tiny_sd, model)
+    target = model / part
+    target.write_bytes(target.read_bytes()[:1000] if damage == "truncate" else b"{not json nor safetensors")
+    result = CliRunner().invoke(app, ["synth", "--generator", "diffusers", "--model", str(model), "--prompts",
+                                      str(prompt_file), "--group", "smiling_male", "--n", "1", "--out",
+                                      str(tmp_path / "out")], env={"AIMFAIR_DEBUG": ""})
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and str(model) in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("Error:") or "Traceback" in line]
 

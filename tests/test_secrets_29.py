@@ -4,6 +4,7 @@ a pickle-only model folder is refused before loading, prompts are bounded in cha
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from aimfair_cli.cli.app import app
 from aimfair_cli.core.redact import redact_text, redact_url
 from aimfair_cli.core.tasks import MAX_PROMPT_CHARS, MSG_PROMPT_NOT_TEXT, MSG_PROMPT_TOO_LONG
 
-from test_llm_writers import ScriptedServer, prompts_reply
+from test_llm_writers import KEY, ScriptedServer, prompts_reply, tiny_lm  # noqa: F401 (tiny_lm: a fixture)
 from test_secrets import ask, env, error_line, files  # noqa: F401 (env: the autouse fixture, key set, no proxy)
 
 runner = CliRunner(env={"AIMFAIR_DEBUG": ""})
@@ -152,5 +153,51 @@ def test_synth_stopped_by_a_file_size_limit_leaves_nothing(tmp_path, blocks):
                            "--n 2 --size 512 --out runs/sy"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "AIMFAIR_DEBUG": "", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.rstrip("\n").splitlines()[-1].endswith(": File too large")
+    # the message names the image the user asked for, not its temporary file
+    assert re.fullmatch(r"Error: cannot write runs/sy/smiling_male/\d{6}\.png: File too large",
+                        proc.stderr.rstrip("\n").splitlines()[-1])
     assert files(tmp_path) == {} and not (tmp_path / "runs").exists()
+
+
+HF_SECRET = "hf_s3cretHubToken"
+
+
+def _transformers_case(case: str, root: Path, tiny: Path) -> tuple[str, str]:
+    """(--model value, the start of the expected error line) for one way the transformers writer can fail."""
+    import shutil
+
+    if case == "url with credentials":
+        return "http://user:s3cret-pw@host/models/lm", "Error: model folder not found: http://***@host/models/lm"
+    if case == "not in the offline cache":
+        return "org/absent-model", "Error: model 'org/absent-model' is not in the local Hugging Face cache"
+    folder = root / "lm"
+    shutil.copytree(tiny / "chat", folder)
+    if case == "corrupt config":
+        (folder / "config.json").write_text("{not json")
+    elif case == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    return str(folder), {"corrupt config": f"Error: cannot load transformers model '{folder}'",
+                         "truncated weights": f"Error: cannot load transformers model '{folder}'",
+                         "garbage replies": "Error: writer produced 0 of 1 valid prompts"}[case]
+
+
+@pytest.mark.parametrize("case", ["url with credentials", "not in the offline cache", "corrupt config",
+                                  "truncated weights", "garbage replies"])
+def test_the_transformers_writer_fails_in_one_line_without_a_secret(tmp_path, monkeypatch, tiny_lm, case):
+    """Every way the local writer fails is one line that shows no credential: not the Hub token, not the API key
+    of the other writer, not a password inside a URL given as --model; and nothing is written."""
+    monkeypatch.setenv("HF_TOKEN", HF_SECRET)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, expected = _transformers_case(case, tmp_path / "models", tiny_lm)
+    before = files(tmp_path)
+    result = runner.invoke(app, ["prompts", "--task", "smiling_male", "--writer", "transformers", "--model", model,
+                                 "--per-group", "1", "--max-rounds", "1", "--max-new-tokens", "8", "--out", "p.yaml",
+                                 "--log-file", "run.log"])
+    assert result.exit_code == 1
+    assert error_line(result).startswith(expected)
+    written = files(tmp_path)
+    assert set(written) - set(before) == {"run.log"}
+    for secret in (HF_SECRET, KEY, "s3cret-pw"):
+        assert secret not in result.output
+        assert all(secret.encode() not in data for data in written.values())

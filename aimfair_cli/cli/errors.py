@@ -18,6 +18,7 @@ import typer
 
 from ..core import dist
 from ..core.errors import AimfairError, WriteError
+from ..core.redact import redact_text
 
 F = TypeVar("F", bound=Callable)
 
@@ -32,7 +33,9 @@ def debug_enabled() -> bool:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    """Print `Error: message` on stderr and return the Exit to raise."""
+    """Print `Error: message` on stderr and return the Exit to raise. Credentials inside any URL the message
+    quotes (a model, a server, a proxy) are replaced by `***`, whichever layer wrote the message."""
+    message = redact_text(message)
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
     from .console import to_log_file

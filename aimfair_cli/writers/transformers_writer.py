@@ -102,6 +102,7 @@ class TransformersWriter(ChatWriter):
                 require_safetensors(self.source.name_or_path, expected="model.safetensors", error=PromptWriterError)
         self.device = resolve_device(device)
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kw: dict[str, Any] = dict(local_files_only=self.source.local_files_only)
@@ -112,7 +113,7 @@ class TransformersWriter(ChatWriter):
             with quiet_loading():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.source.name_or_path, **kw)
                 self.lm = AutoModelForCausalLM.from_pretrained(self.source.name_or_path, **model_kw)
-        except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, ImportError, KeyError, SafetensorError) as exc:  # a cut weights file
             raise PromptWriterError(f"cannot load transformers model '{self.model}': {first_line(exc)}") from exc
         # bf16 on GPUs that have it keeps 7B models in memory; CPUs compute fp32.
         if self.device.startswith("cuda"):
