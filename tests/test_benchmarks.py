@@ -44,6 +44,19 @@ def test_synth_throughput_on_the_tiny_pipeline():
     assert len(r["rows"]) == 2  # no compile row on a CPU unless asked
 
 
+def test_prompt_length_benchmark_reports_each_length_against_the_shortest():
+    pytest.importorskip("diffusers")
+    from aimfair_cli.core.tasks import MAX_PROMPT_CHARS
+
+    r = run_json("prompt_length.py", "--lengths", f"2000,40,{MAX_PROMPT_CHARS}", "--repeats", "1")
+    assert r["bound"] == MAX_PROMPT_CHARS
+    assert [row["chars"] for row in r["rows"]] == [40, MAX_PROMPT_CHARS, 2000]
+    assert [row["within_bound"] for row in r["rows"]] == [True, True, False]
+    assert r["rows"][0]["ratio"] == 1.0
+    assert all(row["ratio"] == pytest.approx(row["seconds_per_image"] / r["rows"][0]["seconds_per_image"])
+               for row in r["rows"])
+
+
 def test_synth_throughput_refuses_the_full_architecture_on_a_cpu():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/synth_throughput.py"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
