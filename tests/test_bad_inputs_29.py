@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -73,6 +74,19 @@ def test_log_file_over_eval_data(ws, spelling):
 def test_log_file_over_every_command_input(ws, args, flag, path):
     refused(ws, [*args, "--log-file", path],
             MSG_SAME_AS_INPUT.format(out_label="--log-file", output=path, in_label=flag, input=path))
+
+
+@pytest.mark.parametrize("out_flag, over", [("--predictions", "--model"), ("--plot", "--reference"),
+                                             ("--predictions", "--reference")])
+def test_eval_outputs_over_a_checkpoint_by_a_hard_link(ws, out_flag, over):
+    """Each eval output against each checkpoint it reads, spelled through a hard link; the message names the flag
+    the checkpoint came from, once."""
+    shutil.copy(ws / "model.safetensors", ws / "ref.safetensors")
+    target = "model.safetensors" if over == "--model" else "ref.safetensors"
+    suffix = ".csv" if out_flag == "--predictions" else ".png"
+    os.link(ws / target, ws / f"link{suffix}")
+    refused(ws, [*EVAL, "--reference", "ref.safetensors", out_flag, f"link{suffix}"],
+            MSG_SAME_AS_INPUT.format(out_label=out_flag, output=f"link{suffix}", in_label=over, input=target))
 
 
 def test_log_file_over_the_output_is_refused(ws):

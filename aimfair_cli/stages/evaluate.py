@@ -355,7 +355,7 @@ def run_eval(cfg: EvalConfig, *, progress: Progress = NULL) -> EvalResult:
         check_suffix(cfg.out, (".json",), "--out")
     # every output (--out, --predictions, --plot, the --log-file) against every input, even with no --out
     check_outputs({"--out": cfg.out, "--predictions": cfg.predictions, "--plot": cfg.plot},
-                  {"--data": cfg.data, **{f"--model {m}": m for m in [*cfg.model, *(cfg.reference or [])]}})
+                  {"--data": cfg.data, "--model": list(cfg.model), "--reference": list(cfg.reference or [])})
     kw = dict(batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device, predictions=cfg.predictions,
               allow_duplicates=cfg.allow_duplicates, progress=progress, plot=cfg.plot)
     if cfg.reference:
