@@ -11,6 +11,7 @@ from aimfair_cli.cli.app import app
 from aimfair_cli.core.manifest import read_manifest
 from aimfair_cli.data import demo as demo_mod
 from aimfair_cli.data.demo import (
+    MSG_BUSY,
     MSG_FOREIGN_IMAGES,
     make_demo_dataset,
     mixed_quotas,
@@ -113,6 +114,57 @@ def test_an_interrupted_first_run_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         make_demo_dataset(out=tmp_path / "data", n_train=8, n_val=4, n_test=4, size=16)
     assert not (tmp_path / "data").exists()
+
+
+def _start(out, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    aimfair = os.path.join(os.path.dirname(sys.executable), "aimfair")
+    return subprocess.Popen([aimfair, "data", "demo", "--out", str(out), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_images(out, at_least: int, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while sum(1 for _ in out.glob(".demo-tmp-*/images/*/*.png")) < at_least:
+        assert time.monotonic() < deadline, "the import never started rendering"
+        time.sleep(0.05)
+
+
+def test_a_killed_import_leaves_no_manifest_and_the_next_run_clears_its_staging(tmp_path):
+    """A real SIGKILL mid-render: no manifest (nothing looks imported), and the next run removes the staging
+    folder the killed one could not clean, then writes exactly the dataset."""
+    import signal
+
+    out = tmp_path / "data"
+    proc = _start(out, "--n-train", "4000", "--size", "32")
+    _wait_for_images(out, 50)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(out.glob("*.csv")) and not list(out.rglob("*.csv"))
+    assert list(out.glob(".demo-tmp-*"))  # what the kill left behind
+    result = run("--out", str(out), *TINY)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["data_demo.config.yaml", "images", "test.csv", "train.csv",
+                                                      "val.csv"]
+
+
+def test_a_second_import_into_a_busy_folder_is_refused(tmp_path):
+    """Two real processes on one --out: the second refuses in one line and the first finishes untouched."""
+    out = tmp_path / "data"
+    first = _start(out, "--n-train", "600", "--size", "32")
+    _wait_for_images(out, 20)
+    second = _start(out, *TINY)
+    assert second.wait(timeout=120) == 1
+    assert second.stderr.read().strip().splitlines()[-1] == f"Error: {MSG_BUSY.format(out=out)}"
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert sorted(p.name for p in out.iterdir()) == ["data_demo.config.yaml", "images", "test.csv", "train.csv",
+                                                      "val.csv"]
+    assert len(read_manifest(out / "train.csv")) == 600
 
 
 def test_refuses_to_replace_an_images_folder_it_did_not_write(tmp_path):

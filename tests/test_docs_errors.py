@@ -12,6 +12,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ENTRY = re.compile(r'^\s*- `(aimfair_cli(?:\.\w+)+)\.(MSG_\w+)`: "(.*)"$')
 REQUIRED = {
+    "aimfair_cli.data.demo.MSG_BUSY",
     "aimfair_cli.core.fsio.MSG_SAME_AS_INPUT", "aimfair_cli.core.fsio.MSG_TWO_OUTPUTS",
     "aimfair_cli.cli.console.MSG_LOG_FILE", "aimfair_cli.cli.errors.MSG_STDOUT",
     "aimfair_cli.core.options.MSG_EMPTY_ITEM", "aimfair_cli.core.options.MSG_IS_DIR",

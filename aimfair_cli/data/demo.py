@@ -19,6 +19,7 @@ previous output as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..core import layout
 from ..core.errors import UsageError
@@ -47,6 +48,8 @@ MARKER = ".aimfair-demo"  # marks an images/ folder this command wrote (and may 
 NATURAL_MIX: dict[tuple[int, int], float] = {(0, 0): 0.27, (0, 1): 0.23, (1, 0): 0.35, (1, 1): 0.15}
 
 MSG_OUT_NOT_DIR = "output path exists and is not a folder: {out}"
+MSG_BUSY = "another 'aimfair data demo' is writing into {out}; wait for it or choose another --out"
+TMP_PREFIX = ".demo-tmp-"
 MSG_FOREIGN_IMAGES = "{path} exists and was not written by 'aimfair data demo'; move it away or choose another --out"
 
 # The offline benchmark is drawn on the CPU, ~1,000 images/s at 64 px; past these it is a typo, not a plan.
@@ -191,6 +194,32 @@ def _swap_in(out: Path, images: Path, config_path: Path, staged: dict[str, Path]
     return final_config, paths
 
 
+@contextlib.contextmanager
+def _writing_into(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder itself while this run writes into it (flock on the folder's
+    descriptor: no lock file is left), and remove what runs killed before their clean-up left behind: staging
+    folders and the previous images set aside during a swap. Under the lock, no other run can own them."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, so other runs' staging folders are left alone
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(MSG_BUSY.format(out=out)) from None
+        stale = [*out.glob(f"{TMP_PREFIX}*"), *out.glob(f".{IMAGES_DIR}.old.*")]
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        if stale:
+            log.info("removed %d folder(s) an interrupted run left in %s", len(stale), out)
+        yield
+    finally:
+        os.close(fd)
+
+
 def make_demo_dataset(
     *,
     out: str | os.PathLike,
@@ -204,9 +233,7 @@ def make_demo_dataset(
     progress: Progress = NULL,
 ) -> DemoResult:
     """Render the demo dataset into `out` (see the module docstring for the layout)."""
-    from ..core.config import write_resolved_config
     from ..core.fsio import check_writable
-    from ..core.manifest import write_manifest
 
     cfg = check(DemoDataConfig(out=Path(out), n_train=n_train, n_val=n_val, n_test=n_test, size=size, bias=bias,
                                ambiguous=ambiguous, seed=seed))
@@ -223,7 +250,21 @@ def make_demo_dataset(
     out.mkdir(parents=True, exist_ok=True)
 
     sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=out))  # no suffix: config_path_for sees a folder
+    try:
+        with _writing_into(out):
+            return _render_into(out, cfg, sizes, progress)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _render_into(out: Path, cfg: DemoDataConfig, sizes: dict[str, int], progress: Progress) -> DemoResult:
+    """Render into a staging folder inside `out`, then swap the result in (see `_swap_in`)."""
+    from ..core.config import write_resolved_config
+    from ..core.manifest import write_manifest
+
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))  # no suffix: config_path_for sees a folder
     started = time.perf_counter()
     try:
         images = tmp / IMAGES_DIR
@@ -236,8 +277,6 @@ def make_demo_dataset(
         final_config, paths = _swap_in(out, images, config_path, staged)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {split: {cell: sum(1 for r in rows[split] if (r["target"], r["protected"]) == cell) for cell in CELLS}
