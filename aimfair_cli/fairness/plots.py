@@ -47,6 +47,17 @@ def _pyplot():
     return plt
 
 
+def _title_and_grid(draw, title: str, ymax: float, box: tuple[float, float, float, float], font, small) -> None:
+    """The title above a plot box (left, top, width, height), and a horizontal grid line with its value every
+    20 % of `ymax`."""
+    left, top, pw, ph = box
+    draw.text((left, 10), title, fill="black", font=font)
+    for i in range(6):
+        y = top + ph - ph * i / 5
+        draw.line([(left, y), (left + pw, y)], fill="#E5E5E5")
+        draw.text((8, y - 7), f"{ymax * i / 5:g}", fill="black", font=small)
+
+
 def _bar_image(*, title: str, groups: Sequence[str], series: dict[str, Sequence[float]],
                errors: dict[str, Sequence[float]] | None = None, ylabel: str = "%", ymax: float = 100.0,
                size: tuple[int, int] = (900, 420), line: float | None = None, labels: bool = True):
@@ -62,12 +73,7 @@ def _bar_image(*, title: str, groups: Sequence[str], series: dict[str, Sequence[
     tiny = ImageFont.load_default(size=9)
     left, right, top, bottom = 60, 170, 40, 60
     plot_w, plot_h = width - left - right, height - top - bottom
-    draw.text((left, 10), title, fill="black", font=font)
-    # axes and horizontal grid every 20 % of ymax
-    for i in range(6):
-        y = top + plot_h - plot_h * i / 5
-        draw.line([(left, y), (left + plot_w, y)], fill="#E5E5E5")
-        draw.text((8, y - 7), f"{ymax * i / 5:g}", fill="black", font=small)
+    _title_and_grid(draw, title, ymax, (left, top, plot_w, plot_h), font, small)
     draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
     draw.text((8, top - 22), ylabel, fill="black", font=small)
 
@@ -185,11 +191,7 @@ def line_chart(path: str | os.PathLike, *, title: str, series: dict[str, Sequenc
     font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=11)
     left, right, top, bottom = 60, 230, 40, 50
     pw, ph = width - left - right, height - top - bottom
-    draw.text((left, 10), title, fill="black", font=font)
-    for i in range(6):
-        y = top + ph - ph * i / 5
-        draw.line([(left, y), (left + pw, y)], fill="#E5E5E5")
-        draw.text((8, y - 7), f"{ymax * i / 5:g}", fill="black", font=small)
+    _title_and_grid(draw, title, ymax, (left, top, pw, ph), font, small)
     n = max((len(v) for v in series.values()), default=1)
     px = lambda i: left + (pw * (i / max(1, n - 1)) if n > 1 else pw / 2)  # noqa: E731
     for i in range(n):
