@@ -26,7 +26,7 @@ __all__ = [
 STYLES = ("photo", "synthetic")
 # Bump when a change to the drawing changes the pixels, so cached images made by an older renderer are
 # recognised as stale (the procedural generator's describe() reports it).
-RENDERER_VERSION = 11
+RENDERER_VERSION = 12
 
 MSG_BAD_STYLE = "unknown render style '{style}' (known: photo, synthetic)"
 MSG_BAD_SIZE = "image size must be at least 16 pixels, got {size}"
