@@ -181,6 +181,9 @@ def finish_log_file(failed: bool) -> None:
     global _log_file
     if _log_file is not None:
         _log_file.finish(failed)
+        for name in ("aimfair_cli", PROGRESS_LOGGER):  # a later in-process caller must not append to it
+            logger = logging.getLogger(name)
+            logger.handlers[:] = [h for h in logger.handlers if h is not _log_file]
         _log_file = None
     fsio.clear_common_outputs()
 
