@@ -13,6 +13,7 @@ from aimfair_cli.data import demo as demo_mod
 from aimfair_cli.data.demo import (
     MSG_BUSY,
     MSG_FOREIGN_IMAGES,
+    TMP_PREFIX,
     make_demo_dataset,
     mixed_quotas,
 )
@@ -49,7 +50,7 @@ def test_writes_valid_manifests_with_exact_quotas(tiny):
             assert not r["file_name"].startswith("/")  # relative to the manifest's folder
             assert m.image_path(r).is_file()
     assert (tiny / "data_demo.config.yaml").is_file()
-    assert not [p for p in tiny.iterdir() if p.name.startswith(".demo-tmp")]
+    assert not [p for p in tiny.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
 def test_images_have_the_requested_size(tiny):
@@ -130,7 +131,7 @@ def _wait_for_images(out, at_least: int, timeout: float = 120.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while sum(1 for _ in out.glob(".demo-tmp-*/images/*/*.png")) < at_least:
+    while sum(1 for _ in out.glob(f"{TMP_PREFIX}*/images/*/*.png")) < at_least:
         assert time.monotonic() < deadline, "the import never started rendering"
         time.sleep(0.05)
 
@@ -145,8 +146,8 @@ def test_a_killed_import_leaves_no_manifest_and_the_next_run_clears_its_staging(
     _wait_for_images(out, 50)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not list(out.glob("*.csv")) and not list(out.rglob("*.csv"))
-    assert list(out.glob(".demo-tmp-*"))  # what the kill left behind
+    assert not list(out.rglob("*.csv"))
+    assert list(out.glob(f"{TMP_PREFIX}*"))  # what the kill left behind
     result = run("--out", str(out), *TINY)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["data_demo.config.yaml", "images", "test.csv", "train.csv",

@@ -7,8 +7,9 @@ tested on the other meets a genuine domain shift:
   lighting, skin texture, lens blur, sensor noise and JPEG artefacts.
 - synthetic: what a text-to-image model's clean studio pictures look like from afar: a brighter, more
   saturated palette, even colours (less jitter), a two-tone shadow and contours a shade darker than their
-  fill, soft light, a colour grade (more saturation and contrast, warm highlights) and a soft focus that varies
-  from image to image over the photos' range, and none of a camera's noise, texture or compression.
+  fill, an even fall-off of the light (the prompt's, or one drawn as the photos' are), a colour grade (more
+  saturation and contrast, warm highlights) and a soft focus that varies from image to image over the photos'
+  range, and none of a camera's noise, texture or compression.
 
 How far apart the two are is calibrated (`benchmarks/demo_properties.py --regime`): a model trained on the
 synthetic style alone should lose a few points of accuracy on the photo style, as Stable Diffusion images
