@@ -87,7 +87,9 @@ for _ in $(seq 120); do
   kill -0 $SERVER 2>/dev/null || { echo "the server stopped; see $WORK/server.log" >&2; exit 1; }
   sleep 1
 done
-run_prompts openai --model smollm2 --base-url "http://127.0.0.1:$PORT/v1"
+# llama-cpp-python's server answers one request at a time: requests sent at once queue behind each other and time
+# out while they wait, so one at a time, with room for a whole reply
+run_prompts openai --model smollm2 --base-url "http://127.0.0.1:$PORT/v1" --concurrency 1 --timeout 600
 kill $SERVER; wait $SERVER 2>/dev/null || true
 
 # 2. the same model through transformers (de-quantized from the GGUF), grammar-constrained

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aimfair_cli.cli.app import app
-from aimfair_cli.methods import METHODS, cvar_dro, eiil, group_dro, jtt, lff
+from aimfair_cli.methods import METHODS, cvar_dro, dfr, eiil, group_dro, jtt, lff
 from aimfair_cli.training.checkpoint import read_meta
 from aimfair_cli.training.images import EpochSampler
 from aimfair_cli.training.loop import Predictions
@@ -150,6 +150,61 @@ def test_selection_scores_and_label_use():
     assert group_labels("train", "worst-class") == "train"
 
 
+def test_dfr_balanced_draws_and_halves_keep_every_cell():
+    cells = np.array([0] * 5 + [1] * 2 + [2] * 3 + [3] * 7)
+    rng = np.random.default_rng(0)
+    draw = dfr.balanced_draw(cells, rng)
+    assert len(set(draw)) == len(draw) == 8 and np.bincount(cells[draw]).tolist() == [2, 2, 2, 2]
+    first, second = dfr.halves(cells, rng)
+    assert sorted([*first, *second]) == list(range(len(cells)))
+    assert np.bincount(cells[first]).tolist() == [3, 1, 2, 4] and np.bincount(cells[second]).tolist() == [2, 1, 1, 3]
+
+
+def test_dfr_l1_logistic_meets_its_optimality_conditions():
+    """At the optimum of mean BCE + λ‖w‖₁: the loss gradient is −λ·sign(w) where w ≠ 0, within ±λ where w = 0,
+    and 0 for the (unpenalised) intercept; a tiny C keeps every weight at 0 and the intercept at the log-odds."""
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(size=(60, 4)))
+    y = ((x[:, 0] - 0.5 * x[:, 1] + torch.tensor(rng.normal(size=60))) > 0.3).double()
+    for c in (3.0, 0.3, 0.1):
+        w, b = dfr.l1_logistic(x, y, c)
+        lam = 1 / (c * 60)
+        r = torch.sigmoid(x @ w + b) - y
+        grad = x.T @ r / 60
+        assert abs(float(r.mean())) < 1e-6
+        on = w != 0
+        assert torch.allclose(grad[on], -lam * torch.sign(w[on]), atol=1e-6)
+        assert bool((grad[~on].abs() <= lam + 1e-9).all())
+    assert [int((dfr.l1_logistic(x, y, c)[0] != 0).sum()) for c in (3.0, 0.3, 0.1)] == [4, 2, 1]  # L1: sparser
+    w, b = dfr.l1_logistic(x, y, 1e-4)
+    assert bool((w == 0).all()) and float(b) == pytest.approx(math.log(float(y.mean()) / (1 - float(y.mean()))))
+
+
+def test_dfr_folds_the_standardisation_into_the_last_layer():
+    rng = np.random.default_rng(2)
+    feats = rng.normal(3, 2, size=(40, 5)).astype(np.float32)
+    feats[:, 4] = 1.0  # a feature that never varies
+    targets = np.array([0, 0, 1, 1] * 10)
+    protected = np.array([0, 1, 0, 1, 0] * 8)
+    preds = Predictions(scores=np.zeros(40, np.float32), targets=targets, protected=protected,
+                        indices=np.arange(40), features=feats)
+    model = SimpleNamespace(fc=torch.nn.Linear(5, 1))
+    notes = dfr.retrain_last_layer(model, preds, draws=3, seed=0)
+    assert notes["dfr_c"] in dfr.C_GRID and set(notes["dfr_half_wst"]) == {str(c) for c in dfr.C_GRID}
+    assert notes["dfr_draw_size"] == 4 * 8  # the smallest cell has 8 images
+    assert float(model.fc.weight.detach()[0, 4]) == 0.0
+    # the same seed gives the same layer; the layer separates the target on its own features
+    again = SimpleNamespace(fc=torch.nn.Linear(5, 1))
+    dfr.retrain_last_layer(again, preds, draws=3, seed=0)
+    assert torch.equal(model.fc.weight, again.fc.weight) and torch.equal(model.fc.bias, again.fc.bias)
+    mean, sd = feats.mean(0), feats.std(0, ddof=1)
+    sd[sd == 0] = 1
+    w = model.fc.weight.detach().double().numpy()[0] * sd  # undo the fold: the regression's own weights
+    b = float(model.fc.bias.detach()) + float((w * mean / sd).sum())
+    logits = torch.nn.functional.linear(torch.tensor(feats), model.fc.weight, model.fc.bias).detach().numpy()[:, 0]
+    assert np.allclose(logits, ((feats - mean) / sd) @ w + b, atol=1e-4)
+
+
 # ---- the invariants and what a checkpoint records -----------------------------------------------------------------
 
 def test_cvar_alpha_1_and_jtt_lambda_1_give_erm_weights_bit_for_bit(folder, monkeypatch):
@@ -173,6 +228,17 @@ def test_oracle_and_worst_group_selection_are_marked(folder, monkeypatch):
     assert read_meta(folder / "wg.safetensors")["group_labels"] == "val"
 
 
+def test_dfr_retrains_only_the_last_layer_of_erm(folder, monkeypatch):
+    erm = _pretrain(folder, monkeypatch, "erm-d.safetensors")
+    got = _pretrain(folder, monkeypatch, "dfr.safetensors", "--method", "dfr", "--dfr-retrains", 2)
+    assert list(got) == list(erm)
+    assert all(torch.equal(erm[k], got[k]) for k in erm if not k.startswith("fc."))
+    assert not torch.equal(erm["fc.weight"], got["fc.weight"])
+    meta = read_meta(folder / "dfr.safetensors")
+    assert (meta["method"], meta["group_labels"], meta["select"]) == ("dfr", "val", "overall")
+    assert meta["config"]["dfr_retrains"] == 2 and meta["method_notes"]["dfr_c"] in dfr.C_GRID
+
+
 def _error(result):
     assert result.exit_code == 1, result.output
     return result.output.strip().splitlines()[-1]
@@ -186,8 +252,17 @@ def test_label_needs_are_one_line_errors(folder, monkeypatch):
     r = runner.invoke(app, ["pretrain", *BASE, "--train", "data/train_nogroups.csv", "--method", "group-dro",
                             "--out", "x.safetensors"])
     assert _error(r) == "Error: " + group_dro.MSG_NEEDS_GROUPS.format(path="data/train_nogroups.csv", n=60, total=60)
+    r = runner.invoke(app, ["pretrain", *BASE, "--val", "data/val_nogroups.csv", "--method", "dfr",
+                            "--out", "x.safetensors"])
+    assert _error(r) == "Error: " + dfr.MSG_NEEDS_GROUPS.format(path="data/val_nogroups.csv", n=24, total=24)
+    rows = list(csv.DictReader(open(folder / "data" / "val.csv")))
+    thin = [r for r in rows if (r["target"], r["protected"]) != ("1", "0")] + [
+        next(r for r in rows if (r["target"], r["protected"]) == ("1", "0"))]
+    _write(folder / "data" / "val_thin.csv", thin)
+    r = runner.invoke(app, ["pretrain", *BASE, "--val", "data/val_thin.csv", "--method", "dfr", "--out", "x.safetensors"])
+    assert _error(r) == "Error: " + dfr.MSG_NEEDS_CELLS.format(path="data/val_thin.csv", n=1, y=1, s=0)
     r = runner.invoke(app, ["pretrain", *BASE, "--method", "maple", "--out", "x.safetensors"])
-    assert _error(r) == "Error: --method: must be one of erm, jtt, cvar-dro, lff, eiil, group-dro, got 'maple'"
+    assert _error(r) == "Error: --method: must be one of erm, jtt, cvar-dro, lff, eiil, group-dro, dfr, got 'maple'"
     assert not (folder / "x.safetensors").exists()
 
 
@@ -217,7 +292,8 @@ def _kill_when(proc, path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,cut_in", [("jtt", "identify"), ("jtt", None), ("cvar-dro", None), ("lff", None),
-                                           ("eiil", "reference"), ("group-dro", None)])
+                                           ("eiil", "reference"), ("group-dro", None),
+                                           ("dfr", None)])
 def test_killed_and_resumed_ends_bit_identical(folder, method, cut_in):
     """Killed after the first epoch of the final training (or of the method's first stage), then --resume."""
     args = ["pretrain", *BASE, "--epochs", "3", "--jtt-epochs", "2", "--eiil-ref-epochs", "2", "--method", method]
@@ -252,14 +328,14 @@ def test_sota_and_sample_ratio_plan_every_method_once_per_ratio(tmp_path):
     results = {}
     run_seed(plan, [STUDIES["sota"], STUDIES["sample-ratio"]], src, sizes, tmp_path / "seed0", 0, results)
     lines = plan.commands()
-    # sota: ERM and 5 methods; sample-ratio: the same at each of 3 ratios; one pretraining each, none twice
-    assert trainings(plan) == {"pretrain": 6 * 4, "finetune": 4}
+    # sota: ERM and 6 methods; sample-ratio: the same at each of 3 ratios; one pretraining each, none twice
+    assert trainings(plan) == {"pretrain": 7 * 4, "finetune": 4}
     for m in METHOD_LABELS:
         assert sum(f"--method {m}" in line for line in lines) == 4
     subsets = [line for line in lines if "--kind subsample" in line]
     assert len(subsets) == 3 and all(f"--n {n}" in " ".join(subsets) for n in (50, 25, 10))
-    assert [r.name for r in results["sample-ratio"]][:7] == [
-        "pretrained@50", "jtt@50", "cvar-dro@50", "lff@50", "eiil@50", "group-dro@50", "aimfair@50"]
+    assert [r.name for r in results["sample-ratio"]][:8] == [
+        "pretrained@50", "jtt@50", "cvar-dro@50", "lff@50", "eiil@50", "group-dro@50", "dfr@50", "aimfair@50"]
 
 
 def test_rows_pair_with_aimfair_at_their_own_ratio():

@@ -263,5 +263,5 @@ def test_every_training_method_two_processes(run_dir, tmp_path):
                    "--eiil-steps", 20, "--out", f"ddp-{method}.safetensors", "--json"], run_dir, tmp_path, method)
         assert json.loads(out)["best_epoch"] == 1
         meta = read_meta(run_dir / f"ddp-{method}.safetensors")
-        assert meta["method"] == method and meta["group_labels"] == ("train" if method == "group-dro" else "none")
+        assert meta["method"] == method and meta["group_labels"] == {"group-dro": "train", "dfr": "val"}.get(method, "none")
         assert not list(run_dir.glob(f"ddp-{method}*.resume.safetensors"))

@@ -305,7 +305,7 @@ class Study:
 
 # the comparison methods of Tab. 1-2 (`pretrain --method`, aimfair_cli/methods/), as the paper names them
 METHOD_LABELS = {"jtt": "JTT", "cvar-dro": "CVaR DRO", "lff": "LfF", "eiil": "EIIL",
-                 "group-dro": "GroupDRO (oracle: training group labels)"}
+                 "group-dro": "GroupDRO (oracle: training group labels)", "dfr": "DFR (validation group labels)"}
 RATIOS = (50, 25, 10)  # Tab. 2: percent of the real training set
 
 

@@ -25,17 +25,19 @@ class Context:
 
     cfg: Any  # PretrainConfig: the method's hyper-parameters are its options
     train: "Manifest"
+    val: "Manifest"
     device: "torch.device"
     new_model: Callable[[bool], "nn.Module"]  # (reseed) -> the initial model; reseed=True gives ERM's exact start
     loader: Callable[[Sequence[int] | None], Any]  # (pool) -> the shuffled, augmented training loader
     predict_train: Callable[["nn.Module"], "Predictions"]  # scores on every training image, no augmentation
+    embed_val: Callable[["nn.Module"], "Predictions"]  # scores and last-layer inputs (features) on every val image
     fit: Callable[..., "FitResult"]  # (model, loader, *, stage=None, epochs=None, objective=None, select_val=True)
     notes: dict[str, Any] = field(default_factory=dict)  # what the method found (error-set size, ...): the checkpoint
 
 
 class Method(Protocol):
     name: str
-    group_labels: str  # "none" or "train": which training group labels it reads
+    group_labels: str  # "none", "val" or "train": which group labels it reads (validation or training images)
     summary: str  # one line for --help and docs/methods.md
 
     def train(self, ctx: Context) -> tuple["nn.Module", "FitResult"]: ...

@@ -22,7 +22,7 @@ from ..core.options import (ALLOW_DUPLICATES_HELP, AMP_HELP, CACHE_HELP, CHANNEL
                             RESUME_HELP, SPEED_MODES, check, mode_flag, option)
 from ..core.progress import NULL, Progress
 from ..core.provenance import provenance
-from ..methods import METHOD_HELP, METHODS, cvar_dro, eiil, group_dro, jtt, lff
+from ..methods import METHOD_HELP, METHODS, cvar_dro, dfr, eiil, group_dro, jtt, lff
 from ..training.modelselect import SELECT_HELP, SELECT_MODES
 from ..training.resume import finish, history_path_for, prepare, state_path_for
 from ..training.tracking import check_tensorboard, open_tensorboard
@@ -81,6 +81,7 @@ class PretrainConfig:
     eiil_steps: int = option(eiil.STEPS, help=eiil.STEPS_HELP, min=1, max=1_000_000)
     eiil_lr: float = option(eiil.LR, help=eiil.LR_HELP, above=0, max=MAX_LR)
     dro_step: float = option(group_dro.STEP, help=group_dro.STEP_HELP, above=0, max=100)
+    dfr_retrains: int = option(dfr.RETRAINS, help=dfr.RETRAINS_HELP, min=1, max=1000)
 
 
 @dataclass
@@ -158,11 +159,16 @@ def _context(cfg: PretrainConfig, train: Any, val: Any, device: Any, resumable: 
                                  mean=MEAN, std=STD, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
                                  device=device, progress=progress, pool=pool)
 
+    speed = dict(amp=device.type == "cuda" if amp is None else amp,
+                 channels_last=device.type == "cuda" if channels_last is None else channels_last)
+
     def predict_train(model: Any) -> Any:
         plain_train = make_loader(ImageDataset(train, plain), batch_size=cfg.batch_size, shuffle=False,
                                   workers=cfg.workers, seed=cfg.seed, pin_memory=device.type == "cuda")
-        return predict(model, plain_train, device=device, amp=device.type == "cuda" if amp is None else amp,
-                       channels_last=device.type == "cuda" if channels_last is None else channels_last)
+        return predict(model, plain_train, device=device, **speed)
+
+    def embed_val(model: Any) -> Any:
+        return predict(model, val_loader, device=device, features=True, **speed)
 
     def fit_stage(model: Any, train_loader: Any, *, stage: str | None = None, epochs: int | None = None,
                   objective: Any = None, select_val: bool = True) -> Any:
@@ -177,8 +183,8 @@ def _context(cfg: PretrainConfig, train: Any, val: Any, device: Any, resumable: 
                    description="pretrain" + (f" ({cfg.method} {stage})" if stage else ""), select=cfg.select,
                    on_epoch=tensorboard if stage is None else None)  # leaves the best epoch's weights in `model`
 
-    return Context(cfg=cfg, train=train, device=device, new_model=new_model, loader=loader,
-                   predict_train=predict_train, fit=fit_stage)
+    return Context(cfg=cfg, train=train, val=val, device=device, new_model=new_model, loader=loader,
+                   predict_train=predict_train, embed_val=embed_val, fit=fit_stage)
 
 
 def run_pretrain(cfg: PretrainConfig, *, progress: Progress = NULL) -> PretrainResult:

@@ -73,6 +73,7 @@ class Predictions:
     targets: "np.ndarray"  # [N] int
     protected: "np.ndarray"  # [N] int, -1 where unknown
     indices: "np.ndarray"  # [N] int, row index in the manifest
+    features: "np.ndarray | None" = None  # [N, D] float, the last layer's inputs (`predict(features=True)`)
 
     @property
     def preds(self) -> "np.ndarray":
@@ -261,10 +262,11 @@ def _gather(parts: list["np.ndarray"]) -> list["np.ndarray"]:
 
 
 def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", amp: bool = False, task: Any = None,
-            channels_last: bool = False, what: str = "the model") -> Predictions:
+            channels_last: bool = False, what: str = "the model", features: bool = False) -> Predictions:
     """Scores for every image in `loader`, in eval mode, sorted by dataset index (duplicates that
     DistributedSampler pads with are dropped). Under torchrun every rank returns all predictions. A score that is
-    not finite is a CheckpointError naming `what`: a NaN never becomes a prediction, hence never a metric."""
+    not finite is a CheckpointError naming `what`: a NaN never becomes a prediction, hence never a metric.
+    features=True also keeps each image's input to the last layer (`model.fc`), in float32."""
     import numpy as np
     import torch
 
@@ -272,21 +274,27 @@ def predict(model: "nn.Module", loader: Any, *, device: "torch.device | str", am
     was_training = model.training
     model.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    scores, targets, protected, indices = [], [], [], []
-    with torch.inference_mode():
-        for images, y, s, idx in batches(loader):
-            images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
-            with autocast(device, amp):
-                logits = model(images).squeeze(1)  # [B]
-            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-            targets.append(np.asarray(y).astype(np.int64))
-            protected.append(np.asarray(s).astype(np.int64))
-            indices.append(np.asarray(idx).astype(np.int64))
-            if task is not None:
-                task.advance(1)
-    model.train(was_training)
-    cat = [np.concatenate(a) if a else np.zeros(0, dtype=dt)
-           for a, dt in ((scores, np.float32), (targets, np.int64), (protected, np.int64), (indices, np.int64))]
+    scores, targets, protected, indices, feats = [], [], [], [], []
+    hook = model.fc.register_forward_hook(lambda m, inp, out: feats.append(inp[0].float().cpu().numpy())) \
+        if features else None
+    try:
+        with torch.inference_mode():
+            for images, y, s, idx in batches(loader):
+                images = images.to(device, non_blocking=True, memory_format=fmt)  # [B,3,H,W]
+                with autocast(device, amp):
+                    logits = model(images).squeeze(1)  # [B]
+                scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+                targets.append(np.asarray(y).astype(np.int64))
+                protected.append(np.asarray(s).astype(np.int64))
+                indices.append(np.asarray(idx).astype(np.int64))
+                if task is not None:
+                    task.advance(1)
+    finally:
+        model.train(was_training)
+        if hook is not None:
+            hook.remove()
+    kept = [(scores, np.float32), (targets, np.int64), (protected, np.int64), (indices, np.int64)]
+    cat = [np.concatenate(a) if a else np.zeros(0, dtype=dt) for a, dt in kept + [(feats, np.float32)] * features]
     cat = _gather(cat)
     _, first = np.unique(cat[3], return_index=True)  # sorted unique indices
     bad = int((~np.isfinite(cat[0][first])).sum())
