@@ -142,7 +142,7 @@ def retrain_last_layer(model: Any, preds: Any, *, draws: int, seed: int) -> dict
         model.fc.weight.copy_((w / sd).reshape(model.fc.weight.shape).to(model.fc.weight.dtype))
         model.fc.bias.copy_((b - (w * mean / sd).sum()).reshape(model.fc.bias.shape).to(model.fc.bias.dtype))
     return {"dfr_c": c, "dfr_half_wst": {str(k): round(v, 4) for k, v in scores.items()},
-            "dfr_draw_size": int(len(balanced_draw(cells, np.random.default_rng(0)))),
+            "dfr_draw_size": len(CELLS) * int(np.bincount(cells, minlength=len(CELLS)).min()),
             "dfr_nonzero_weights": int((w != 0).sum())}
 
 
